@@ -1,0 +1,578 @@
+//! strata's configuration: one TOML file, layered.
+//!
+//! ```text
+//! built-in defaults  ──►  the file (--config / STRATA_CONFIG / ./strata.toml)  ──►  STRATA_* environment
+//! ```
+//!
+//! Every key of the file can be overridden from the environment as
+//! `STRATA_<SECTION>__<KEY>` (double underscore between levels, any case):
+//! `STRATA_KAFKA__BROKERS=10.0.0.1:9092`, `STRATA_SOURCE__POSTGRES__URL=postgres://…`.
+//! Values are read as TOML literals where they parse as one (`42`, `true`, `["a","b"]`) and as
+//! strings otherwise. Variables without a double underscore (such as `STRATA_CONFIG` or the test
+//! stack's `STRATA_KAFKA_BROKERS`) are not overrides.
+//!
+//! Unknown keys are errors, never ignored: the error names the key and where it came from.
+//! `strata config --defaults` prints the file below with every default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The documented default configuration. It is also the template `strata config --defaults` prints,
+/// and a test checks that it parses to exactly [`Config::default`].
+pub(crate) const DEFAULT_CONFIG_TOML: &str = include_str!("../strata.example.toml");
+
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "STRATA_";
+/// Separator between key levels in an environment override.
+const ENV_SEPARATOR: &str = "__";
+
+/// The whole configuration of a strata process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// Structured logs.
+    pub(crate) log: LogConfig,
+    /// The Prometheus endpoint.
+    pub(crate) metrics: MetricsConfig,
+    /// The Kafka cluster that carries change events between capture and compactor.
+    pub(crate) kafka: KafkaConfig,
+    /// Where history (change segments, snapshots, the catalog) is kept.
+    pub(crate) storage: StorageConfig,
+    /// The databases to capture. Each source is optional.
+    pub(crate) source: SourcesConfig,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogConfig {
+    /// A `tracing` filter, as in `RUST_LOG` (`info`, `strata=debug,rdkafka=warn`). `RUST_LOG`, when
+    /// set, wins.
+    pub(crate) level: String,
+    /// `text` for people, `json` for log pipelines (one JSON object per line).
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The Prometheus metrics endpoint of long-running commands (`strata run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    /// Serve `GET /metrics` on this address.
+    pub(crate) enabled: bool,
+    /// Address to listen on.
+    pub(crate) listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// Kafka connection and topic naming.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KafkaConfig {
+    /// Bootstrap brokers, `host:port` separated by commas.
+    pub(crate) brokers: String,
+    /// Topics are named `<topic_prefix>.<source>.<namespace>.<table>`, as Debezium names them.
+    pub(crate) topic_prefix: String,
+    /// The Kafka client id strata announces.
+    pub(crate) client_id: String,
+    /// How long to wait for a broker before reporting it unreachable.
+    #[serde(with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    /// Extra librdkafka properties passed as they are (`security.protocol`, `sasl.mechanism`, …).
+    pub(crate) properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "strata".into(),
+            client_id: "strata".into(),
+            connect_timeout: Duration::from_secs(10),
+            properties: Default::default(),
+        }
+    }
+}
+
+/// The object store that holds history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StorageConfig {
+    /// `file:///abs/dir` or a relative `./dir` (local directory, the default), `s3://bucket/prefix`,
+    /// or `memory://` (nothing kept; for trials).
+    pub(crate) url: String,
+    /// Settings used when `url` is `s3://…`.
+    pub(crate) s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { url: "./strata-data".into(), s3: S3Config::default() }
+    }
+}
+
+/// S3 or an S3-compatible server. Unset fields fall back to the usual `AWS_*` environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct S3Config {
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:9300`); empty for AWS.
+    pub(crate) endpoint: Option<String>,
+    /// Region.
+    pub(crate) region: Option<String>,
+    /// Access key id.
+    pub(crate) access_key_id: Option<String>,
+    /// Secret access key.
+    pub(crate) secret_access_key: Option<String>,
+    /// Allow plain `http://` endpoints.
+    pub(crate) allow_http: bool,
+}
+
+/// Sources to capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SourcesConfig {
+    /// A PostgreSQL database, read through logical replication (pgoutput).
+    pub(crate) postgres: Option<PostgresSourceConfig>,
+}
+
+/// A PostgreSQL source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PostgresSourceConfig {
+    /// Logical name of this source; it names topics and the history folder.
+    pub(crate) name: String,
+    /// libpq-style URL of the database (`postgres://user:pass@host:5432/db`). The user needs the
+    /// REPLICATION attribute.
+    pub(crate) url: String,
+    /// Tables to capture as `schema.table`; empty captures every table with a primary key.
+    pub(crate) tables: Vec<String>,
+    /// The replication slot strata creates and reads.
+    pub(crate) slot_name: String,
+    /// The publication strata creates and reads.
+    pub(crate) publication_name: String,
+}
+
+impl Default for PostgresSourceConfig {
+    fn default() -> Self {
+        Self {
+            name: "pg".into(),
+            url: "postgres://strata:strata@127.0.0.1:5433/strata".into(),
+            tables: Vec::new(),
+            slot_name: "strata".into(),
+            publication_name: "strata".into(),
+        }
+    }
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Built-in defaults only.
+    Defaults,
+    /// A file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Defaults => f.write_str("built-in defaults"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message with line and column.
+        message: String,
+    },
+    /// A key is unknown or its value has the wrong type.
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Key {
+        /// Dotted path of the key (`kafka.brokers`).
+        key: String,
+        /// Where the offending value came from.
+        origin: Origin,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value parses but makes no sense.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `path` if given, then the `STRATA_*__*` variables of `env`.
+    ///
+    /// `env` is passed in (rather than read here) so that tests need not touch the process
+    /// environment.
+    pub(crate) fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut table, file_origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                    ConfigError::Syntax { path: path.to_owned(), message: e.to_string() }
+                })?;
+                (table, Origin::File(path.to_owned()))
+            }
+            None => (toml::Table::new(), Origin::Defaults),
+        };
+
+        let mut env_keys: Vec<(Vec<String>, String)> = Vec::new();
+        let mut vars: Vec<(String, String)> = env.into_iter().collect();
+        vars.sort();
+        for (var, raw) in vars {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            if !rest.contains(ENV_SEPARATOR) {
+                continue;
+            }
+            let key: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
+            if key.iter().any(String::is_empty) {
+                return Err(ConfigError::Key {
+                    key: key.join("."),
+                    origin: Origin::Env(var),
+                    message: "empty key segment".into(),
+                });
+            }
+            set_path(&mut table, &key, env_value(&raw))
+                .map_err(|message| ConfigError::Key {
+                    key: key.join("."),
+                    origin: Origin::Env(var.clone()),
+                    message,
+                })?;
+            env_keys.push((key, var));
+        }
+
+        let config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+            let key = e.path().to_string();
+            // Name the environment variable when the failing key (or a parent of it) came from one.
+            let origin = env_keys
+                .iter()
+                .filter(|(k, _)| {
+                    let k = k.join(".");
+                    key == k
+                        || key.starts_with(&format!("{k}."))
+                        || k.starts_with(&format!("{key}."))
+                })
+                .map(|(_, var)| Origin::Env(var.clone()))
+                .next()
+                .unwrap_or_else(|| file_origin.clone());
+            ConfigError::Key { key, origin, message: e.into_inner().to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+            return Err(invalid("kafka.brokers", "no broker given".into()));
+        }
+        for broker in self.kafka.brokers.split(',').map(str::trim) {
+            match broker.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => {
+                    return Err(invalid(
+                        "kafka.brokers",
+                        format!("`{broker}` is not host:port"),
+                    ));
+                }
+            }
+        }
+        if self.kafka.connect_timeout.is_zero() {
+            return Err(invalid("kafka.connect_timeout", "must be more than zero".into()));
+        }
+        if self.kafka.topic_prefix.is_empty() {
+            return Err(invalid("kafka.topic_prefix", "must not be empty".into()));
+        }
+        crate::storage::StorageLocation::parse(&self.storage.url)
+            .map_err(|message| invalid("storage.url", message))?;
+        if let Some(pg) = &self.source.postgres {
+            if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "source.postgres.url",
+                    format!("`{}` is not a postgres:// URL", redact_url(&pg.url)),
+                ));
+            }
+            for (key, value) in
+                [("source.postgres.slot_name", &pg.slot_name), ("source.postgres.name", &pg.name)]
+            {
+                let ok = !value.is_empty()
+                    && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
+                    return Err(invalid(
+                        key,
+                        format!("`{value}` must be non-empty lowercase letters, digits and _"),
+                    ));
+                }
+            }
+            for table in &pg.tables {
+                if table.split('.').count() != 2 {
+                    return Err(invalid(
+                        "source.postgres.tables",
+                        format!("`{table}` is not schema.table"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets hidden.
+    pub(crate) fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        if shown.storage.s3.secret_access_key.is_some() {
+            shown.storage.s3.secret_access_key = Some("<redacted>".into());
+        }
+        if let Some(pg) = &mut shown.source.postgres {
+            pg.url = redact_url(&pg.url);
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Hides the password of a URL.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Reads an environment value as a TOML literal when it is one, else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+/// Sets `table[key[0]][key[1]]… = value`, creating tables on the way.
+fn set_path(table: &mut toml::Table, key: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = key.split_last().ok_or_else(|| "empty key".to_owned())?;
+    let mut current = table;
+    for (depth, part) in parents.iter().enumerate() {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("`{}` is not a section", key[..=depth].join("."))),
+        };
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn load_str(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        Config::load(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let mut expected = Config::default();
+        // The example enables the PostgreSQL source with its defaults, as the quick start uses it.
+        expected.source.postgres = Some(PostgresSourceConfig::default());
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn no_file_no_env_gives_defaults() {
+        assert_eq!(Config::load(None, env(&[])).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        let config = load_str(
+            "[kafka]\nbrokers = \"a:1\"\nclient_id = \"x\"\n",
+            &[("STRATA_KAFKA__BROKERS", "b:2,c:3"), ("STRATA_METRICS__ENABLED", "false")],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "b:2,c:3");
+        assert_eq!(config.kafka.client_id, "x");
+        assert!(!config.metrics.enabled);
+    }
+
+    #[test]
+    fn env_without_double_underscore_is_not_an_override() {
+        let config =
+            Config::load(None, env(&[("STRATA_KAFKA_BROKERS", "nope"), ("STRATA_CONFIG", "x")]))
+                .unwrap();
+        assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn env_can_create_a_section_and_parse_lists_and_durations() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("STRATA_SOURCE__POSTGRES__TABLES", r#"["public.a", "s.b"]"#),
+                ("STRATA_KAFKA__CONNECT_TIMEOUT", "2s 500ms"),
+            ]),
+        )
+        .unwrap();
+        let pg = config.source.postgres.unwrap();
+        assert_eq!(pg.tables, vec!["public.a", "s.b"]);
+        assert_eq!(pg.slot_name, "strata");
+        assert_eq!(config.kafka.connect_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let err = load_str("[kafka]\nbrokerz = \"a:1\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(&err, ConfigError::Key { key, .. } if key == "kafka.brokerz"), "{msg}");
+        assert!(msg.contains("kafka.brokerz") && msg.contains("strata.toml"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let err = load_str("[kafkaa]\nbrokers = \"a:1\"\n", &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Key { key, .. } if key == "kafkaa"), "{err}");
+    }
+
+    #[test]
+    fn ill_typed_key_is_named() {
+        let err = load_str("[metrics]\nenabled = \"yes\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(&err, ConfigError::Key { key, .. } if key == "metrics.enabled"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn ill_typed_env_override_names_the_variable() {
+        let err = Config::load(None, env(&[("STRATA_METRICS__LISTEN", "not-an-address")]))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("metrics.listen"), "{msg}");
+        assert!(msg.contains("STRATA_METRICS__LISTEN"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_env_override_names_the_variable() {
+        let err = Config::load(None, env(&[("STRATA_KAFKA__BROKER", "a:1")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("kafka.broker") && msg.contains("STRATA_KAFKA__BROKER"), "{msg}");
+    }
+
+    #[test]
+    fn env_override_into_a_scalar_is_refused() {
+        // `log.level` is absent from the file, so the override makes it a table: refused by type.
+        let err = Config::load(None, env(&[("STRATA_LOG__LEVEL__X", "1")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("log.level") && msg.contains("STRATA_LOG__LEVEL__X"), "{msg}");
+        // Present in the file as a string, the override cannot descend into it.
+        let err = load_str("[log]\nlevel = \"info\"\n", &[("STRATA_LOG__LEVEL__X", "1")])
+            .unwrap_err();
+        assert!(err.to_string().contains("`log.level` is not a section"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_file_and_line() {
+        let err = load_str("[kafka\nbrokers = 1\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
+        assert!(msg.contains("strata.toml") && msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let cases = [
+            ("[kafka]\nbrokers = \"\"\n", "kafka.brokers"),
+            ("[kafka]\nbrokers = \"nohostport\"\n", "kafka.brokers"),
+            ("[kafka]\nconnect_timeout = \"0s\"\n", "kafka.connect_timeout"),
+            ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
+            ("[source.postgres]\nurl = \"mysql://x\"\n", "source.postgres.url"),
+            ("[source.postgres]\nslot_name = \"Bad-Slot\"\n", "source.postgres.slot_name"),
+            ("[source.postgres]\ntables = [\"orders\"]\n", "source.postgres.tables"),
+        ];
+        for (text, want) in cases {
+            let err = load_str(text, &[]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == want),
+                "{text:?} gave {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn redacts_secrets() {
+        let mut config = Config::default();
+        config.storage.s3.secret_access_key = Some("hunter2".into());
+        config.source.postgres = Some(PostgresSourceConfig {
+            url: "postgres://u:pw@h/db".into(),
+            ..Default::default()
+        });
+        let shown = config.to_toml_redacted();
+        assert!(!shown.contains("hunter2") && !shown.contains(":pw@"), "{shown}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The `strata` binary as a user meets it: help, configuration errors, `strata check`.
+
+use std::process::{Command, Output};
+
+use crate::support::{kafka_brokers, pg_url, s3_settings, unique};
+
+fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args).current_dir(dir.path());
+    // Only what the test sets: no STRATA_* overrides leak in from the caller's environment.
+    for (var, _) in std::env::vars() {
+        if var.starts_with("STRATA_") || var == "RUST_LOG" {
+            cmd.env_remove(var);
+        }
+    }
+    for (var, value) in env {
+        cmd.env(var, value);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = strata(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for sub in ["run", "sql", "restore", "export", "status", "check", "config"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(&format!("{sub} "))),
+            "`{sub}` missing from --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn unknown_config_key_is_named_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strata.toml");
+    std::fs::write(&path, "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic_prefx = \"x\"\n").unwrap();
+    let out = strata(&["--config", path.to_str().unwrap(), "config"], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("kafka.topic_prefx"), "{err}");
+    assert!(err.contains("unknown field"), "{err}");
+    assert!(err.contains("strata.toml"), "{err}");
+}
+
+#[test]
+fn ill_typed_env_override_is_named_and_fails() {
+    let out = strata(&["config"], &[("STRATA_KAFKA__CONNECT_TIMEOUT", "soon".into())]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("kafka.connect_timeout"), "{err}");
+    assert!(err.contains("STRATA_KAFKA__CONNECT_TIMEOUT"), "{err}");
+}
+
+#[test]
+fn printed_defaults_load_back_as_a_config_file() {
+    let out = strata(&["config", "--defaults"], &[]);
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strata.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let shown = strata(&["--config", path.to_str().unwrap(), "config"], &[]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let effective = text(&shown.stdout);
+    assert!(effective.contains("brokers = \"127.0.0.1:9092\""), "{effective}");
+    assert!(effective.contains("[source.postgres]"), "{effective}");
+    // The password of the source URL is not shown.
+    assert!(!effective.contains("strata:strata@"), "{effective}");
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_fail() {
+    let out = strata(&["sql", "SELECT 1"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("not built yet"));
+}
+
+#[test]
+fn check_passes_against_the_real_stack() {
+    let (endpoint, bucket, key, secret, region) = s3_settings();
+    let env = [
+        ("STRATA_KAFKA__BROKERS", kafka_brokers()),
+        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{}", unique("check"))),
+        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
+        ("STRATA_STORAGE__S3__REGION", region),
+        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
+        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
+        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
+        ("STRATA_SOURCE__POSTGRES__URL", pg_url()),
+    ];
+    let out = strata(&["check"], &env);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for (name, finding) in [
+        ("kafka", "broker(s)"),
+        ("storage", "put-if-absent honoured"),
+        ("source.postgres", "wal_level=logical"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with("ok") && l.contains(name) && l.contains(finding)),
+            "no ok line for {name}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_names_an_unreachable_broker_and_database() {
+    let env = [
+        ("STRATA_KAFKA__BROKERS", "127.0.0.1:1".to_owned()),
+        ("STRATA_KAFKA__CONNECT_TIMEOUT", "2s".into()),
+        ("STRATA_STORAGE__URL", "memory://".into()),
+        ("STRATA_SOURCE__POSTGRES__URL", "postgres://strata:x@127.0.0.1:1/strata".into()),
+    ];
+    let out = strata(&["check"], &env);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    let line = |name: &str| {
+        stdout.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{stdout}")).to_owned()
+    };
+    let kafka = line("kafka");
+    assert!(kafka.starts_with("FAIL") && kafka.contains("127.0.0.1:1"), "{kafka}");
+    let pg = line("source.postgres");
+    assert!(pg.starts_with("FAIL") && pg.contains("cannot connect"), "{pg}");
+    assert!(!pg.contains("strata:x@"), "password shown: {pg}");
+    // The memory store itself is fine.
+    assert!(line("storage").starts_with("ok"), "{stdout}");
+}

@@ -1,0 +1,9 @@
+//! strata's end-to-end tests, against the real services that `dev/stack up` starts.
+//!
+//! The service addresses come from the environment (`eval "$(dev/stack up)"` sets them). A test
+//! whose service is not configured fails with a message saying so; it never skips.
+
+mod cli;
+mod compose;
+mod services;
+mod support;
