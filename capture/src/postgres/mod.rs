@@ -1,0 +1,4 @@
+//! PostgreSQL source: logical replication with the `pgoutput` plugin.
+
+pub mod pgoutput;
+pub mod value;
