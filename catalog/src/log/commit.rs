@@ -18,7 +18,7 @@ impl Catalog {
     /// Commits `actions` as the next version and returns it.
     ///
     /// The actions are checked against the current state and, after every lost race,
-    /// against the state including the winners; a contradiction is
+    /// against the state including the winners; a contradiction with the latest state is
     /// [`Error::Conflict`] (nothing written). When other writers keep winning,
     /// [`Error::VersionConflict`] after `max_commit_attempts`. After a successful commit
     /// [`Catalog::state`] includes it. An [`Error::ObjectStore`] leaves the outcome unknown:
@@ -40,10 +40,22 @@ impl Catalog {
         let mut base = self.state();
 
         for attempt in 1..=self.config.max_commit_attempts {
-            base.check(&actions).map_err(|conflict| Error::Conflict {
-                version: base.version,
-                conflict,
-            })?;
+            if let Err(conflict) = base.check(&actions) {
+                // Judge only against the latest state: a stale one may disagree spuriously.
+                let (fresh, _) = self.catch_up(Arc::clone(&base), None, false).await?;
+                if fresh.version == base.version {
+                    return Err(Error::Conflict {
+                        version: base.version,
+                        conflict,
+                    });
+                }
+                self.install(Arc::clone(&fresh));
+                base = fresh;
+                base.check(&actions).map_err(|conflict| Error::Conflict {
+                    version: base.version,
+                    conflict,
+                })?;
+            }
             let version = base.version.next();
             let path = self.layout.commit_path(version);
             let body = serde_json::to_vec(&CommitRef {

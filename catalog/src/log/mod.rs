@@ -18,21 +18,24 @@
 //! # Committing
 //!
 //! A writer builds its actions against the state it read at version `v` and writes version
-//! `v+1` with [`PutMode::Create`](object_store::PutMode::Create): the store lets exactly one writer create an object, so
-//! exactly one writer wins each version.
+//! `v+1` with [`PutMode::Create`](object_store::PutMode::Create): the store lets exactly one
+//! writer create an object, so exactly one writer wins each version. (On S3 `object_store`
+//! sends `If-None-Match: *`, which AWS S3 honours since 2024; the integration tests check
+//! it against the dev stack's S3 server.)
 //!
 //! ```text
 //!   state at v ──► check rules ──► PUT log/v+1 (Create) ──ok──► fold into state ──► v+1 % interval == 0?
-//!        ▲          │ conflict                    │                                  └─► PUT checkpoint (Create),
+//!        ▲          │ broken                      │                                  └─► PUT checkpoint (Create),
 //!        │          ▼                             │ AlreadyExists                             PUT _last_checkpoint
-//!        │    Error::Conflict                     ▼
-//!        │                      read winners v+1..latest (LIST after v, GET each)
-//!        │                              │ one of them is our own txn_id ─► done (reply was lost)
-//!        └── backoff + jitter ◄─────────┘ otherwise: attempts left? else Error::VersionConflict
+//!        │    catch up; still broken              ▼
+//!        │    at latest: Error::Conflict  read winners v+1..latest (LIST after v, GET each)
+//!        │                                        │ one of them is our own txn_id ─► done (reply was lost)
+//!        └── backoff + jitter ◄───────────────────┘ otherwise: attempts left? else Error::VersionConflict
 //! ```
 //!
-//! The rules checked against the state (first the one read, then after every lost race the
-//! winners' state), see [`CatalogState`] and [`ConflictKind`](crate::ConflictKind):
+//! The rules, checked against the state the commit will follow (see [`CatalogState`] and
+//! [`ConflictKind`](crate::ConflictKind)); a commit is refused only if it breaks them
+//! against the latest committed state, never because the writer's copy was stale:
 //! - `ConsumeOffsets [from, to)` needs the partition's next offset to be `from`, or to be
 //!   absent (never committed: any `from`). Two compactors that both believe they own a
 //!   partition cannot both commit the same records: the second one gets
@@ -64,9 +67,10 @@
 //! A commit that cannot be parsed as the version its name says is
 //! [`Error::CorruptCommit`] naming the path; nothing panics.
 //!
-//! Checkpoints are written with `Create` too: two writers racing to write the same one
-//! write the same bytes' worth of state, and `AlreadyExists` is success. A failed
-//! checkpoint write never fails the commit it follows.
+//! Checkpoints are written with `Create` too: two writers racing to write the checkpoint of
+//! one version write the same state, so `AlreadyExists` counts as success. A failed
+//! checkpoint write never fails the commit it follows (the next open just reads a longer
+//! tail).
 
 mod actions;
 mod checkpoint;

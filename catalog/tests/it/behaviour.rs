@@ -86,6 +86,24 @@ async fn stale_writer_rebases_segments_but_not_offsets() {
 }
 
 #[tokio::test]
+async fn a_conflict_is_judged_against_the_latest_state_not_a_stale_one() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let a = open(&store, fast_config(10)).await;
+    a.commit(vec![consume(0, 0, 5)], info()).await.expect("a");
+    let b = open(&store, fast_config(10)).await;
+    b.commit(vec![consume(0, 5, 8)], info()).await.expect("b");
+    // A still believes the next offset is 5; the caller knows better (8). Not a conflict.
+    assert_eq!(a.state().next_offset(GROUP, TOPIC, 0), Some(5));
+    assert_eq!(
+        a.commit(vec![consume(0, 8, 10)], info())
+            .await
+            .expect("a again"),
+        CatalogVersion(3)
+    );
+    assert_eq!(a.state().next_offset(GROUP, TOPIC, 0), Some(10));
+}
+
+#[tokio::test]
 async fn a_lost_reply_is_recognised_as_our_own_commit() {
     let counting = CountingStore::new(Arc::new(InMemory::new()));
     let store: Arc<dyn ObjectStore> = counting.clone();

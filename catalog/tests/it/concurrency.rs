@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use proptest::prelude::*;
@@ -297,18 +297,27 @@ proptest! {
     }
 }
 
+/// The property test on any store, `cases` random plans, each under a fresh root that is
+/// deleted again when the case passes.
 pub(crate) fn run_on(store: Arc<dyn ObjectStore>, cases: u32) {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
+        failure_persistence: None,
         ..ProptestConfig::default()
     });
     runner
         .run(&plan(), |plan| {
-            runtime().block_on(check_concurrent_writers(
-                Arc::clone(&store),
-                fresh_root("concurrency"),
-                plan,
-            ));
+            let root = fresh_root("concurrency");
+            runtime().block_on(async {
+                check_concurrent_writers(Arc::clone(&store), root.clone(), plan).await;
+                // Passed: leave the shared bucket as it was.
+                let objects = store.list(Some(&root)).map_ok(|m| m.location).boxed();
+                store
+                    .delete_stream(objects)
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .expect("clean up");
+            });
             Ok(())
         })
         .expect("concurrent writers");

@@ -1,7 +1,7 @@
 //! Against the real S3-compatible server of `dev/stack` (`STRATA_S3_*`). These tests fail,
 //! never skip, when the settings are missing.
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
@@ -49,6 +49,13 @@ async fn s3_create_refuses_an_existing_object() {
     let names: Vec<&str> = after.iter().filter_map(|p| p.filename()).collect();
     assert!(names.contains(&"00000000000000000002.json"), "{names:?}");
     assert!(!names.contains(&"00000000000000000001.json"), "{names:?}");
+
+    let objects = store.list(Some(&root)).map_ok(|m| m.location).boxed();
+    store
+        .delete_stream(objects)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("clean up");
 }
 
 #[test]
