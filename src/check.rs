@@ -41,7 +41,12 @@ pub(crate) async fn run_checks(config: &Config) -> Vec<CheckResult> {
         Ok(storage) => (storage.display.clone(), check_storage(&storage).await),
         Err(e) => (config.storage.url.clone(), Err(e)),
     };
-    results.push(CheckResult { name: "storage", target, outcome, elapsed: started.elapsed() });
+    results.push(CheckResult {
+        name: "storage",
+        target,
+        outcome,
+        elapsed: started.elapsed(),
+    });
 
     if let Some(pg) = &config.source.postgres {
         let started = Instant::now();
@@ -59,7 +64,9 @@ pub(crate) async fn run_checks(config: &Config) -> Vec<CheckResult> {
 /// Asks the brokers for cluster metadata.
 async fn check_kafka(kafka: &KafkaConfig) -> anyhow::Result<String> {
     let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &kafka.brokers).set("client.id", &kafka.client_id);
+    client
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", &kafka.client_id);
     for (key, value) in &kafka.properties {
         client.set(key, value);
     }
@@ -69,7 +76,10 @@ async fn check_kafka(kafka: &KafkaConfig) -> anyhow::Result<String> {
         .await
         .context("Kafka metadata task failed")?
         .with_context(|| {
-            format!("no Kafka broker answered at {} within {timeout:?}", kafka.brokers)
+            format!(
+                "no Kafka broker answered at {} within {timeout:?}",
+                kafka.brokers
+            )
         })?;
     Ok(format!(
         "{} broker(s), {} topic(s)",
@@ -86,7 +96,10 @@ async fn check_storage(storage: &Storage) -> anyhow::Result<String> {
         now_micros()
     ));
     let body = PutPayload::from_static(b"strata check");
-    let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+    let create = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
     storage
         .store
         .put_opts(&probe, body.clone(), create.clone())
@@ -104,7 +117,10 @@ async fn check_storage(storage: &Storage) -> anyhow::Result<String> {
     let read = storage.store.get(&probe).await;
     let _ = storage.store.delete(&probe).await;
     conditional?;
-    let bytes = read.with_context(|| format!("cannot read back {probe}"))?.bytes().await?;
+    let bytes = read
+        .with_context(|| format!("cannot read back {probe}"))?
+        .bytes()
+        .await?;
     if bytes.as_ref() != b"strata check" {
         bail!("read back different bytes from {probe}");
     }
@@ -142,7 +158,9 @@ async fn check_postgres(pg: &PostgresSourceConfig) -> anyhow::Result<String> {
     if !can_replicate {
         bail!("the user has no REPLICATION attribute");
     }
-    Ok(format!("PostgreSQL {version}, wal_level=logical, WAL at {lsn}"))
+    Ok(format!(
+        "PostgreSQL {version}, wal_level=logical, WAL at {lsn}"
+    ))
 }
 
 fn now_micros() -> u128 {

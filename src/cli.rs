@@ -8,9 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// table looked like at any moment and what changed between two moments.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, propagate_version = true)]
-#[command(after_help = "Configuration: --config FILE, else $STRATA_CONFIG, else ./strata.toml if \
+#[command(
+    after_help = "Configuration: --config FILE, else $STRATA_CONFIG, else ./strata.toml if \
                         present, else built-in defaults (print them with `strata config --defaults`). \
-                        Any key can be overridden as STRATA_<SECTION>__<KEY>.")]
+                        Any key can be overridden as STRATA_<SECTION>__<KEY>."
+)]
 pub(crate) struct Cli {
     /// The configuration file.
     #[arg(long, short, global = true, env = "STRATA_CONFIG", value_name = "FILE")]

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub(crate) use strata_capture::postgres::PostgresSourceConfig;
+pub(crate) use strata_capture::postgres::config::redact_url;
 
 /// The documented default configuration. It is also the template `strata config --defaults` prints,
 /// and a test checks that it parses to exactly [`Config::default`].
@@ -59,7 +61,10 @@ pub(crate) struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -85,7 +90,10 @@ pub(crate) struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -102,6 +110,10 @@ pub(crate) struct KafkaConfig {
     /// How long to wait for a broker before reporting it unreachable.
     #[serde(with = "humantime_serde")]
     pub(crate) connect_timeout: Duration,
+    /// Partitions of the topics strata creates.
+    pub(crate) partitions: i32,
+    /// Replication factor of the topics strata creates; `-1` takes the broker's default.
+    pub(crate) replication_factor: i32,
     /// Extra librdkafka properties passed as they are (`security.protocol`, `sasl.mechanism`, …).
     pub(crate) properties: std::collections::BTreeMap<String, String>,
 }
@@ -113,6 +125,8 @@ impl Default for KafkaConfig {
             topic_prefix: "strata".into(),
             client_id: "strata".into(),
             connect_timeout: Duration::from_secs(10),
+            partitions: 4,
+            replication_factor: -1,
             properties: Default::default(),
         }
     }
@@ -131,7 +145,10 @@ pub(crate) struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { url: "./strata-data".into(), s3: S3Config::default() }
+        Self {
+            url: "./strata-data".into(),
+            s3: S3Config::default(),
+        }
     }
 }
 
@@ -157,35 +174,6 @@ pub(crate) struct S3Config {
 pub(crate) struct SourcesConfig {
     /// A PostgreSQL database, read through logical replication (pgoutput).
     pub(crate) postgres: Option<PostgresSourceConfig>,
-}
-
-/// A PostgreSQL source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct PostgresSourceConfig {
-    /// Logical name of this source; it names topics and the history folder.
-    pub(crate) name: String,
-    /// libpq-style URL of the database (`postgres://user:pass@host:5432/db`). The user needs the
-    /// REPLICATION attribute.
-    pub(crate) url: String,
-    /// Tables to capture as `schema.table`; empty captures every table with a primary key.
-    pub(crate) tables: Vec<String>,
-    /// The replication slot strata creates and reads.
-    pub(crate) slot_name: String,
-    /// The publication strata creates and reads.
-    pub(crate) publication_name: String,
-}
-
-impl Default for PostgresSourceConfig {
-    fn default() -> Self {
-        Self {
-            name: "pg".into(),
-            url: "postgres://strata:strata@127.0.0.1:5433/strata".into(),
-            tables: Vec::new(),
-            slot_name: "strata".into(),
-            publication_name: "strata".into(),
-        }
-    }
 }
 
 /// Where a configuration value came from, for error messages.
@@ -259,11 +247,15 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let (mut table, file_origin) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                let table: toml::Table = toml::from_str(&text).map_err(|e| {
-                    ConfigError::Syntax { path: path.to_owned(), message: e.to_string() }
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
                 })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
                 (table, Origin::File(path.to_owned()))
             }
             None => (toml::Table::new(), Origin::Defaults),
@@ -273,11 +265,16 @@ impl Config {
         let mut vars: Vec<(String, String)> = env.into_iter().collect();
         vars.sort();
         for (var, raw) in vars {
-            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if !rest.contains(ENV_SEPARATOR) {
                 continue;
             }
-            let key: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
+            let key: Vec<String> = rest
+                .split(ENV_SEPARATOR)
+                .map(str::to_ascii_lowercase)
+                .collect();
             if key.iter().any(String::is_empty) {
                 return Err(ConfigError::Key {
                     key: key.join("."),
@@ -285,12 +282,11 @@ impl Config {
                     message: "empty key segment".into(),
                 });
             }
-            set_path(&mut table, &key, env_value(&raw))
-                .map_err(|message| ConfigError::Key {
-                    key: key.join("."),
-                    origin: Origin::Env(var.clone()),
-                    message,
-                })?;
+            set_path(&mut table, &key, env_value(&raw)).map_err(|message| ConfigError::Key {
+                key: key.join("."),
+                origin: Origin::Env(var.clone()),
+                message,
+            })?;
             env_keys.push((key, var));
         }
 
@@ -308,7 +304,11 @@ impl Config {
                 .map(|(_, var)| Origin::Env(var.clone()))
                 .next()
                 .unwrap_or_else(|| file_origin.clone());
-            ConfigError::Key { key, origin, message: e.into_inner().to_string() }
+            ConfigError::Key {
+                key,
+                origin,
+                message: e.into_inner().to_string(),
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -316,7 +316,10 @@ impl Config {
 
     /// Checks what types alone cannot.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
         if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
             return Err(invalid("kafka.brokers", "no broker given".into()));
         }
@@ -332,40 +335,28 @@ impl Config {
             }
         }
         if self.kafka.connect_timeout.is_zero() {
-            return Err(invalid("kafka.connect_timeout", "must be more than zero".into()));
+            return Err(invalid(
+                "kafka.connect_timeout",
+                "must be more than zero".into(),
+            ));
         }
         if self.kafka.topic_prefix.is_empty() {
             return Err(invalid("kafka.topic_prefix", "must not be empty".into()));
         }
         crate::storage::StorageLocation::parse(&self.storage.url)
             .map_err(|message| invalid("storage.url", message))?;
+        if self.kafka.partitions < 1 {
+            return Err(invalid("kafka.partitions", "must be at least 1".into()));
+        }
+        if self.kafka.replication_factor == 0 || self.kafka.replication_factor < -1 {
+            return Err(invalid(
+                "kafka.replication_factor",
+                "must be -1 or at least 1".into(),
+            ));
+        }
         if let Some(pg) = &self.source.postgres {
-            if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
-                return Err(invalid(
-                    "source.postgres.url",
-                    format!("`{}` is not a postgres:// URL", redact_url(&pg.url)),
-                ));
-            }
-            for (key, value) in
-                [("source.postgres.slot_name", &pg.slot_name), ("source.postgres.name", &pg.name)]
-            {
-                let ok = !value.is_empty()
-                    && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                if !ok {
-                    return Err(invalid(
-                        key,
-                        format!("`{value}` must be non-empty lowercase letters, digits and _"),
-                    ));
-                }
-            }
-            for table in &pg.tables {
-                if table.split('.').count() != 2 {
-                    return Err(invalid(
-                        "source.postgres.tables",
-                        format!("`{table}` is not schema.table"),
-                    ));
-                }
-            }
+            pg.validate()
+                .map_err(|(key, message)| invalid(&format!("source.postgres.{key}"), message))?;
         }
         Ok(())
     }
@@ -383,22 +374,13 @@ impl Config {
     }
 }
 
-/// Hides the password of a URL.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Reads an environment value as a TOML literal when it is one, else as a string.
 fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -425,7 +407,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn load_str(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -453,7 +438,10 @@ mod tests {
     fn file_then_env_layering() {
         let config = load_str(
             "[kafka]\nbrokers = \"a:1\"\nclient_id = \"x\"\n",
-            &[("STRATA_KAFKA__BROKERS", "b:2,c:3"), ("STRATA_METRICS__ENABLED", "false")],
+            &[
+                ("STRATA_KAFKA__BROKERS", "b:2,c:3"),
+                ("STRATA_METRICS__ENABLED", "false"),
+            ],
         )
         .unwrap();
         assert_eq!(config.kafka.brokers, "b:2,c:3");
@@ -463,9 +451,11 @@ mod tests {
 
     #[test]
     fn env_without_double_underscore_is_not_an_override() {
-        let config =
-            Config::load(None, env(&[("STRATA_KAFKA_BROKERS", "nope"), ("STRATA_CONFIG", "x")]))
-                .unwrap();
+        let config = Config::load(
+            None,
+            env(&[("STRATA_KAFKA_BROKERS", "nope"), ("STRATA_CONFIG", "x")]),
+        )
+        .unwrap();
         assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
     }
 
@@ -489,29 +479,41 @@ mod tests {
     fn unknown_key_in_file_is_named() {
         let err = load_str("[kafka]\nbrokerz = \"a:1\"\n", &[]).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(&err, ConfigError::Key { key, .. } if key == "kafka.brokerz"), "{msg}");
-        assert!(msg.contains("kafka.brokerz") && msg.contains("strata.toml"), "{msg}");
+        assert!(
+            matches!(&err, ConfigError::Key { key, .. } if key == "kafka.brokerz"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("kafka.brokerz") && msg.contains("strata.toml"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]
     fn unknown_section_is_named() {
         let err = load_str("[kafkaa]\nbrokers = \"a:1\"\n", &[]).unwrap_err();
-        assert!(matches!(&err, ConfigError::Key { key, .. } if key == "kafkaa"), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Key { key, .. } if key == "kafkaa"),
+            "{err}"
+        );
     }
 
     #[test]
     fn ill_typed_key_is_named() {
         let err = load_str("[metrics]\nenabled = \"yes\"\n", &[]).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(&err, ConfigError::Key { key, .. } if key == "metrics.enabled"), "{msg}");
+        assert!(
+            matches!(&err, ConfigError::Key { key, .. } if key == "metrics.enabled"),
+            "{msg}"
+        );
         assert!(msg.contains("invalid type"), "{msg}");
     }
 
     #[test]
     fn ill_typed_env_override_names_the_variable() {
-        let err = Config::load(None, env(&[("STRATA_METRICS__LISTEN", "not-an-address")]))
-            .unwrap_err();
+        let err =
+            Config::load(None, env(&[("STRATA_METRICS__LISTEN", "not-an-address")])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("metrics.listen"), "{msg}");
         assert!(msg.contains("STRATA_METRICS__LISTEN"), "{msg}");
@@ -521,7 +523,10 @@ mod tests {
     fn unknown_env_override_names_the_variable() {
         let err = Config::load(None, env(&[("STRATA_KAFKA__BROKER", "a:1")])).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("kafka.broker") && msg.contains("STRATA_KAFKA__BROKER"), "{msg}");
+        assert!(
+            msg.contains("kafka.broker") && msg.contains("STRATA_KAFKA__BROKER"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -529,11 +534,20 @@ mod tests {
         // `log.level` is absent from the file, so the override makes it a table: refused by type.
         let err = Config::load(None, env(&[("STRATA_LOG__LEVEL__X", "1")])).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("log.level") && msg.contains("STRATA_LOG__LEVEL__X"), "{msg}");
+        assert!(
+            msg.contains("log.level") && msg.contains("STRATA_LOG__LEVEL__X"),
+            "{msg}"
+        );
         // Present in the file as a string, the override cannot descend into it.
-        let err = load_str("[log]\nlevel = \"info\"\n", &[("STRATA_LOG__LEVEL__X", "1")])
-            .unwrap_err();
-        assert!(err.to_string().contains("`log.level` is not a section"), "{err}");
+        let err = load_str(
+            "[log]\nlevel = \"info\"\n",
+            &[("STRATA_LOG__LEVEL__X", "1")],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`log.level` is not a section"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -541,7 +555,10 @@ mod tests {
         let err = load_str("[kafka\nbrokers = 1\n", &[]).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
-        assert!(msg.contains("strata.toml") && msg.contains("line 1"), "{msg}");
+        assert!(
+            msg.contains("strata.toml") && msg.contains("line 1"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -549,11 +566,23 @@ mod tests {
         let cases = [
             ("[kafka]\nbrokers = \"\"\n", "kafka.brokers"),
             ("[kafka]\nbrokers = \"nohostport\"\n", "kafka.brokers"),
-            ("[kafka]\nconnect_timeout = \"0s\"\n", "kafka.connect_timeout"),
+            (
+                "[kafka]\nconnect_timeout = \"0s\"\n",
+                "kafka.connect_timeout",
+            ),
             ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
-            ("[source.postgres]\nurl = \"mysql://x\"\n", "source.postgres.url"),
-            ("[source.postgres]\nslot_name = \"Bad-Slot\"\n", "source.postgres.slot_name"),
-            ("[source.postgres]\ntables = [\"orders\"]\n", "source.postgres.tables"),
+            (
+                "[source.postgres]\nurl = \"mysql://x\"\n",
+                "source.postgres.url",
+            ),
+            (
+                "[source.postgres]\nslot_name = \"Bad-Slot\"\n",
+                "source.postgres.slot_name",
+            ),
+            (
+                "[source.postgres]\ntables = [\"orders\"]\n",
+                "source.postgres.tables",
+            ),
         ];
         for (text, want) in cases {
             let err = load_str(text, &[]).unwrap_err();
@@ -573,6 +602,9 @@ mod tests {
             ..Default::default()
         });
         let shown = config.to_toml_redacted();
-        assert!(!shown.contains("hunter2") && !shown.contains(":pw@"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(":pw@"),
+            "{shown}"
+        );
     }
 }

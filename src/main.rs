@@ -3,6 +3,9 @@
 mod check;
 mod cli;
 mod config;
+mod metrics;
+mod run;
+mod status;
 mod storage;
 mod telemetry;
 
@@ -67,11 +70,25 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                     }
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Run => not_built("strata run", "capture (issue #3) and the compactor (issue #4)"),
+        Command::Run => {
+            run::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sql { .. } => not_built("strata sql", "the query engine (issue #4)"),
-        Command::Status => not_built("strata status", "PostgreSQL capture (issue #3)"),
+        Command::Status => {
+            let healthy = status::status(&config).await?;
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Restore { .. } => not_built("strata restore", "restore jobs"),
         Command::Export { .. } => not_built("strata export", "native exports"),
     }

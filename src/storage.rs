@@ -50,7 +50,9 @@ impl StorageLocation {
         }
         if let Some(rest) = url.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(format!("`{url}`: file:// needs an absolute path; {ACCEPTED}"));
+                return Err(format!(
+                    "`{url}`: file:// needs an absolute path; {ACCEPTED}"
+                ));
             }
             return Ok(Self::Local(PathBuf::from(rest)));
         }
@@ -75,8 +77,8 @@ pub(crate) struct Storage {
 impl Storage {
     /// Opens `[storage]`. Local directories are created.
     pub(crate) fn open(config: &StorageConfig) -> anyhow::Result<Self> {
-        let location = StorageLocation::parse(&config.url)
-            .map_err(|m| anyhow::anyhow!("storage.url: {m}"))?;
+        let location =
+            StorageLocation::parse(&config.url).map_err(|m| anyhow::anyhow!("storage.url: {m}"))?;
         match location {
             StorageLocation::Memory => Ok(Self {
                 store: Arc::new(InMemory::new()),
@@ -84,11 +86,12 @@ impl Storage {
                 display: "memory://".into(),
             }),
             StorageLocation::Local(dir) => {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("cannot create storage directory {}", dir.display()))?;
-                let dir = dir
-                    .canonicalize()
-                    .with_context(|| format!("cannot resolve storage directory {}", dir.display()))?;
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!("cannot create storage directory {}", dir.display())
+                })?;
+                let dir = dir.canonicalize().with_context(|| {
+                    format!("cannot resolve storage directory {}", dir.display())
+                })?;
                 let store = LocalFileSystem::new_with_prefix(&dir)
                     .with_context(|| format!("cannot open storage directory {}", dir.display()))?;
                 Ok(Self {
@@ -101,7 +104,9 @@ impl Storage {
                 let s3 = &config.s3;
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
                 if let Some(endpoint) = &s3.endpoint {
-                    builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(false);
                 }
                 if let Some(region) = &s3.region {
                     builder = builder.with_region(region);
@@ -132,7 +137,10 @@ mod tests {
 
     #[test]
     fn parses_locations() {
-        assert_eq!(StorageLocation::parse("memory://"), Ok(StorageLocation::Memory));
+        assert_eq!(
+            StorageLocation::parse("memory://"),
+            Ok(StorageLocation::Memory)
+        );
         assert_eq!(
             StorageLocation::parse("./strata-data"),
             Ok(StorageLocation::Local("./strata-data".into()))
@@ -143,11 +151,17 @@ mod tests {
         );
         assert_eq!(
             StorageLocation::parse("s3://b/some/prefix/"),
-            Ok(StorageLocation::S3 { bucket: "b".into(), prefix: "some/prefix".into() })
+            Ok(StorageLocation::S3 {
+                bucket: "b".into(),
+                prefix: "some/prefix".into()
+            })
         );
         assert_eq!(
             StorageLocation::parse("s3://b"),
-            Ok(StorageLocation::S3 { bucket: "b".into(), prefix: String::new() })
+            Ok(StorageLocation::S3 {
+                bucket: "b".into(),
+                prefix: String::new()
+            })
         );
         for bad in ["", "s3://", "s3:///x", "gs://b", "file://relative"] {
             assert!(StorageLocation::parse(bad).is_err(), "{bad:?} accepted");

@@ -12,7 +12,9 @@ pub(crate) fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&config.level)
             .map_err(|e| anyhow::anyhow!("config key `log.level`: {e}"))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let installed = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).try_init(),

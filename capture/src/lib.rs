@@ -2,3 +2,4 @@
 //! and publishing Debezium envelopes to Kafka.
 
 pub mod postgres;
+pub mod sink;

@@ -27,7 +27,9 @@ use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, Producer as _, ProducerContext, ThreadedProducer,
+};
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,14 +150,20 @@ pub struct EventSink {
 
 impl std::fmt::Debug for EventSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventSink").field("brokers", &self.brokers).finish_non_exhaustive()
+        f.debug_struct("EventSink")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
     }
 }
 
 impl EventSink {
     /// Creates the producer and checks that a broker answers.
     pub async fn connect(config: SinkConfig) -> Result<Self, SinkError> {
-        let brokers = config.client.get("bootstrap.servers").unwrap_or_default().to_owned();
+        let brokers = config
+            .client
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned();
         let mut client = config.client.clone();
         client
             .set("enable.idempotence", "true")
@@ -170,17 +178,29 @@ impl EventSink {
         let context = DeliveryContext::default();
         let producer: ThreadedProducer<DeliveryContext> = client
             .create_with_context(context.clone())
-            .map_err(|source| SinkError::Create { brokers: brokers.clone(), source })?;
+            .map_err(|source| SinkError::Create {
+                brokers: brokers.clone(),
+                source,
+            })?;
         let timeout = config.connect_timeout;
-        let probe: BaseProducer = config
-            .client
-            .create()
-            .map_err(|source| SinkError::Create { brokers: brokers.clone(), source })?;
+        let probe: BaseProducer = config.client.create().map_err(|source| SinkError::Create {
+            brokers: brokers.clone(),
+            source,
+        })?;
         tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout).map(drop))
             .await
             .unwrap_or(Err(KafkaError::Canceled))
-            .map_err(|source| SinkError::Unreachable { brokers: brokers.clone(), timeout, source })?;
-        Ok(Self { producer, context, config, brokers })
+            .map_err(|source| SinkError::Unreachable {
+                brokers: brokers.clone(),
+                timeout,
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            context,
+            config,
+            brokers,
+        })
     }
 
     /// Creates topics that do not exist yet (existing ones are left as they are).
@@ -188,26 +208,41 @@ impl EventSink {
         if topics.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<_> = self.config.client.create().map_err(|source| {
-            SinkError::Create { brokers: self.brokers.clone(), source }
-        })?;
+        let admin: AdminClient<_> =
+            self.config
+                .client
+                .create()
+                .map_err(|source| SinkError::Create {
+                    brokers: self.brokers.clone(),
+                    source,
+                })?;
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| NewTopic::new(
+            .map(|t| {
+                NewTopic::new(
                     t,
                     self.config.partitions,
                     TopicReplication::Fixed(self.config.replication_factor),
-                ))
+                )
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(self.config.connect_timeout));
-        let results = admin.create_topics(&new, &options).await.map_err(|e| {
-            SinkError::CreateTopic { topic: topics.join(","), reason: e.to_string() }
-        })?;
+        let results =
+            admin
+                .create_topics(&new, &options)
+                .await
+                .map_err(|e| SinkError::CreateTopic {
+                    topic: topics.join(","),
+                    reason: e.to_string(),
+                })?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(SinkError::CreateTopic { topic, reason: code.to_string() });
+                    return Err(SinkError::CreateTopic {
+                        topic,
+                        reason: code.to_string(),
+                    });
                 }
             }
         }
@@ -244,7 +279,9 @@ impl EventSink {
                 }
                 Err((e, _)) => {
                     let mut tracker = self.lock();
-                    tracker.failure.get_or_insert_with(|| (topic.to_owned(), e.to_string()));
+                    tracker
+                        .failure
+                        .get_or_insert_with(|| (topic.to_owned(), e.to_string()));
                     drop(tracker);
                     return self.check();
                 }
@@ -282,9 +319,10 @@ impl EventSink {
     pub fn check(&self) -> Result<(), SinkError> {
         match &self.lock().failure {
             None => Ok(()),
-            Some((topic, reason)) => {
-                Err(SinkError::Delivery { topic: topic.clone(), reason: reason.clone() })
-            }
+            Some((topic, reason)) => Err(SinkError::Delivery {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            }),
         }
     }
 
@@ -310,7 +348,10 @@ impl EventSink {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        self.context.tracker.lock().unwrap_or_else(PoisonError::into_inner)
+        self.context
+            .tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

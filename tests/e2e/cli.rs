@@ -29,9 +29,12 @@ fn help_lists_every_subcommand() {
     let out = strata(&["--help"], &[]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["run", "sql", "restore", "export", "status", "check", "config"] {
+    for sub in [
+        "run", "sql", "restore", "export", "status", "check", "config",
+    ] {
         assert!(
-            help.lines().any(|l| l.trim_start().starts_with(&format!("{sub} "))),
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
             "`{sub}` missing from --help:\n{help}"
         );
     }
@@ -41,7 +44,11 @@ fn help_lists_every_subcommand() {
 fn unknown_config_key_is_named_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strata.toml");
-    std::fs::write(&path, "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic_prefx = \"x\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic_prefx = \"x\"\n",
+    )
+    .unwrap();
     let out = strata(&["--config", path.to_str().unwrap(), "config"], &[]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -52,7 +59,10 @@ fn unknown_config_key_is_named_and_fails() {
 
 #[test]
 fn ill_typed_env_override_is_named_and_fails() {
-    let out = strata(&["config"], &[("STRATA_KAFKA__CONNECT_TIMEOUT", "soon".into())]);
+    let out = strata(
+        &["config"],
+        &[("STRATA_KAFKA__CONNECT_TIMEOUT", "soon".into())],
+    );
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("kafka.connect_timeout"), "{err}");
@@ -69,7 +79,10 @@ fn printed_defaults_load_back_as_a_config_file() {
     let shown = strata(&["--config", path.to_str().unwrap(), "config"], &[]);
     assert!(shown.status.success(), "{}", text(&shown.stderr));
     let effective = text(&shown.stdout);
-    assert!(effective.contains("brokers = \"127.0.0.1:9092\""), "{effective}");
+    assert!(
+        effective.contains("brokers = \"127.0.0.1:9092\""),
+        "{effective}"
+    );
     assert!(effective.contains("[source.postgres]"), "{effective}");
     // The password of the source URL is not shown.
     assert!(!effective.contains("strata:strata@"), "{effective}");
@@ -87,7 +100,10 @@ fn check_passes_against_the_real_stack() {
     let (endpoint, bucket, key, secret, region) = s3_settings();
     let env = [
         ("STRATA_KAFKA__BROKERS", kafka_brokers()),
-        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{}", unique("check"))),
+        (
+            "STRATA_STORAGE__URL",
+            format!("s3://{bucket}/{}", unique("check")),
+        ),
         ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
         ("STRATA_STORAGE__S3__REGION", region),
         ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
@@ -104,7 +120,9 @@ fn check_passes_against_the_real_stack() {
         ("source.postgres", "wal_level=logical"),
     ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with("ok") && l.contains(name) && l.contains(finding)),
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(name) && l.contains(finding)),
             "no ok line for {name}:\n{stdout}"
         );
     }
@@ -116,18 +134,31 @@ fn check_names_an_unreachable_broker_and_database() {
         ("STRATA_KAFKA__BROKERS", "127.0.0.1:1".to_owned()),
         ("STRATA_KAFKA__CONNECT_TIMEOUT", "2s".into()),
         ("STRATA_STORAGE__URL", "memory://".into()),
-        ("STRATA_SOURCE__POSTGRES__URL", "postgres://strata:x@127.0.0.1:1/strata".into()),
+        (
+            "STRATA_SOURCE__POSTGRES__URL",
+            "postgres://strata:x@127.0.0.1:1/strata".into(),
+        ),
     ];
     let out = strata(&["check"], &env);
     assert!(!out.status.success());
     let stdout = text(&out.stdout);
     let line = |name: &str| {
-        stdout.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{stdout}")).to_owned()
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .to_owned()
     };
     let kafka = line("kafka");
-    assert!(kafka.starts_with("FAIL") && kafka.contains("127.0.0.1:1"), "{kafka}");
+    assert!(
+        kafka.starts_with("FAIL") && kafka.contains("127.0.0.1:1"),
+        "{kafka}"
+    );
     let pg = line("source.postgres");
-    assert!(pg.starts_with("FAIL") && pg.contains("cannot connect"), "{pg}");
+    assert!(
+        pg.starts_with("FAIL") && pg.contains("cannot connect"),
+        "{pg}"
+    );
     assert!(!pg.contains("strata:x@"), "password shown: {pg}");
     // The memory store itself is fine.
     assert!(line("storage").starts_with("ok"), "{stdout}");

@@ -20,7 +20,10 @@ fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
 }
 
 fn environment(service: &Value) -> BTreeMap<String, String> {
-    let env = service.get("environment").and_then(Value::as_mapping).expect("environment map");
+    let env = service
+        .get("environment")
+        .and_then(Value::as_mapping)
+        .expect("environment map");
     env.iter()
         .map(|(k, v)| {
             let v = match v {
@@ -36,7 +39,10 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
 fn compose_defines_kafka_kraft_postgres_logical_minio_and_strata() {
     let doc = compose();
     let kafka = environment(service(&doc, "kafka"));
-    assert_eq!(kafka["KAFKA_PROCESS_ROLES"], "broker,controller", "Kafka must run in KRaft mode");
+    assert_eq!(
+        kafka["KAFKA_PROCESS_ROLES"], "broker,controller",
+        "Kafka must run in KRaft mode"
+    );
     assert!(kafka.contains_key("KAFKA_CONTROLLER_QUORUM_VOTERS"));
 
     let postgres = service(&doc, "postgres");
@@ -46,7 +52,10 @@ fn compose_defines_kafka_kraft_postgres_logical_minio_and_strata() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(command.contains(&"wal_level=logical"), "postgres needs wal_level=logical: {command:?}");
+    assert!(
+        command.contains(&"wal_level=logical"),
+        "postgres needs wal_level=logical: {command:?}"
+    );
 
     service(&doc, "minio");
     let strata = service(&doc, "strata");
@@ -57,7 +66,10 @@ fn compose_defines_kafka_kraft_postgres_logical_minio_and_strata() {
         .map(|k| k.as_str().unwrap())
         .collect();
     for needed in ["kafka", "postgres", "minio-init"] {
-        assert!(depends.contains(&needed), "strata must wait for {needed}: {depends:?}");
+        assert!(
+            depends.contains(&needed),
+            "strata must wait for {needed}: {depends:?}"
+        );
     }
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).exists());
 }
@@ -77,10 +89,16 @@ fn strata_accepts_the_configuration_compose_passes() {
     cmd.envs(&env);
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "strata rejects compose's environment: {stderr}");
+    assert!(
+        out.status.success(),
+        "strata rejects compose's environment: {stderr}"
+    );
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("brokers = \"kafka:9092\""), "{shown}");
     assert!(shown.contains("url = \"s3://strata/history\""), "{shown}");
-    assert!(shown.contains("endpoint = \"http://minio:9000\""), "{shown}");
+    assert!(
+        shown.contains("endpoint = \"http://minio:9000\""),
+        "{shown}"
+    );
     assert!(!shown.contains("stratasecret"), "secret shown: {shown}");
 }

@@ -3,6 +3,8 @@
 //! The service addresses come from the environment (`eval "$(dev/stack up)"` sets them). A test
 //! whose service is not configured fails with a message saying so; it never skips.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod cli;
 mod compose;
 mod services;

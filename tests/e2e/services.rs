@@ -18,8 +18,10 @@ async fn kafka_round_trips_keyed_events_in_order_per_key() {
     let brokers = kafka_brokers();
     let topic = unique("e2e-kafka");
 
-    let admin: AdminClient<_> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
     let created = admin
         .create_topics(
             &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
@@ -44,7 +46,10 @@ async fn kafka_round_trips_keyed_events_in_order_per_key() {
             let key = format!("k{key}");
             let value = format!("{key}:v{version}");
             producer
-                .send(FutureRecord::to(&topic).key(&key).payload(&value), Duration::from_secs(30))
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
                 .await
                 .unwrap_or_else(|(e, _)| panic!("produce to {topic} failed: {e}"));
             sent += 1;
@@ -69,8 +74,14 @@ async fn kafka_round_trips_keyed_events_in_order_per_key() {
             .unwrap();
         let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
         let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
-        let partition = *partition_of_key.entry(key.clone()).or_insert(message.partition());
-        assert_eq!(partition, message.partition(), "key {key} landed in two partitions");
+        let partition = *partition_of_key
+            .entry(key.clone())
+            .or_insert(message.partition());
+        assert_eq!(
+            partition,
+            message.partition(),
+            "key {key} landed in two partitions"
+        );
         per_key.entry(key).or_default().push(value);
         received += 1;
     }
@@ -88,40 +99,61 @@ async fn kafka_round_trips_keyed_events_in_order_per_key() {
 async fn s3_refuses_to_overwrite_with_put_if_absent() {
     let (store, prefix) = s3_store();
     let path = prefix.join("_catalog").join("00000000000000000001.json");
-    let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+    let create = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
 
     store
-        .put_opts(&path, PutPayload::from_static(b"first writer"), create.clone())
+        .put_opts(
+            &path,
+            PutPayload::from_static(b"first writer"),
+            create.clone(),
+        )
         .await
         .expect("the first put-if-absent succeeds");
-    let second =
-        store.put_opts(&path, PutPayload::from_static(b"second writer"), create).await;
+    let second = store
+        .put_opts(&path, PutPayload::from_static(b"second writer"), create)
+        .await;
     assert!(
         matches!(second, Err(object_store::Error::AlreadyExists { .. })),
         "second put-if-absent must fail with AlreadyExists, got {second:?}"
     );
     let stored = store.get(&path).await.unwrap().bytes().await.unwrap();
-    assert_eq!(stored.as_ref(), b"first writer", "the first writer's bytes must survive");
+    assert_eq!(
+        stored.as_ref(),
+        b"first writer",
+        "the first writer's bytes must survive"
+    );
 
     store.delete(&path).await.unwrap();
 }
 
 #[tokio::test]
 async fn postgres_runs_with_logical_decoding_and_its_wal_advances() {
-    let (client, connection) =
-        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
 
-    let wal_level: String =
-        client.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(wal_level, "logical");
 
     let lsn = |row: tokio_postgres::Row| -> u64 {
         let text: String = row.get(0);
-        let (hi, lo) = text.split_once('/').unwrap_or_else(|| panic!("odd LSN {text}"));
+        let (hi, lo) = text
+            .split_once('/')
+            .unwrap_or_else(|| panic!("odd LSN {text}"));
         (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
     };
-    let before = lsn(client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap());
+    let before = lsn(client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap());
     let table = unique("e2e_wal").replace('-', "_");
     client
         .batch_execute(&format!(
@@ -131,6 +163,12 @@ async fn postgres_runs_with_logical_decoding_and_its_wal_advances() {
         ))
         .await
         .unwrap();
-    let after = lsn(client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap());
-    assert!(after > before, "WAL did not advance: {before:X} -> {after:X}");
+    let after = lsn(client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap());
+    assert!(
+        after > before,
+        "WAL did not advance: {before:X} -> {after:X}"
+    );
 }

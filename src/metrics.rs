@@ -1,0 +1,132 @@
+//! Prometheus metrics of `strata run`, served as `GET /metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use strata_capture::postgres::CaptureStats;
+use tokio_util::sync::CancellationToken;
+
+/// Reads a PostgreSQL listener's counters at scrape time.
+#[derive(Debug)]
+pub(crate) struct CaptureCollector {
+    pub(crate) source: String,
+    pub(crate) stats: Arc<CaptureStats>,
+}
+
+impl Collector for CaptureCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        let labels = [("source", self.source.as_str())];
+        let counters = [
+            (
+                "strata_events_captured",
+                "Change events queued to Kafka",
+                s.events.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_transactions_captured",
+                "Source transactions captured",
+                s.transactions.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_event_bytes_captured",
+                "Bytes of event values queued to Kafka",
+                s.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_snapshot_rows_read",
+                "Rows read by the initial snapshot",
+                s.snapshot.rows_done.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        let received = s.received_lsn.load(Ordering::Relaxed);
+        let confirmed = s.confirmed_lsn.load(Ordering::Relaxed);
+        let gauges = [
+            (
+                "strata_source_received_position",
+                "Last WAL position received from the source",
+                received as i64,
+            ),
+            (
+                "strata_source_confirmed_position",
+                "Last WAL position confirmed to the source (durable in Kafka)",
+                confirmed as i64,
+            ),
+            (
+                "strata_source_unconfirmed_bytes",
+                "WAL bytes received but not yet durable in Kafka",
+                received.saturating_sub(confirmed) as i64,
+            ),
+            (
+                "strata_source_last_commit_timestamp_seconds",
+                "Commit time of the last transaction captured",
+                (s.last_commit_micros.load(Ordering::Relaxed) / 1_000_000) as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves `registry` on `listen` until `cancel` fires.
+pub(crate) async fn serve(
+    listen: SocketAddr,
+    registry: Registry,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let registry = Arc::new(registry);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = Arc::clone(&registry);
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        [(
+                            CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    ),
+                    Err(_) => ([(CONTENT_TYPE, "text/plain")], "encoding failed".to_owned()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on metrics.listen = {listen}"))?;
+    tracing::info!(%listen, "metrics at /metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .context("metrics server failed")
+}

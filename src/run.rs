@@ -1,0 +1,174 @@
+//! `strata run`: the configured listeners (and, later, the compactor) until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use prometheus_client::registry::Registry;
+use rdkafka::ClientConfig;
+use strata_capture::postgres::{CaptureStats, PostgresCapture};
+use strata_capture::sink::SinkConfig;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, KafkaConfig};
+use crate::metrics::{self, CaptureCollector};
+
+/// How long running work gets to finish after a stop signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// librdkafka settings from `[kafka]`.
+pub(crate) fn kafka_client(kafka: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", &kafka.client_id);
+    for (key, value) in &kafka.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Runs until a stop signal or an error.
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let Some(pg) = config.source.postgres.clone() else {
+        bail!("nothing to run: the configuration has no [source.postgres] section");
+    };
+    let sink = SinkConfig {
+        client: kafka_client(&config.kafka),
+        connect_timeout: config.kafka.connect_timeout,
+        partitions: config.kafka.partitions,
+        replication_factor: config.kafka.replication_factor,
+    };
+    let source_name = pg.name.clone();
+    let capture = PostgresCapture::new(pg, sink, &config.kafka.topic_prefix)
+        .await
+        .with_context(|| format!("source.postgres ({source_name})"))?;
+    let stats = capture.stats();
+    tracing::info!(source = %source_name, topics = %format!("{}.*", capture.server_name()), "capture starting");
+
+    let cancel = CancellationToken::new();
+    let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
+    if config.metrics.enabled {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(CaptureCollector {
+            source: source_name.clone(),
+            stats: Arc::clone(&stats),
+        }));
+        let listen = config.metrics.listen;
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            metrics::serve(listen, registry, cancel).await?;
+            Ok("metrics")
+        });
+    }
+    {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            capture
+                .run(cancel)
+                .await
+                .with_context(|| format!("source.postgres ({source_name})"))?;
+            Ok("capture")
+        });
+    }
+    let progress = tokio::spawn(show_snapshot_progress(Arc::clone(&stats), cancel.clone()));
+
+    let outcome = tokio::select! {
+        () = stop_signal() => {
+            tracing::info!("stop requested: draining");
+            None
+        }
+        done = tasks.join_next() => done,
+    };
+    cancel.cancel();
+    let mut result = match outcome {
+        Some(Ok(Ok(part))) => {
+            tracing::info!(part, "stopped");
+            Ok(())
+        }
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(anyhow::anyhow!("a task panicked: {e}")),
+        None => Ok(()),
+    };
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("work did not stop within {DRAIN_DEADLINE:?}: aborting it");
+        tasks.abort_all();
+    }
+    progress.abort();
+    result
+}
+
+/// Draws the snapshot's progress on stderr (hidden when stderr is not a terminal).
+async fn show_snapshot_progress(stats: Arc<CaptureStats>, cancel: CancellationToken) {
+    let snapshot = &stats.snapshot;
+    let mut bar: Option<ProgressBar> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let total_chunks = snapshot.chunks_total.load(Ordering::Relaxed);
+        if total_chunks == 0 {
+            continue;
+        }
+        let bar = bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(snapshot.rows_estimated.load(Ordering::Relaxed).max(1));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "snapshot {bar:30} {human_pos}/{human_len} rows  {per_sec}  ETA {eta}  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let done = snapshot.rows_done.load(Ordering::Relaxed);
+        if done > bar.length().unwrap_or(0) {
+            bar.set_length(done);
+        }
+        bar.set_position(done);
+        let chunks = snapshot.chunks_done.load(Ordering::Relaxed);
+        bar.set_message(format!("chunks {chunks}/{total_chunks}"));
+        if chunks >= total_chunks {
+            bar.finish();
+            break;
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
