@@ -38,6 +38,8 @@ use crate::sink::{EventSink, SinkConfig, SinkError};
 
 /// Prefix of the logical messages strata writes as heartbeats.
 const HEARTBEAT_PREFIX: &str = "strata.heartbeat";
+/// Suffix of the topic that records each table's shape and the position from which it holds.
+pub const SCHEMA_HISTORY_SUFFIX: &str = "_schemas";
 /// Prefix of the publication comment that records a completed snapshot.
 const SNAPSHOT_DONE: &str = "strata: snapshot complete";
 
@@ -470,6 +472,36 @@ impl Streamer<'_> {
         Ok(())
     }
 
+    /// Appends the table's shape, in force from `lsn` on, to the source's schema history topic
+    /// (`<server name>._schemas`, keyed by `schema.table`). A restart records it again: readers
+    /// keep the latest entry per (table, position).
+    async fn record_schema(&mut self, layout: &TableLayout, lsn: Lsn) -> Result<(), CaptureError> {
+        let topic = format!(
+            "{}.{SCHEMA_HISTORY_SUFFIX}",
+            self.capture.naming.server_name
+        );
+        self.ensure_topic(&topic).await?;
+        let mut entry = layout.describe();
+        if let Some(map) = entry.as_object_mut() {
+            map.insert("lsn".into(), lsn.0.into());
+            map.insert("lsn_text".into(), lsn.to_string().into());
+            if let Some(txn) = &self.txn {
+                map.insert("commit_lsn".into(), txn.commit_lsn.into());
+                map.insert("commit_ts_us".into(), txn.commit_micros.into());
+            }
+        }
+        let value = entry.to_string();
+        self.capture
+            .sink
+            .send(
+                &topic,
+                Some(layout.qualified_name().as_bytes()),
+                value.as_bytes(),
+            )
+            .await
+            .map_err(CaptureError::Sink)
+    }
+
     async fn ensure_topic(&mut self, topic: &str) -> Result<(), CaptureError> {
         if !self.ensured_topics.contains(topic) {
             self.capture
@@ -525,7 +557,11 @@ impl Streamer<'_> {
                         "table schema changed"
                     );
                 }
+                let is_new = changed || !self.layouts.contains_key(&relation.id);
                 self.ensure_topic(&layout.topic.clone()).await?;
+                if is_new {
+                    self.record_schema(&layout, lsn).await?;
+                }
                 self.layouts.insert(relation.id, layout);
             }
             PgoutputMessage::Insert(insert) => {
