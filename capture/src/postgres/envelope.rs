@@ -27,6 +27,7 @@ use std::io::Write as _;
 
 use super::pgoutput::{ColumnValue, Oid, Relation, Tuple};
 use super::value::{self, PgType, ValueError};
+use crate::now_micros;
 
 /// Debezium's default placeholder for a TOASTed value that was not sent.
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
@@ -473,13 +474,6 @@ fn is_plain_integer(text: &[u8]) -> bool {
 
 fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 fn field_schemas(columns: &[ColumnLayout], keys_only: bool) -> Vec<serde_json::Value> {

@@ -23,6 +23,7 @@ use tokio_postgres::Client;
 use super::envelope::{self, EventSource, Op, Row, ServerNaming, TableLayout};
 use super::pgoutput::{Relation, RelationColumn, ReplicaIdentity};
 use super::{CaptureError, connect_sql};
+use crate::now_micros;
 use crate::sink::EventSink;
 
 /// How far the snapshot is; shared with whoever draws a progress bar.
@@ -500,13 +501,6 @@ pub fn parse_copy_line(line: &[u8], out: &mut Vec<Option<Vec<u8>>>) -> Result<()
         out.push(Some(field));
     }
     Ok(())
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use super::replication::{
     quote_publication_names,
 };
 use super::snapshot::{self, SnapshotProgress, TableInfo, quote_ident};
+use crate::now_micros;
 use crate::sink::{EventSink, SinkConfig, SinkError};
 
 /// Prefix of the logical messages strata writes as heartbeats.
@@ -914,11 +915,4 @@ async fn set_publication_comment(
         ))
         .await
         .map_err(|e| sql("recording the snapshot state on the publication", e))
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
