@@ -12,6 +12,10 @@
 //! - [`CatalogState`]: the fold of the log at one version, with the read side: segments
 //!   between two instants, the snapshot and schema in force at an instant, watermarks,
 //!   next offsets, quarantine.
+//! - [`ChangeEvent`]: the change-event model every part shares, and
+//!   [`decode_debezium`], the decoder of Debezium JSON envelopes ([`event`]).
+//! - [`TableSchema`]: a table's columns with their Connect types, the Arrow schema of
+//!   change segments and [`events_to_record_batch`] ([`schema`]).
 //! - [`Action`]: what a commit can say (`AddSegment`, `AddSnapshot`, `SetSchema`,
 //!   `SetWatermark`, `ConsumeOffsets`, `Quarantine`, `RemoveSegment`).
 //!
@@ -80,13 +84,22 @@
 //! No optional features. Any `object_store` backend works; the workspace enables `aws`.
 
 pub mod error;
+pub mod event;
 pub mod log;
+pub mod schema;
 pub mod table;
 
 pub use crate::error::{ConflictKind, Error, Result};
+pub use crate::event::{
+    ChangeEvent, DecodeError, Decoded, DecodedEvent, Operation, Row, Skip, SourcePosition,
+    decode_debezium, encode_key,
+};
 pub use crate::log::{
     Action, Catalog, CatalogConfig, CatalogState, CatalogVersion, Commit, CommitInfo, OffsetRange,
     QuarantineEntry, QuarantinedObject, SchemaVersion, Segment, SegmentEntry, SegmentRemoval,
     Snapshot, TableState, Watermark,
+};
+pub use crate::schema::{
+    ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema, events_to_record_batch,
 };
 pub use crate::table::TableId;

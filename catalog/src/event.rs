@@ -1,0 +1,717 @@
+//! The change-event model every part of strata shares, and the decoder of Debezium JSON
+//! envelopes (pure: bytes in, typed events out, no I/O).
+//!
+//! A [`ChangeEvent`] is one committed change to one row: which table, which key, what
+//! operation, the row images, when it committed and where in the source's log it sits.
+//! [`ChangeEvent::event_id`] names the mutation itself, so the copies of one mutation that
+//! replicas (or a capture that restarted and resent its tail) deliver twice hash the same.
+//!
+//! # Decoding Debezium envelopes
+//!
+//! [`decode_debezium`] reads what the Kafka Connect JSON converter writes with
+//! `schemas.enable=true` (`{"schema": …, "payload": …}`): strata's own PostgreSQL capture and
+//! the Debezium PostgreSQL connector (2.x/3.x). What each event field comes from:
+//!
+//! | field            | from                                                                 |
+//! |------------------|----------------------------------------------------------------------|
+//! | `table`          | `source.name` / `source.schema` (else `source.db`) / `source.table`   |
+//! | `op`             | `payload.op` (`c u d r t`; `m` logical messages are skipped)          |
+//! | `key`            | the Kafka key document's payload, in key-schema order; without a key (a table with no primary key), the whole row image |
+//! | `before`/`after` | `payload.before` / `payload.after`, in value-schema order             |
+//! | `unchanged`      | `source.unchanged_toast` (strata) and every column whose value is Debezium's `__debezium_unavailable_value` placeholder (removed from the image) |
+//! | `commit_ts_us`   | `source.ts_us`, else `source.ts_ms * 1000`                            |
+//! | `position.seq`   | `source.lsn`                                                          |
+//! | `position.commit`| `source.commit_lsn` (strata); else the LSN after the `:` of `transaction.id` (Debezium with `provide.transaction.metadata`); else `source.lsn` |
+//! | `tx_id`          | `source.txId`                                                         |
+//! | `origin`         | `source.node` when present (multi-node sources); `None` for PostgreSQL |
+//!
+//! Without a commit LSN the change's own LSN is the best available commit position. Per
+//! key that order is still right: a second transaction can only change a row after the
+//! first one that changed it committed, so its change LSN is past the first's commit.
+//!
+//! Tombstones (empty or `null` value), transaction-metadata records, heartbeats and logical
+//! messages are not changes: they decode to [`Decoded::Skip`], never to an error.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::schema::{ColumnSchema, ColumnType, ConnectType, TableSchema};
+use crate::table::TableId;
+
+/// Debezium's placeholder for a value that was not sent (PostgreSQL unchanged TOAST).
+pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Operation {
+    /// `c`: a row was inserted.
+    #[serde(rename = "c")]
+    Create,
+    /// `u`: a row was updated.
+    #[serde(rename = "u")]
+    Update,
+    /// `d`: a row was deleted.
+    #[serde(rename = "d")]
+    Delete,
+    /// `r`: a row was read by the initial snapshot.
+    #[serde(rename = "r")]
+    Read,
+    /// `t`: the table was truncated.
+    #[serde(rename = "t")]
+    Truncate,
+}
+
+impl Operation {
+    /// Debezium's one-letter code, as stored in the `_op` column.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Create => "c",
+            Self::Update => "u",
+            Self::Delete => "d",
+            Self::Read => "r",
+            Self::Truncate => "t",
+        }
+    }
+
+    /// The operation of a Debezium code.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "c" => Self::Create,
+            "u" => Self::Update,
+            "d" => Self::Delete,
+            "r" => Self::Read,
+            "t" => Self::Truncate,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Where a change sits in its source's log. Orders changes: by commit, then within it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub struct SourcePosition {
+    /// The commit position of the change's transaction (PostgreSQL: the commit LSN).
+    pub commit: u64,
+    /// The position of the change itself (PostgreSQL: its LSN).
+    pub seq: u64,
+}
+
+/// A row image: column name -> value, in the table's column order.
+///
+/// Values are kept as the Debezium JSON encoding of the column's Connect type (see
+/// [`crate::schema`] for how each maps to Arrow); the declared types live in the
+/// [`TableSchema`]. A column absent from a row was not in the image.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Row(Vec<(String, Value)>);
+
+impl Row {
+    /// An empty row.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a column (or replaces its value if present).
+    pub fn insert(&mut self, name: impl Into<String>, value: Value) {
+        let name = name.into();
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// The value of a column, if the image has it.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Removes a column, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let index = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(index).1)
+    }
+
+    /// The columns in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True without columns.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<N: Into<String>> FromIterator<(N, Value)> for Row {
+    fn from_iter<T: IntoIterator<Item = (N, Value)>>(iter: T) -> Self {
+        let mut row = Row::new();
+        for (name, value) in iter {
+            row.insert(name, value);
+        }
+        row
+    }
+}
+
+/// One committed change to one row (or, for [`Operation::Truncate`], to a whole table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The table.
+    pub table: TableId,
+    /// What happened.
+    pub op: Operation,
+    /// The key columns, in key order (empty for a truncate).
+    pub key: Row,
+    /// The row before the change (deletes; updates when the source sends it).
+    pub before: Option<Row>,
+    /// The row after the change (creates, updates, reads).
+    pub after: Option<Row>,
+    /// Columns this change did not write (PostgreSQL unchanged TOAST): not NULL, the
+    /// previous value still holds. They are absent from `after`.
+    pub unchanged: Vec<String>,
+    /// Source commit time, µs since the Unix epoch, UTC.
+    pub commit_ts_us: i64,
+    /// Where the change sits in the source's log.
+    pub position: SourcePosition,
+    /// The source's transaction id, if any.
+    pub tx_id: Option<String>,
+    /// The replica / node that reported the change (multi-node sources); not part of the
+    /// event id.
+    pub origin: Option<String>,
+}
+
+impl ChangeEvent {
+    /// The row image a change segment stores: `after`, or `before` for a delete (with the
+    /// key columns filled in from `key` when the image lacks them).
+    pub fn image(&self) -> Option<&Row> {
+        match self.op {
+            Operation::Delete => self.before.as_ref().or(self.after.as_ref()),
+            _ => self.after.as_ref().or(self.before.as_ref()),
+        }
+    }
+
+    /// The identity of the mutation: blake3 over the table, key, operation, the written
+    /// cells of the stored image (names and values, sorted by name, unchanged columns
+    /// left out), commit time and position. Not the origin: the copies of one mutation
+    /// reported by several replicas, or resent after a capture restart, share it.
+    pub fn event_id(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        let mut put = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        put(b"strata.event.v1");
+        put(self.table.source.as_bytes());
+        put(self.table.namespace.as_bytes());
+        put(self.table.table.as_bytes());
+        put(self.op.code().as_bytes());
+        put(&(self.key.len() as u64).to_le_bytes());
+        for (name, value) in self.key.iter() {
+            put(name.as_bytes());
+            put(canonical_json(value).as_bytes());
+        }
+        let mut cells: Vec<(&str, &Value)> = self
+            .image()
+            .map(|row| {
+                row.iter()
+                    .filter(|(n, _)| !self.unchanged.iter().any(|u| u == n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        cells.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        put(&(cells.len() as u64).to_le_bytes());
+        for (name, value) in cells {
+            put(name.as_bytes());
+            put(canonical_json(value).as_bytes());
+        }
+        put(&self.commit_ts_us.to_le_bytes());
+        put(&self.position.commit.to_le_bytes());
+        put(&self.position.seq.to_le_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// The order-preserving encoding of the key (the `_key` column); see [`encode_key`].
+    pub fn sort_key(&self) -> String {
+        encode_key(&self.key)
+    }
+}
+
+/// JSON text of a value with object members sorted (serde_json's map is ordered by key).
+fn canonical_json(value: &Value) -> String {
+    value.to_string()
+}
+
+/// Encodes a key as a string whose byte order is the order of the key tuples: column by
+/// column, nulls first, integers and floats numerically, strings bytewise, booleans false
+/// first. Other values (arrays, objects, numbers beyond i64) compare as their JSON text.
+///
+/// Each component is a tag character and a body, ended by `\0`: null `0`; boolean `b` +
+/// `0`/`1`; integer `i` + 16 hex digits of the value with its sign bit flipped; float `f` +
+/// 16 hex digits of its total-order bits; string `s` + the text with `\0` written `\x01\x01`
+/// and `\x01` written `\x01\x02`; anything else `j` + its JSON text escaped the same way.
+pub fn encode_key(key: &Row) -> String {
+    let mut out = String::new();
+    for (_, value) in key.iter() {
+        encode_key_component(value, &mut out);
+        out.push('\0');
+    }
+    out
+}
+
+fn encode_key_component(value: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    match value {
+        Value::Null => out.push('0'),
+        Value::Bool(b) => out.push_str(if *b { "b1" } else { "b0" }),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                let _ = write!(out, "i{:016x}", (i as u64) ^ (1 << 63));
+            } else if let (None, Some(f)) = (n.as_u64(), n.as_f64()) {
+                let bits = f.to_bits();
+                let ordered = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | (1 << 63)
+                };
+                let _ = write!(out, "f{ordered:016x}");
+            } else {
+                out.push('j');
+                escape_into(&n.to_string(), out);
+            }
+        }
+        Value::String(s) => {
+            out.push('s');
+            escape_into(s, out);
+        }
+        other => {
+            out.push('j');
+            escape_into(&canonical_json(other), out);
+        }
+    }
+}
+
+fn escape_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '\0' => out.push_str("\u{1}\u{1}"),
+            '\u{1}' => out.push_str("\u{1}\u{2}"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// What [`decode_debezium`] made of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A change, with the table schema its envelope declared.
+    Event(Box<DecodedEvent>),
+    /// A record that is not a change; nothing to store.
+    Skip(Skip),
+}
+
+/// A decoded change and its table's schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent {
+    /// The change.
+    pub event: ChangeEvent,
+    /// The columns as the envelope's schema declares them.
+    pub schema: TableSchema,
+}
+
+/// Records that carry no change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A null value: Kafka log compaction's delete marker following a delete.
+    Tombstone,
+    /// A Debezium transaction BEGIN/END record.
+    TransactionMetadata,
+    /// A Debezium heartbeat.
+    Heartbeat,
+    /// A logical decoding message (`op` = `m`).
+    Message,
+}
+
+/// A record that could not be decoded. Names the record: the decoder knows the topic; the
+/// caller adds partition and offset with [`DecodeError::at`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {reason}", self.location())]
+pub struct DecodeError {
+    /// The topic.
+    pub topic: String,
+    /// The partition, when the caller said.
+    pub partition: Option<i32>,
+    /// The offset, when the caller said.
+    pub offset: Option<i64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl DecodeError {
+    fn new(topic: &str, reason: impl Into<String>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition: None,
+            offset: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, naming the record's partition and offset.
+    #[must_use]
+    pub fn at(mut self, partition: i32, offset: i64) -> Self {
+        self.partition = Some(partition);
+        self.offset = Some(offset);
+        self
+    }
+
+    fn location(&self) -> String {
+        match (self.partition, self.offset) {
+            (Some(p), Some(o)) => format!("topic {} partition {p} offset {o}", self.topic),
+            _ => format!("topic {}", self.topic),
+        }
+    }
+}
+
+/// Decodes one Kafka record holding a Debezium envelope written by the JSON converter with
+/// schemas (`{"schema":…,"payload":…}`). `value` empty means a tombstone. Never panics; a
+/// record that is not a readable envelope is a [`DecodeError`] naming `topic`.
+pub fn decode_debezium(
+    key: Option<&[u8]>,
+    value: &[u8],
+    topic: &str,
+) -> Result<Decoded, DecodeError> {
+    let err = |reason: String| DecodeError::new(topic, reason);
+    if value.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Decoded::Skip(Skip::Tombstone));
+    }
+    let document: Value =
+        serde_json::from_slice(value).map_err(|e| err(format!("value is not JSON: {e}")))?;
+    let document = match document {
+        Value::Null => return Ok(Decoded::Skip(Skip::Tombstone)),
+        Value::Object(map) => map,
+        _ => return Err(err("value is not a JSON object".into())),
+    };
+    let (Some(schema), Some(payload)) = (document.get("schema"), document.get("payload")) else {
+        return Err(err(
+            "value has no \"schema\" and \"payload\" (expected the JSON converter with \
+             schemas.enable=true)"
+                .into(),
+        ));
+    };
+    let payload = match payload {
+        Value::Null => return Ok(Decoded::Skip(Skip::Tombstone)),
+        Value::Object(map) => map,
+        _ => return Err(err("payload is not an object".into())),
+    };
+    let schema_name = schema.get("name").and_then(Value::as_str).unwrap_or("");
+    if schema_name.contains("Heartbeat") {
+        return Ok(Decoded::Skip(Skip::Heartbeat));
+    }
+    if !payload.contains_key("op") && payload.contains_key("status") {
+        return Ok(Decoded::Skip(Skip::TransactionMetadata));
+    }
+    let op_code = str_field(payload, "op").ok_or_else(|| err("payload.op is missing".into()))?;
+    if op_code == "m" {
+        return Ok(Decoded::Skip(Skip::Message));
+    }
+    let op = Operation::from_code(op_code).ok_or_else(|| {
+        err(format!(
+            "payload.op {op_code:?} is not one of c, u, d, r, t"
+        ))
+    })?;
+
+    let source = payload
+        .get("source")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("payload.source is missing".into()))?;
+    let table = table_id(source).map_err(&err)?;
+
+    let commit_ts_us = match (int_field(source, "ts_us"), int_field(source, "ts_ms")) {
+        (Some(us), _) => us,
+        (None, Some(ms)) => ms
+            .checked_mul(1000)
+            .ok_or_else(|| err(format!("source.ts_ms {ms} is out of range")))?,
+        (None, None) => return Err(err("source has neither ts_us nor ts_ms".into())),
+    };
+    let seq = uint_field(source, "lsn")
+        .ok_or_else(|| err("source.lsn is missing or not a non-negative integer".into()))?;
+    let commit = uint_field(source, "commit_lsn")
+        .or_else(|| {
+            payload
+                .get("transaction")
+                .and_then(|t| t.get("id"))
+                .and_then(Value::as_str)
+                .and_then(|id| id.rsplit_once(':'))
+                .and_then(|(_, lsn)| lsn.parse().ok())
+        })
+        .unwrap_or(seq);
+    let tx_id = match source.get("txId") {
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let origin = str_field(source, "node").map(str::to_owned);
+
+    // The columns, from the value schema's before/after struct.
+    let row_schema = envelope_row_schema(schema).ok_or_else(|| {
+        err("value schema has no before/after struct (not a Debezium envelope)".into())
+    })?;
+
+    // The key document.
+    let key_row = match key {
+        Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
+            Some(decode_key(bytes).map_err(|r| err(format!("key: {r}")))?)
+        }
+        _ => None,
+    };
+    let key_names: HashSet<&str> = key_row
+        .as_ref()
+        .map(|k| k.iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+
+    let mut columns = Vec::with_capacity(row_schema.len());
+    for field in row_schema {
+        let name = field
+            .get("field")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err("a column in the value schema has no name".into()))?;
+        let column_type =
+            column_type(field).map_err(|r| err(format!("schema of column {name}: {r}")))?;
+        columns.push(ColumnSchema {
+            name: name.to_owned(),
+            key: key_names.contains(name),
+            optional: field
+                .get("optional")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            column_type,
+        });
+    }
+    let table_schema = TableSchema {
+        table: table.clone(),
+        columns,
+    };
+
+    let mut unchanged: Vec<String> = match source.get("unchanged_toast") {
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let image = |field: &str| -> Result<Option<Row>, DecodeError> {
+        match payload.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(ordered_row(map, &table_schema))),
+            Some(_) => Err(err(format!("payload.{field} is not an object or null"))),
+        }
+    };
+    let mut before = image("before")?;
+    let mut after = image("after")?;
+    for (row, record) in [(&mut after, true), (&mut before, false)] {
+        let Some(row) = row else { continue };
+        for column in &table_schema.columns {
+            let placeholder = row
+                .get(&column.name)
+                .is_some_and(|v| is_unavailable(v, &column.column_type));
+            let listed = record && unchanged.iter().any(|u| *u == column.name);
+            if placeholder || listed {
+                row.remove(&column.name);
+                if record && !unchanged.contains(&column.name) {
+                    unchanged.push(column.name.clone());
+                }
+            }
+        }
+    }
+
+    match op {
+        Operation::Create | Operation::Read | Operation::Update if after.is_none() => {
+            return Err(err(format!("op {op} without an after image")));
+        }
+        Operation::Delete if before.is_none() && key_row.is_none() => {
+            return Err(err("delete with neither a before image nor a key".into()));
+        }
+        _ => {}
+    }
+    let key = match (key_row, op) {
+        (Some(k), _) => k,
+        (None, Operation::Truncate) => Row::new(),
+        // No key document: a table without a primary key. The whole image is the identity.
+        (None, _) => match op {
+            Operation::Delete => before.clone().unwrap_or_default(),
+            _ => after.clone().unwrap_or_default(),
+        },
+    };
+
+    Ok(Decoded::Event(Box::new(DecodedEvent {
+        event: ChangeEvent {
+            table,
+            op,
+            key,
+            before,
+            after,
+            unchanged,
+            commit_ts_us,
+            position: SourcePosition { commit, seq },
+            tx_id,
+            origin,
+        },
+        schema: table_schema,
+    })))
+}
+
+fn str_field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    map.get(name).and_then(Value::as_str)
+}
+
+fn int_field(map: &Map<String, Value>, name: &str) -> Option<i64> {
+    map.get(name).and_then(Value::as_i64)
+}
+
+fn uint_field(map: &Map<String, Value>, name: &str) -> Option<u64> {
+    map.get(name).and_then(Value::as_u64)
+}
+
+fn table_id(source: &Map<String, Value>) -> Result<TableId, String> {
+    let name = str_field(source, "name").ok_or("source.name is missing")?;
+    let namespace = str_field(source, "schema")
+        .or_else(|| str_field(source, "db"))
+        .ok_or("source has neither schema nor db")?;
+    let table = str_field(source, "table")
+        .or_else(|| str_field(source, "collection"))
+        .ok_or("source.table is missing")?;
+    let id = TableId::new(name, namespace, table);
+    id.validate().map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// The fields of the `after` (else `before`) struct of an envelope schema.
+fn envelope_row_schema(schema: &Value) -> Option<&Vec<Value>> {
+    let fields = schema.get("fields")?.as_array()?;
+    ["after", "before"].iter().find_map(|wanted| {
+        fields
+            .iter()
+            .find(|f| f.get("field").and_then(Value::as_str) == Some(wanted))
+            .and_then(|f| f.get("fields"))
+            .and_then(Value::as_array)
+    })
+}
+
+/// A Connect field schema as a [`ColumnType`].
+fn column_type(field: &Value) -> Result<ColumnType, String> {
+    let type_name = field.get("type").and_then(Value::as_str).ok_or("no type")?;
+    let connect = ConnectType::parse(type_name)
+        .ok_or_else(|| format!("unknown Connect type {type_name:?}"))?;
+    let semantic = field.get("name").and_then(Value::as_str).map(str::to_owned);
+    let parameters = field
+        .get("parameters")
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let items = match connect {
+        ConnectType::Array => {
+            let items = field.get("items").ok_or("array without items")?;
+            Some(Box::new(column_type(items)?))
+        }
+        _ => None,
+    };
+    Ok(ColumnType {
+        connect,
+        semantic,
+        parameters,
+        items,
+    })
+}
+
+/// The key document's payload, in key-schema order.
+fn decode_key(bytes: &[u8]) -> Result<Row, String> {
+    let document: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let payload = document
+        .get("payload")
+        .ok_or("no \"payload\" (expected the JSON converter with schemas.enable=true)")?;
+    let Value::Object(payload) = payload else {
+        return Err("payload is not an object".into());
+    };
+    let order: Vec<&str> = document
+        .get("schema")
+        .and_then(|s| s.get("fields"))
+        .and_then(Value::as_array)
+        .map(|fields| {
+            fields
+                .iter()
+                .filter_map(|f| f.get("field").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut row = Row::new();
+    for name in &order {
+        if let Some(value) = payload.get(*name) {
+            row.insert(*name, value.clone());
+        }
+    }
+    for (name, value) in payload {
+        if !order.contains(&name.as_str()) {
+            row.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(row)
+}
+
+/// A payload image in the schema's column order (columns the schema does not name last).
+fn ordered_row(map: &Map<String, Value>, schema: &TableSchema) -> Row {
+    let mut row = Row::new();
+    for column in &schema.columns {
+        if let Some(value) = map.get(&column.name) {
+            row.insert(column.name.clone(), value.clone());
+        }
+    }
+    for (name, value) in map {
+        if schema.column(name).is_none() {
+            row.insert(name.clone(), value.clone());
+        }
+    }
+    row
+}
+
+/// True for Debezium's "value not sent" placeholder in a column of this type.
+fn is_unavailable(value: &Value, ty: &ColumnType) -> bool {
+    // base64 of the placeholder, as a `bytes` column carries it.
+    const UNAVAILABLE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
+    match value {
+        Value::String(s) => {
+            s == UNAVAILABLE_VALUE || (ty.connect == ConnectType::Bytes && s == UNAVAILABLE_BASE64)
+        }
+        Value::Array(items) => {
+            items.len() == 1
+                && ty
+                    .items
+                    .as_deref()
+                    .is_some_and(|item| is_unavailable(&items[0], item))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,476 @@
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+const TOPIC: &str = "strata.pg.public.orders";
+
+fn key_doc(id: i64) -> Vec<u8> {
+    json!({
+        "schema": {"type": "struct", "optional": false, "name": "strata.pg.public.orders.Key",
+                   "fields": [{"type": "int32", "optional": false, "field": "id"}]},
+        "payload": {"id": id}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn row_fields() -> Value {
+    json!([
+        {"type": "int32", "optional": false, "field": "id"},
+        {"type": "string", "optional": true, "field": "note"},
+        {"type": "string", "optional": true, "field": "total"},
+        {"type": "string", "optional": true, "name": "io.debezium.time.ZonedTimestamp",
+         "version": 1, "field": "at"},
+        {"type": "array", "items": {"type": "int64", "optional": true}, "optional": true,
+         "field": "tags"}
+    ])
+}
+
+/// A value exactly as strata's capture writes it (`capture/src/postgres/envelope.rs`).
+fn strata_value(op: &str, before: Value, after: Value, unchanged: Value) -> Vec<u8> {
+    let row = |field: &str| {
+        json!({"type": "struct", "fields": row_fields(), "optional": true,
+               "name": "strata.pg.public.orders.Value", "field": field})
+    };
+    let f = |ty: &str, optional: bool, field: &str| json!({"type": ty, "optional": optional, "field": field});
+    json!({
+        "schema": {
+            "type": "struct",
+            "fields": [row("before"), row("after"),
+                {"type": "struct", "name": "io.debezium.connector.postgresql.Source",
+                 "optional": false, "field": "source", "fields": [
+                    f("string", false, "version"), f("string", false, "connector"),
+                    f("string", false, "name"), f("int64", false, "ts_ms"),
+                    {"type": "string", "optional": true, "name": "io.debezium.data.Enum",
+                     "version": 1, "default": "false", "field": "snapshot"},
+                    f("string", false, "db"), f("string", true, "sequence"),
+                    f("int64", true, "ts_us"), f("int64", true, "ts_ns"),
+                    f("string", false, "schema"), f("string", false, "table"),
+                    f("int64", true, "txId"), f("int64", true, "lsn"), f("int64", true, "xmin"),
+                    f("int64", true, "commit_lsn"),
+                    {"type": "array", "items": {"type": "string", "optional": false},
+                     "optional": true, "field": "unchanged_toast"}]},
+                f("string", false, "op"), f("int64", true, "ts_ms"),
+                {"type": "struct", "optional": true, "name": "event.block", "version": 1,
+                 "field": "transaction", "fields": [f("string", false, "id"),
+                    f("int64", false, "total_order"), f("int64", false, "data_collection_order")]}],
+            "optional": false,
+            "name": "strata.pg.public.orders.Envelope",
+            "version": 2
+        },
+        "payload": {
+            "before": before,
+            "after": after,
+            "source": {"version": "0.1.0", "connector": "postgresql", "name": "strata.pg",
+                       "ts_ms": 1_764_064_800_000_i64, "snapshot": "false", "db": "shop",
+                       "sequence": "[null,\"4294967312\"]", "ts_us": 1_764_064_800_000_123_i64,
+                       "ts_ns": 1_764_064_800_000_123_000_i64, "schema": "public",
+                       "table": "orders", "txId": 900, "lsn": 4_294_967_312_u64, "xmin": null,
+                       "commit_lsn": 4_294_967_552_u64, "unchanged_toast": unchanged},
+            "op": op,
+            "ts_ms": 1_764_064_801_000_i64,
+            "transaction": {"id": "900:4294967552", "total_order": 2, "data_collection_order": 1}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A value as the Debezium PostgreSQL connector (3.x) writes it: no `commit_lsn`, no
+/// `unchanged_toast`, transaction metadata off.
+fn debezium_value(op: &str, before: Value, after: Value, lsn: u64) -> Vec<u8> {
+    let row = |field: &str| {
+        json!({"type": "struct", "fields": row_fields(), "optional": true,
+               "name": "dbserver1.public.orders.Value", "field": field})
+    };
+    json!({
+        "schema": {
+            "type": "struct",
+            "fields": [row("before"), row("after"),
+                {"type": "struct", "name": "io.debezium.connector.postgresql.Source",
+                 "optional": false, "field": "source", "fields": [
+                    {"type": "string", "optional": false, "field": "version"},
+                    {"type": "string", "optional": false, "field": "connector"},
+                    {"type": "string", "optional": false, "field": "name"},
+                    {"type": "int64", "optional": false, "field": "ts_ms"},
+                    {"type": "string", "optional": true, "name": "io.debezium.data.Enum",
+                     "version": 1, "parameters": {"allowed": "true,last,false,incremental"},
+                     "default": "false", "field": "snapshot"},
+                    {"type": "string", "optional": false, "field": "db"},
+                    {"type": "string", "optional": true, "field": "sequence"},
+                    {"type": "int64", "optional": true, "field": "ts_us"},
+                    {"type": "int64", "optional": true, "field": "ts_ns"},
+                    {"type": "string", "optional": false, "field": "schema"},
+                    {"type": "string", "optional": false, "field": "table"},
+                    {"type": "int64", "optional": true, "field": "txId"},
+                    {"type": "int64", "optional": true, "field": "lsn"},
+                    {"type": "int64", "optional": true, "field": "xmin"}]},
+                {"type": "struct", "optional": true, "name": "event.block", "version": 1,
+                 "field": "transaction", "fields": [
+                    {"type": "string", "optional": false, "field": "id"},
+                    {"type": "int64", "optional": false, "field": "total_order"},
+                    {"type": "int64", "optional": false, "field": "data_collection_order"}]},
+                {"type": "string", "optional": false, "field": "op"},
+                {"type": "int64", "optional": true, "field": "ts_ms"},
+                {"type": "int64", "optional": true, "field": "ts_us"},
+                {"type": "int64", "optional": true, "field": "ts_ns"}],
+            "optional": false,
+            "name": "dbserver1.public.orders.Envelope",
+            "version": 2
+        },
+        "payload": {
+            "before": before,
+            "after": after,
+            "source": {"version": "3.0.7.Final", "connector": "postgresql", "name": "dbserver1",
+                       "ts_ms": 1_764_064_800_000_i64, "snapshot": "false", "db": "shop",
+                       "sequence": "[\"24023128\",\"24023184\"]", "ts_us": 1_764_064_800_000_000_i64,
+                       "ts_ns": 1_764_064_800_000_000_000_i64, "schema": "public",
+                       "table": "orders", "txId": 555, "lsn": lsn, "xmin": null},
+            "transaction": null,
+            "op": op,
+            "ts_ms": 1_764_064_801_000_i64,
+            "ts_us": 1_764_064_801_000_000_i64,
+            "ts_ns": 1_764_064_801_000_000_000_i64
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn event(decoded: Decoded) -> DecodedEvent {
+    match decoded {
+        Decoded::Event(e) => *e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[test]
+fn decodes_a_strata_update_with_unchanged_toast() {
+    let after = json!({"id": 7, "note": UNAVAILABLE_VALUE, "total": "12.50",
+                       "at": "2026-11-25T10:00:00.5Z", "tags": [1, null, 3]});
+    let value = strata_value("u", Value::Null, after, json!(["note"]));
+    let decoded = event(decode_debezium(Some(&key_doc(7)), &value, TOPIC).unwrap());
+    let e = &decoded.event;
+    assert_eq!(e.table, TableId::new("strata.pg", "public", "orders"));
+    assert_eq!(e.op, Operation::Update);
+    assert_eq!(e.key, Row::from_iter([("id", json!(7))]));
+    assert_eq!(e.before, None);
+    let after = e.after.as_ref().unwrap();
+    assert_eq!(after.get("note"), None, "the placeholder is not a value");
+    assert_eq!(after.get("total"), Some(&json!("12.50")));
+    let names: Vec<&str> = after.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["id", "total", "at", "tags"], "schema order");
+    assert_eq!(e.unchanged, ["note"]);
+    assert_eq!(e.commit_ts_us, 1_764_064_800_000_123);
+    assert_eq!(
+        e.position,
+        SourcePosition {
+            commit: 4_294_967_552,
+            seq: 4_294_967_312
+        }
+    );
+    assert_eq!(e.tx_id.as_deref(), Some("900"));
+    assert_eq!(e.origin, None);
+
+    let schema = &decoded.schema;
+    assert_eq!(schema.table, e.table);
+    let id = schema.column("id").unwrap();
+    assert!(id.key && !id.optional);
+    assert_eq!(id.column_type, ColumnType::plain(ConnectType::Int32));
+    let at = schema.column("at").unwrap();
+    assert!(!at.key && at.optional);
+    assert_eq!(
+        at.column_type,
+        ColumnType::named(ConnectType::String, "io.debezium.time.ZonedTimestamp")
+    );
+    assert_eq!(
+        schema.column("tags").unwrap().column_type,
+        ColumnType::array(ColumnType::plain(ConnectType::Int64))
+    );
+}
+
+#[test]
+fn decodes_debezium_connector_events() {
+    let after = json!({"id": 1, "note": "hello", "total": "3.00", "at": null, "tags": null});
+    let value = debezium_value("c", Value::Null, after, 24_023_184);
+    let decoded = event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap());
+    let e = decoded.event;
+    assert_eq!(e.table, TableId::new("dbserver1", "public", "orders"));
+    assert_eq!(e.op, Operation::Create);
+    assert_eq!(e.commit_ts_us, 1_764_064_800_000_000);
+    // No commit_lsn and no transaction metadata: the change's LSN stands in.
+    assert_eq!(
+        e.position,
+        SourcePosition {
+            commit: 24_023_184,
+            seq: 24_023_184
+        }
+    );
+    assert!(e.unchanged.is_empty());
+
+    // Unchanged TOAST without strata's list: the placeholder itself says it.
+    let after = json!({"id": 1, "note": UNAVAILABLE_VALUE, "total": "4.00", "at": null, "tags": null});
+    let value = debezium_value("u", Value::Null, after, 24_023_300);
+    let e = event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
+    assert_eq!(e.unchanged, ["note"]);
+    assert_eq!(e.after.unwrap().get("note"), None);
+
+    // A delete (REPLICA IDENTITY DEFAULT: the before image has the key only).
+    let before = json!({"id": 1, "note": null, "total": null, "at": null, "tags": null});
+    let value = debezium_value("d", before, Value::Null, 24_023_400);
+    let e = event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
+    assert_eq!(e.op, Operation::Delete);
+    assert_eq!(e.image().unwrap().get("id"), Some(&json!(1)));
+}
+
+#[test]
+fn transaction_id_suffix_is_the_commit_position() {
+    let after = json!({"id": 1, "note": "x", "total": null, "at": null, "tags": null});
+    let mut v: Value = serde_json::from_slice(&debezium_value("c", Value::Null, after, 100)).unwrap();
+    v["payload"]["transaction"] = json!({"id": "555:24023999", "total_order": 1, "data_collection_order": 1});
+    let bytes = v.to_string().into_bytes();
+    let e = event(decode_debezium(Some(&key_doc(1)), &bytes, "t").unwrap()).event;
+    assert_eq!(
+        e.position,
+        SourcePosition {
+            commit: 24_023_999,
+            seq: 100
+        }
+    );
+}
+
+#[test]
+fn skips_are_typed() {
+    assert_eq!(
+        decode_debezium(Some(&key_doc(1)), b"", TOPIC).unwrap(),
+        Decoded::Skip(Skip::Tombstone)
+    );
+    assert_eq!(
+        decode_debezium(None, b"null", TOPIC).unwrap(),
+        Decoded::Skip(Skip::Tombstone)
+    );
+    let tx = json!({"schema": {"type": "struct", "name": "io.debezium.connector.common.TransactionMetadataValue"},
+                    "payload": {"status": "BEGIN", "id": "571:53195832", "event_count": null}});
+    assert_eq!(
+        decode_debezium(None, tx.to_string().as_bytes(), TOPIC).unwrap(),
+        Decoded::Skip(Skip::TransactionMetadata)
+    );
+    let hb = json!({"schema": {"type": "struct", "name": "io.debezium.connector.common.Heartbeat"},
+                    "payload": {"ts_ms": 1}});
+    assert_eq!(
+        decode_debezium(None, hb.to_string().as_bytes(), TOPIC).unwrap(),
+        Decoded::Skip(Skip::Heartbeat)
+    );
+}
+
+#[test]
+fn truncate_has_an_empty_key() {
+    let value = strata_value("t", Value::Null, Value::Null, Value::Null);
+    let e = event(decode_debezium(None, &value, TOPIC).unwrap()).event;
+    assert_eq!(e.op, Operation::Truncate);
+    assert!(e.key.is_empty());
+    assert_eq!(e.image(), None);
+}
+
+#[test]
+fn malformed_records_name_the_record() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "not JSON"),
+        (b"[1,2]".to_vec(), "not a JSON object"),
+        (br#"{"id": 1}"#.to_vec(), "schemas.enable"),
+        (
+            {
+                let mut v: Value = serde_json::from_slice(&strata_value(
+                    "x",
+                    Value::Null,
+                    json!({"id": 1}),
+                    Value::Null,
+                ))
+                .unwrap();
+                v["payload"]["op"] = json!("x");
+                v.to_string().into_bytes()
+            },
+            "payload.op",
+        ),
+        (
+            {
+                let mut v: Value = serde_json::from_slice(&strata_value(
+                    "c",
+                    Value::Null,
+                    json!({"id": 1}),
+                    Value::Null,
+                ))
+                .unwrap();
+                v["payload"]["source"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("lsn");
+                v.to_string().into_bytes()
+            },
+            "lsn",
+        ),
+        (
+            strata_value("c", Value::Null, Value::Null, Value::Null),
+            "without an after image",
+        ),
+    ];
+    for (value, expected) in cases {
+        let err = decode_debezium(Some(&key_doc(1)), &value, TOPIC)
+            .unwrap_err()
+            .at(3, 42);
+        let text = err.to_string();
+        assert!(
+            text.contains("topic strata.pg.public.orders partition 3 offset 42")
+                && text.contains(expected),
+            "{text}"
+        );
+    }
+    let err = decode_debezium(Some(b"{oops"), &strata_value("c", Value::Null, json!({"id": 1}), Value::Null), TOPIC)
+        .unwrap_err();
+    assert!(err.reason.starts_with("key:"), "{err}");
+}
+
+fn sample_event() -> ChangeEvent {
+    let value = strata_value(
+        "u",
+        Value::Null,
+        json!({"id": 7, "note": "a", "total": "1.00", "at": null, "tags": [1]}),
+        Value::Null,
+    );
+    event(decode_debezium(Some(&key_doc(7)), &value, TOPIC).unwrap()).event
+}
+
+#[test]
+fn event_id_ignores_origin_and_delivery() {
+    let a = sample_event();
+    // A replica copy: same mutation, other node.
+    let mut replica = a.clone();
+    replica.origin = Some("node-2".into());
+    assert_eq!(a.event_id(), replica.event_id());
+    // A resend after a restart decodes to the same event (the envelope's wall-clock
+    // ts_ms differs, and is not part of the id).
+    let mut v: Value = serde_json::from_slice(&strata_value(
+        "u",
+        Value::Null,
+        json!({"id": 7, "note": "a", "total": "1.00", "at": null, "tags": [1]}),
+        Value::Null,
+    ))
+    .unwrap();
+    v["payload"]["ts_ms"] = json!(1_999_999_999_999_i64);
+    let resent = event(decode_debezium(Some(&key_doc(7)), v.to_string().as_bytes(), TOPIC).unwrap()).event;
+    assert_eq!(a.event_id(), resent.event_id());
+    // Column order of the image does not matter.
+    let mut reordered = a.clone();
+    let after = a.after.clone().unwrap();
+    reordered.after = Some(after.iter().collect::<Vec<_>>().into_iter().rev().map(|(n, v)| (n, v.clone())).collect());
+    assert_eq!(a.event_id(), reordered.event_id());
+}
+
+#[test]
+fn event_id_differs_for_different_mutations() {
+    let a = sample_event();
+    let id = a.event_id();
+    let mut cell = a.clone();
+    cell.after.as_mut().unwrap().insert("note", json!("b"));
+    assert_ne!(id, cell.event_id());
+    let mut null = a.clone();
+    null.after.as_mut().unwrap().insert("note", Value::Null);
+    assert_ne!(id, null.event_id());
+    let mut unchanged = a.clone();
+    unchanged.after.as_mut().unwrap().remove("note");
+    unchanged.unchanged.push("note".into());
+    assert_ne!(id, unchanged.event_id(), "unchanged is not NULL");
+    let mut key = a.clone();
+    key.key = Row::from_iter([("id", json!(8))]);
+    assert_ne!(id, key.event_id());
+    let mut pos = a.clone();
+    pos.position.seq += 1;
+    assert_ne!(id, pos.event_id());
+    let mut ts = a.clone();
+    ts.commit_ts_us += 1;
+    assert_ne!(id, ts.event_id());
+    let mut op = a.clone();
+    op.op = Operation::Create;
+    assert_ne!(id, op.event_id());
+    let mut table = a;
+    table.table.table = "orders2".into();
+    assert_ne!(id, table.event_id());
+}
+
+fn key_of(values: &[Value]) -> String {
+    encode_key(
+        &values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{i}"), v.clone()))
+            .collect(),
+    )
+}
+
+#[test]
+fn key_encoding_sorts_like_the_values() {
+    let ordered = [
+        vec![Value::Null],
+        vec![json!(i64::MIN)],
+        vec![json!(-2)],
+        vec![json!(-1)],
+        vec![json!(0)],
+        vec![json!(1)],
+        vec![json!(10)],
+        vec![json!(i64::MAX)],
+    ];
+    for pair in ordered.windows(2) {
+        assert!(key_of(&pair[0]) < key_of(&pair[1]), "{pair:?}");
+    }
+    let floats = [-1e300, -1.5, -0.0, 0.5, 2.0, 1e300];
+    for pair in floats.windows(2) {
+        assert!(
+            key_of(&[json!(pair[0])]) < key_of(&[json!(pair[1])]),
+            "{pair:?}"
+        );
+    }
+    let strings = ["", "\0", "\u{1}", "a", "a\0b", "ab", "b", "é"];
+    for pair in strings.windows(2) {
+        assert!(
+            key_of(&[json!(pair[0])]) < key_of(&[json!(pair[1])]),
+            "{pair:?}"
+        );
+    }
+    // Composite keys: the first column decides, then the second.
+    assert!(key_of(&[json!("a"), json!(2)]) < key_of(&[json!("ab"), json!(1)]));
+    assert!(key_of(&[json!("a"), json!(1)]) < key_of(&[json!("a"), json!(2)]));
+    assert!(key_of(&[json!(false)]) < key_of(&[json!(true)]));
+}
+
+proptest! {
+    #[test]
+    fn decoder_never_panics_on_bytes(key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+                                     value in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_debezium(key.as_deref(), &value, TOPIC);
+    }
+
+    #[test]
+    fn decoder_never_panics_on_mangled_envelopes(cut in 0usize..4000, byte in any::<u8>()) {
+        let mut value = strata_value("u", Value::Null,
+            json!({"id": 7, "note": "a", "total": "1.00", "at": null, "tags": [1]}), json!(["note"]));
+        if !value.is_empty() {
+            let at = cut % value.len();
+            value[at] = byte;
+            let _ = decode_debezium(Some(&key_doc(7)), &value, TOPIC);
+            value.truncate(at);
+            let _ = decode_debezium(Some(&key_doc(7)), &value, TOPIC);
+        }
+    }
+
+    #[test]
+    fn int_keys_sort_numerically(a in any::<i64>(), b in any::<i64>()) {
+        prop_assert_eq!(a.cmp(&b), key_of(&[json!(a)]).cmp(&key_of(&[json!(b)])));
+    }
+
+    #[test]
+    fn string_keys_sort_bytewise(a in ".{0,8}", b in ".{0,8}", x in any::<i32>(), y in any::<i32>()) {
+        let expected = (a.as_bytes(), x).cmp(&(b.as_bytes(), y));
+        prop_assert_eq!(expected, key_of(&[json!(a), json!(x)]).cmp(&key_of(&[json!(b), json!(y)])));
+    }
+}
