@@ -528,7 +528,7 @@ pub fn decode_debezium(
             let placeholder = row
                 .get(&column.name)
                 .is_some_and(|v| is_unavailable(v, &column.column_type));
-            let listed = record && unchanged.iter().any(|u| *u == column.name);
+            let listed = record && unchanged.contains(&column.name);
             if placeholder || listed {
                 row.remove(&column.name);
                 if record && !unchanged.contains(&column.name) {

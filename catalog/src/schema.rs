@@ -465,7 +465,7 @@ pub fn events_to_record_batch(
         let values: Vec<Option<&Value>> = events
             .iter()
             .map(|e| {
-                if e.unchanged.iter().any(|u| *u == column.name) {
+                if e.unchanged.contains(&column.name) {
                     return None;
                 }
                 let value = e.image().and_then(|row| row.get(&column.name)).or_else(|| {

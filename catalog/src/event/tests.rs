@@ -194,7 +194,8 @@ fn decodes_a_strata_update_with_unchanged_toast() {
 fn decodes_debezium_connector_events() {
     let after = json!({"id": 1, "note": "hello", "total": "3.00", "at": null, "tags": null});
     let value = debezium_value("c", Value::Null, after, 24_023_184);
-    let decoded = event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap());
+    let decoded =
+        event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap());
     let e = decoded.event;
     assert_eq!(e.table, TableId::new("dbserver1", "public", "orders"));
     assert_eq!(e.op, Operation::Create);
@@ -210,16 +211,19 @@ fn decodes_debezium_connector_events() {
     assert!(e.unchanged.is_empty());
 
     // Unchanged TOAST without strata's list: the placeholder itself says it.
-    let after = json!({"id": 1, "note": UNAVAILABLE_VALUE, "total": "4.00", "at": null, "tags": null});
+    let after =
+        json!({"id": 1, "note": UNAVAILABLE_VALUE, "total": "4.00", "at": null, "tags": null});
     let value = debezium_value("u", Value::Null, after, 24_023_300);
-    let e = event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
+    let e =
+        event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
     assert_eq!(e.unchanged, ["note"]);
     assert_eq!(e.after.unwrap().get("note"), None);
 
     // A delete (REPLICA IDENTITY DEFAULT: the before image has the key only).
     let before = json!({"id": 1, "note": null, "total": null, "at": null, "tags": null});
     let value = debezium_value("d", before, Value::Null, 24_023_400);
-    let e = event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
+    let e =
+        event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
     assert_eq!(e.op, Operation::Delete);
     assert_eq!(e.image().unwrap().get("id"), Some(&json!(1)));
 }
@@ -227,8 +231,10 @@ fn decodes_debezium_connector_events() {
 #[test]
 fn transaction_id_suffix_is_the_commit_position() {
     let after = json!({"id": 1, "note": "x", "total": null, "at": null, "tags": null});
-    let mut v: Value = serde_json::from_slice(&debezium_value("c", Value::Null, after, 100)).unwrap();
-    v["payload"]["transaction"] = json!({"id": "555:24023999", "total_order": 1, "data_collection_order": 1});
+    let mut v: Value =
+        serde_json::from_slice(&debezium_value("c", Value::Null, after, 100)).unwrap();
+    v["payload"]["transaction"] =
+        json!({"id": "555:24023999", "total_order": 1, "data_collection_order": 1});
     let bytes = v.to_string().into_bytes();
     let e = event(decode_debezium(Some(&key_doc(1)), &bytes, "t").unwrap()).event;
     assert_eq!(
@@ -326,8 +332,12 @@ fn malformed_records_name_the_record() {
             "{text}"
         );
     }
-    let err = decode_debezium(Some(b"{oops"), &strata_value("c", Value::Null, json!({"id": 1}), Value::Null), TOPIC)
-        .unwrap_err();
+    let err = decode_debezium(
+        Some(b"{oops"),
+        &strata_value("c", Value::Null, json!({"id": 1}), Value::Null),
+        TOPIC,
+    )
+    .unwrap_err();
     assert!(err.reason.starts_with("key:"), "{err}");
 }
 
@@ -358,12 +368,21 @@ fn event_id_ignores_origin_and_delivery() {
     ))
     .unwrap();
     v["payload"]["ts_ms"] = json!(1_999_999_999_999_i64);
-    let resent = event(decode_debezium(Some(&key_doc(7)), v.to_string().as_bytes(), TOPIC).unwrap()).event;
+    let resent =
+        event(decode_debezium(Some(&key_doc(7)), v.to_string().as_bytes(), TOPIC).unwrap()).event;
     assert_eq!(a.event_id(), resent.event_id());
     // Column order of the image does not matter.
     let mut reordered = a.clone();
     let after = a.after.clone().unwrap();
-    reordered.after = Some(after.iter().collect::<Vec<_>>().into_iter().rev().map(|(n, v)| (n, v.clone())).collect());
+    reordered.after = Some(
+        after
+            .iter()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|(n, v)| (n, v.clone()))
+            .collect(),
+    );
     assert_eq!(a.event_id(), reordered.event_id());
 }
 

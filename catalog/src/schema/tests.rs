@@ -38,14 +38,46 @@ fn every_type() -> TableSchema {
             col("s", ColumnType::plain(C::String), false),
             col("bin", ColumnType::plain(C::Bytes), false),
             col("dec", decimal("2"), false),
-            col("d", ColumnType::named(C::Int32, "io.debezium.time.Date"), false),
-            col("ts", ColumnType::named(C::Int64, "io.debezium.time.MicroTimestamp"), false),
-            col("ts_ms", ColumnType::named(C::Int64, "io.debezium.time.Timestamp"), false),
-            col("ts_ns", ColumnType::named(C::Int64, "io.debezium.time.NanoTimestamp"), false),
-            col("tz", ColumnType::named(C::String, "io.debezium.time.ZonedTimestamp"), false),
-            col("t", ColumnType::named(C::Int64, "io.debezium.time.MicroTime"), false),
-            col("t_ms", ColumnType::named(C::Int32, "io.debezium.time.Time"), false),
-            col("uuid", ColumnType::named(C::String, "io.debezium.data.Uuid"), false),
+            col(
+                "d",
+                ColumnType::named(C::Int32, "io.debezium.time.Date"),
+                false,
+            ),
+            col(
+                "ts",
+                ColumnType::named(C::Int64, "io.debezium.time.MicroTimestamp"),
+                false,
+            ),
+            col(
+                "ts_ms",
+                ColumnType::named(C::Int64, "io.debezium.time.Timestamp"),
+                false,
+            ),
+            col(
+                "ts_ns",
+                ColumnType::named(C::Int64, "io.debezium.time.NanoTimestamp"),
+                false,
+            ),
+            col(
+                "tz",
+                ColumnType::named(C::String, "io.debezium.time.ZonedTimestamp"),
+                false,
+            ),
+            col(
+                "t",
+                ColumnType::named(C::Int64, "io.debezium.time.MicroTime"),
+                false,
+            ),
+            col(
+                "t_ms",
+                ColumnType::named(C::Int32, "io.debezium.time.Time"),
+                false,
+            ),
+            col(
+                "uuid",
+                ColumnType::named(C::String, "io.debezium.data.Uuid"),
+                false,
+            ),
             col("arr", ColumnType::array(ColumnType::plain(C::Int32)), false),
             col(
                 "arr_s",
@@ -142,7 +174,10 @@ fn converts_every_type() {
 
     assert_eq!(c("_op").as_string::<i32>().value(2), "d");
     assert_eq!(
-        c("_commit_pos").as_primitive::<UInt64Type>().values().to_vec(),
+        c("_commit_pos")
+            .as_primitive::<UInt64Type>()
+            .values()
+            .to_vec(),
         [5, 6, 7]
     );
     assert_eq!(c("_tx_id").as_string::<i32>().value(0), "9");
@@ -155,7 +190,10 @@ fn converts_every_type() {
     assert_eq!(unchanged.value(1).as_string::<i32>().value(0), "bin");
     assert_eq!(c("_key").as_string::<i32>().value(0), full.sort_key());
 
-    assert_eq!(c("id").as_primitive::<Int64Type>().values().to_vec(), [1, 2, 3]);
+    assert_eq!(
+        c("id").as_primitive::<Int64Type>().values().to_vec(),
+        [1, 2, 3]
+    );
     assert_eq!(c("i8").as_primitive::<Int8Type>().value(0), -8);
     assert_eq!(c("i16").as_primitive::<Int16Type>().value(0), 300);
     assert_eq!(c("i32").as_primitive::<Int32Type>().value(0), -70000);
@@ -165,7 +203,10 @@ fn converts_every_type() {
     assert_eq!(c("s").as_string::<i32>().value(0), "héllo");
     assert!(c("s").is_null(1));
     assert_eq!(c("bin").as_binary::<i32>().value(0), [0, 1, 2, 255]);
-    assert!(c("bin").is_null(1), "unchanged cells are NULL, listed in _unchanged");
+    assert!(
+        c("bin").is_null(1),
+        "unchanged cells are NULL, listed in _unchanged"
+    );
     assert_eq!(c("dec").as_primitive::<Decimal128Type>().value(0), -200);
     assert_eq!(c("d").as_primitive::<Date32Type>().value(0), 20_000);
     let ts = |name: &str| c(name).as_primitive::<TimestampMicrosecondType>().value(0);

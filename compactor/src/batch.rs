@@ -1,0 +1,222 @@
+//! The unflushed batch (pure, no I/O): per-partition offset ranges and dedup, per-table
+//! buffered events grouped by schema, quarantined records.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use serde_json::Value;
+use strata_catalog::{ChangeEvent, QuarantineEntry, TableId, TableSchema};
+
+/// A Kafka partition.
+pub(crate) type TopicPartition = (String, i32);
+
+/// Event ids already committed, remembered up to a bound, oldest forgotten first.
+#[derive(Debug, Default)]
+pub(crate) struct RecentIds {
+    order: VecDeque<[u8; 32]>,
+    set: HashSet<[u8; 32]>,
+}
+
+impl RecentIds {
+    pub(crate) fn contains(&self, id: &[u8; 32]) -> bool {
+        self.set.contains(id)
+    }
+
+    pub(crate) fn insert(&mut self, id: [u8; 32], capacity: usize) {
+        if capacity == 0 || !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// Where one assigned partition stands.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionState {
+    /// First offset of the unflushed range: the catalog's next offset, or the first record
+    /// seen when the catalog has none.
+    pub(crate) from: Option<i64>,
+    /// One past the last record consumed.
+    pub(crate) next: Option<i64>,
+    /// A seek to this offset (None: the beginning) must succeed before records count.
+    pub(crate) seek_pending: Option<Option<i64>>,
+    /// Committed event ids.
+    pub(crate) recent: RecentIds,
+    /// Ids of events in the unflushed batch.
+    pub(crate) batch_ids: HashSet<[u8; 32]>,
+    /// Latest commit time per table in the unflushed batch (for watermarks).
+    pub(crate) max_ts: HashMap<TableId, i64>,
+}
+
+impl PartitionState {
+    /// Starting at the catalog's next offset (`None`: never committed).
+    pub(crate) fn starting_at(next: Option<i64>) -> Self {
+        Self {
+            from: next,
+            next,
+            ..Self::default()
+        }
+    }
+
+    /// True if records were consumed since the last commit.
+    pub(crate) fn has_unflushed(&self) -> bool {
+        matches!((self.from, self.next), (Some(f), Some(n)) if n > f)
+    }
+
+    /// Forgets the unflushed part and restarts at `next` (after a conflict or a failed
+    /// commit), keeping the committed ids.
+    /// Seeks only if the consumer is not already there.
+    pub(crate) fn restart_at(&mut self, next: Option<i64>) {
+        if self.from != next || self.next != next {
+            self.seek_pending = Some(next);
+        }
+        self.from = next;
+        self.next = next;
+        self.batch_ids.clear();
+        self.max_ts.clear();
+    }
+
+    /// After a successful commit: the unflushed range is committed.
+    pub(crate) fn committed(&mut self, dedup_window: usize) {
+        self.from = self.next;
+        for id in self.batch_ids.drain() {
+            self.recent.insert(id, dedup_window);
+        }
+        self.max_ts.clear();
+    }
+}
+
+/// Events of one table under one schema: one segment when flushed.
+#[derive(Debug)]
+pub(crate) struct PendingSegment {
+    pub(crate) schema: TableSchema,
+    pub(crate) events: Vec<ChangeEvent>,
+    pub(crate) bytes: u64,
+}
+
+/// Everything consumed since the last commit.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Per table, its segments in arrival order (a new one starts when the schema changes).
+    pub(crate) tables: BTreeMap<TableId, Vec<PendingSegment>>,
+    /// Quarantined records, their raw bytes already stored.
+    pub(crate) quarantine: Vec<QuarantineEntry>,
+    /// Records consumed into this batch (events, skips, duplicates, quarantined).
+    pub(crate) records: u64,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Adds an event to its table under `schema`; returns the size of the table's current
+    /// segment.
+    pub(crate) fn push(&mut self, event: ChangeEvent, schema: &TableSchema) -> u64 {
+        let size = event_size(&event);
+        let segments = self.tables.entry(event.table.clone()).or_default();
+        let current = match segments.last_mut() {
+            Some(segment) if segment.schema == *schema => segment,
+            _ => {
+                segments.push(PendingSegment {
+                    schema: schema.clone(),
+                    events: Vec::new(),
+                    bytes: 0,
+                });
+                // Just pushed: `last_mut` is Some.
+                let Some(segment) = segments.last_mut() else {
+                    return 0;
+                };
+                segment
+            }
+        };
+        current.events.push(event);
+        current.bytes += size;
+        current.bytes
+    }
+
+    pub(crate) fn events(&self) -> usize {
+        self.tables
+            .values()
+            .flatten()
+            .map(|segment| segment.events.len())
+            .sum()
+    }
+}
+
+/// The uncompressed size of an event, roughly its JSON size.
+pub(crate) fn event_size(event: &ChangeEvent) -> u64 {
+    let row = |row: Option<&strata_catalog::Row>| {
+        row.map_or(0, |r| {
+            r.iter()
+                .map(|(name, value)| name.len() as u64 + 2 + value_size(value))
+                .sum()
+        })
+    };
+    64 + row(Some(&event.key)) + row(event.image())
+}
+
+fn value_size(value: &Value) -> u64 {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(items) => 2 + items.iter().map(value_size).sum::<u64>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() as u64 + 3 + value_size(v))
+                .sum::<u64>()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_forget_the_oldest() {
+        let mut recent = RecentIds::default();
+        for i in 0..5_u8 {
+            recent.insert([i; 32], 3);
+        }
+        assert_eq!(recent.len(), 3);
+        assert!(!recent.contains(&[0; 32]) && !recent.contains(&[1; 32]));
+        assert!(recent.contains(&[4; 32]));
+        recent.insert([4; 32], 3);
+        assert_eq!(recent.len(), 3);
+    }
+
+    #[test]
+    fn partition_ranges_commit_and_restart() {
+        let mut p = PartitionState::starting_at(Some(10));
+        assert!(!p.has_unflushed());
+        p.next = Some(15);
+        p.batch_ids.insert([1; 32]);
+        assert!(p.has_unflushed());
+        p.committed(10);
+        assert_eq!((p.from, p.next), (Some(15), Some(15)));
+        assert!(p.recent.contains(&[1; 32]) && p.batch_ids.is_empty());
+        p.next = Some(20);
+        p.batch_ids.insert([2; 32]);
+        p.restart_at(Some(15));
+        assert_eq!(
+            (p.from, p.next, p.seek_pending),
+            (Some(15), Some(15), Some(Some(15)))
+        );
+        let mut fresh = PartitionState::starting_at(Some(3));
+        fresh.restart_at(Some(3));
+        assert_eq!(fresh.seek_pending, None, "already there: no seek");
+        assert!(p.batch_ids.is_empty() && p.recent.contains(&[1; 32]));
+    }
+}

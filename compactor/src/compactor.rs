@@ -1,0 +1,655 @@
+//! [`Compactor`]: the consume -> buffer -> write -> commit loop.
+//!
+//! ```text
+//!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets)
+//!        │
+//!  recv record ──► decode ──► dedup (partition's recent ids + batch ids) ──► buffer per table
+//!        │            └─ bad input: raw bytes to _quarantine/, Quarantine action
+//!  size or time ──► write segments ──► ONE catalog commit:
+//!                    AddSegment* SetSchema* ConsumeOffsets* Quarantine* SetWatermark*
+//!        ok ──► batch acknowledged (ids remembered; offsets also committed to Kafka, for lag
+//!               monitoring only)
+//!        Conflict / unknown outcome ──► refresh catalog, drop batch, seek to catalog offsets
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use base64::Engine as _;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use strata_catalog::{
+    Action, Catalog, CommitInfo, DecodeError, Decoded, OffsetRange, QuarantineEntry,
+    QuarantinedObject, SchemaVersion, TableId, TableSchema, Watermark, decode_debezium,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, instrument, warn};
+
+use crate::batch::{Batch, PartitionState, TopicPartition};
+use crate::config::CompactorConfig;
+use crate::error::{Error, Result};
+use crate::segment;
+use crate::stats::CompactorStats;
+
+/// How often the loop wakes without records (seek retries, flush deadlines).
+const TICK: Duration = Duration::from_millis(200);
+/// Attempts at refreshing the catalog after a failed commit before giving up.
+const REFRESH_ATTEMPTS: u32 = 5;
+
+/// Consumes Debezium change topics and turns them into Parquet change segments committed to
+/// the catalog together with the offsets they came from.
+pub struct Compactor {
+    config: CompactorConfig,
+    client: ClientConfig,
+    catalog: Arc<Catalog>,
+    store: Arc<dyn ObjectStore>,
+    stats: Arc<CompactorStats>,
+}
+
+impl std::fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compactor")
+            .field("config", &self.config)
+            .field("catalog", &self.catalog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compactor {
+    /// A compactor writing to `store` under the catalog's root. `client` carries the Kafka
+    /// connection (`bootstrap.servers`, security); the compactor sets the consumer settings
+    /// it depends on (`group.id`, `enable.auto.commit=false`, …) itself.
+    pub fn new(
+        config: CompactorConfig,
+        client: ClientConfig,
+        catalog: Arc<Catalog>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            client,
+            catalog,
+            store,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The counters, readable while [`run`](Compactor::run) runs.
+    pub fn stats(&self) -> Arc<CompactorStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Runs until `cancel` fires (returns `Ok`) or an unrecoverable error. An unflushed
+    /// batch is dropped on cancel: it was never acknowledged, the next run replays it.
+    #[instrument(skip_all, fields(group = %self.config.group_id))]
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        let mut client = self.client.clone();
+        client
+            .set("group.id", &self.config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        if client.get("topic.metadata.refresh.interval.ms").is_none() {
+            client.set("topic.metadata.refresh.interval.ms", "10000");
+        }
+        let context = RebalanceContext {
+            catalog: Arc::clone(&self.catalog),
+            group: self.config.group_id.clone(),
+            notes: Mutex::default(),
+        };
+        let consumer: StreamConsumer<RebalanceContext> = client
+            .create_with_context(context)
+            .map_err(|source| Error::Kafka {
+                operation: "create consumer",
+                source,
+            })?;
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|source| Error::Kafka {
+            operation: "subscribe",
+            source,
+        })?;
+        info!(topics = ?self.config.topics, "compactor subscribed");
+
+        let mut run = Run {
+            compactor: &self,
+            consumer: &consumer,
+            partitions: HashMap::new(),
+            batch: Batch::default(),
+            deadline: None,
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+                received = consumer.recv() => match received {
+                    Ok(message) => {
+                        // Rebalance notes first: they say which partitions are ours and from where.
+                        run.apply_rebalance_notes().await?;
+                        run.on_record(
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            message.key(),
+                            message.payload(),
+                        )
+                        .await?;
+                    }
+                    Err(e) => warn!(error = %e, "kafka consumer error"),
+                },
+            }
+            run.apply_rebalance_notes().await?;
+            run.retry_seeks();
+            let due = run.deadline.is_some_and(|d| Instant::now() >= d);
+            if due || run.over_size() {
+                run.flush().await?;
+            }
+        }
+        info!(
+            unflushed_records = run.batch.records,
+            "compactor stopping; the unflushed batch will be replayed"
+        );
+        Ok(())
+    }
+}
+
+/// What a rebalance callback saw, for the loop to act on.
+#[derive(Debug)]
+enum RebalanceNote {
+    Assigned(Vec<(TopicPartition, Option<i64>)>),
+    Revoked(Vec<TopicPartition>),
+}
+
+/// Starts assigned partitions at the catalog's offsets (set on the assignment itself,
+/// before librdkafka starts fetching) and tells the loop what changed.
+struct RebalanceContext {
+    catalog: Arc<Catalog>,
+    group: String,
+    notes: Mutex<Vec<RebalanceNote>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let note = match rebalance {
+            Rebalance::Assign(tpl) => {
+                let state = self.catalog.state();
+                let mut assigned = Vec::new();
+                for mut element in tpl.elements() {
+                    let next = state.next_offset(&self.group, element.topic(), element.partition());
+                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = element.set_offset(offset) {
+                        warn!(topic = element.topic(), partition = element.partition(), error = %e,
+                              "could not set the start offset; will seek");
+                    }
+                    assigned.push(((element.topic().to_owned(), element.partition()), next));
+                }
+                info!(partitions = assigned.len(), "partitions assigned");
+                RebalanceNote::Assigned(assigned)
+            }
+            Rebalance::Revoke(tpl) => {
+                let revoked: Vec<TopicPartition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                info!(partitions = revoked.len(), "partitions revoked");
+                RebalanceNote::Revoked(revoked)
+            }
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        self.notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(note);
+    }
+}
+
+/// The state of one [`Compactor::run`].
+struct Run<'a> {
+    compactor: &'a Compactor,
+    consumer: &'a StreamConsumer<RebalanceContext>,
+    partitions: HashMap<TopicPartition, PartitionState>,
+    batch: Batch,
+    /// When the unflushed batch must be flushed.
+    deadline: Option<Instant>,
+}
+
+impl Run<'_> {
+    fn config(&self) -> &CompactorConfig {
+        &self.compactor.config
+    }
+
+    fn stats(&self) -> &CompactorStats {
+        &self.compactor.stats
+    }
+
+    async fn apply_rebalance_notes(&mut self) -> Result<()> {
+        let notes: Vec<RebalanceNote> = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .notes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let mut must_reset = false;
+        for note in notes {
+            match note {
+                RebalanceNote::Revoked(revoked) => {
+                    for tp in revoked {
+                        if let Some(state) = self.partitions.remove(&tp) {
+                            // Its records cannot be committed by us any more; the batch
+                            // goes, and the partitions we keep restart from the catalog.
+                            must_reset |= state.has_unflushed();
+                        }
+                    }
+                }
+                RebalanceNote::Assigned(assigned) => {
+                    for (tp, next) in assigned {
+                        self.partitions
+                            .insert(tp, PartitionState::starting_at(next));
+                    }
+                    // The offsets were set from the state we had; catch up and correct.
+                    must_reset = true;
+                }
+            }
+        }
+        if must_reset {
+            self.reset().await?;
+        }
+        Ok(())
+    }
+
+    /// Refreshes the catalog, drops the batch, and restarts every partition at the
+    /// catalog's offset.
+    async fn reset(&mut self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.compactor.catalog.refresh().await {
+                Ok(_) => break,
+                Err(e) if attempt < REFRESH_ATTEMPTS => {
+                    warn!(error = %e, attempt, "catalog refresh failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let state = self.compactor.catalog.state();
+        if !self.batch.is_empty() {
+            info!(
+                records = self.batch.records,
+                "dropping the unflushed batch; replaying from the catalog's offsets"
+            );
+        }
+        self.batch = Batch::default();
+        self.deadline = None;
+        let group = &self.compactor.config.group_id;
+        for ((topic, partition), p) in &mut self.partitions {
+            let next = state.next_offset(group, topic, *partition);
+            p.restart_at(next);
+        }
+        self.retry_seeks();
+        Ok(())
+    }
+
+    /// Seeks partitions that must restart somewhere; a failed seek (the partition's fetch
+    /// has not started yet) is retried on the next record or tick.
+    fn retry_seeks(&mut self) {
+        for ((topic, partition), p) in &mut self.partitions {
+            let Some(target) = p.seek_pending else {
+                continue;
+            };
+            let offset = target.map_or(Offset::Beginning, Offset::Offset);
+            match self
+                .consumer
+                .seek(topic, *partition, offset, Duration::from_secs(1))
+            {
+                Ok(()) => {
+                    debug!(topic, partition, ?offset, "seeked");
+                    p.seek_pending = None;
+                }
+                Err(e) => debug!(topic, partition, error = %e, "seek not possible yet"),
+            }
+        }
+    }
+
+    fn over_size(&self) -> bool {
+        let max = self.config().max_segment_bytes;
+        self.batch
+            .tables
+            .values()
+            .flatten()
+            .any(|segment| segment.bytes >= max)
+    }
+
+    async fn on_record(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        let tp = (topic.to_owned(), partition);
+        let Some(state) = self.partitions.get_mut(&tp) else {
+            debug!(
+                topic,
+                partition, offset, "record of a partition not assigned here"
+            );
+            return Ok(());
+        };
+        if state.seek_pending.is_some() {
+            // Fetched before the seek we still owe: not ours to count.
+            return Ok(());
+        }
+        match state.next {
+            Some(next) if offset < next => return Ok(()), // already consumed (prefetched before a seek)
+            Some(next) if offset > next => {
+                debug!(
+                    topic,
+                    partition, next, offset, "offset gap (compaction or control records)"
+                );
+            }
+            _ => {}
+        }
+        if state.from.is_none() {
+            state.from = Some(offset);
+        }
+        state.next = Some(offset + 1);
+        self.batch.records += 1;
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.compactor.config.flush_interval);
+        }
+        CompactorStats::add(&self.compactor.stats.records_in, 1);
+
+        let decoded = decode_debezium(key, value.unwrap_or_default(), topic)
+            .map_err(|e| e.at(partition, offset));
+        let decoded = match decoded {
+            Ok(Decoded::Skip(_)) => {
+                CompactorStats::add(&self.compactor.stats.records_skipped, 1);
+                return Ok(());
+            }
+            Ok(Decoded::Event(decoded)) => decoded,
+            Err(e) => {
+                return self
+                    .quarantine(topic, partition, offset, key, value, &e)
+                    .await;
+            }
+        };
+        let event = decoded.event;
+        let schema = decoded.schema;
+        if let Err(e) = schema
+            .segment_schema()
+            .and_then(|_| schema.check_event(&event))
+        {
+            let e = DecodeError {
+                topic: topic.to_owned(),
+                partition: Some(partition),
+                offset: Some(offset),
+                reason: format!("table {}: {e}", event.table),
+            };
+            return self
+                .quarantine(topic, partition, offset, key, value, &e)
+                .await;
+        }
+        CompactorStats::add(&self.compactor.stats.events_in, 1);
+        let id = event.event_id();
+        let Some(state) = self.partitions.get_mut(&tp) else {
+            return Ok(());
+        };
+        if state.recent.contains(&id) || !state.batch_ids.insert(id) {
+            CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
+            return Ok(());
+        }
+        let ts = state.max_ts.entry(event.table.clone()).or_insert(i64::MIN);
+        *ts = (*ts).max(event.commit_ts_us);
+        self.batch.push(event, &schema);
+        Ok(())
+    }
+
+    /// Stores the raw record under `_quarantine/` and queues its `Quarantine` action.
+    async fn quarantine(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        error: &DecodeError,
+    ) -> Result<()> {
+        let raw = |bytes: Option<&[u8]>| match bytes {
+            None => serde_json::Value::Null,
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(text) => serde_json::json!({"utf8": text}),
+                Err(_) => serde_json::json!({
+                    "base64": base64::engine::general_purpose::STANDARD.encode(b)
+                }),
+            },
+        };
+        let document = serde_json::json!({
+            "topic": topic, "partition": partition, "offset": offset,
+            "reason": error.to_string(), "key": raw(key), "value": raw(value),
+        });
+        let relative = quarantine_path(topic, partition, offset);
+        let path = segment::object_path(self.compactor.catalog.root(), &relative);
+        warn!(topic, partition, offset, %path, reason = %error, "quarantining a record");
+        self.compactor
+            .store
+            .put(&path, PutPayload::from(document.to_string().into_bytes()))
+            .await
+            .map_err(|source| Error::Store {
+                operation: "put",
+                path: path.to_string(),
+                source,
+            })?;
+        self.batch.quarantine.push(QuarantineEntry {
+            object: QuarantinedObject::KafkaRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            },
+            reason: format!("{} (raw record at {relative})", error.reason),
+            at_ts: now_micros(),
+        });
+        CompactorStats::add(&self.compactor.stats.records_quarantined, 1);
+        Ok(())
+    }
+
+    /// Writes the batch's segments and commits them with the consumed offsets.
+    #[instrument(skip_all, fields(records = self.batch.records, events = self.batch.events()))]
+    async fn flush(&mut self) -> Result<()> {
+        self.deadline = None;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let config = self.compactor.config.clone();
+        let state = self.compactor.catalog.state();
+        let batch = std::mem::take(&mut self.batch);
+        let mut actions = Vec::new();
+        let mut written = Vec::new();
+        let mut known: HashMap<TableId, (u64, Option<TableSchema>)> = HashMap::new();
+        for (table, segments) in batch.tables {
+            for pending in segments {
+                let (last_id, last_schema) = known.entry(table.clone()).or_insert_with(|| {
+                    latest_schema(state.table(&table).map(|t| t.schemas()).unwrap_or(&[]))
+                });
+                if last_schema.as_ref() != Some(&pending.schema) {
+                    *last_id += 1;
+                    let effective_from_ts = pending
+                        .events
+                        .iter()
+                        .map(|e| e.commit_ts_us)
+                        .min()
+                        .unwrap_or_default();
+                    actions.push(Action::SetSchema(SchemaVersion {
+                        table: table.clone(),
+                        schema_id: *last_id,
+                        effective_from_ts,
+                        schema: pending.schema.to_catalog_json(),
+                    }));
+                    *last_schema = Some(pending.schema.clone());
+                }
+                let result = segment::write(
+                    &self.compactor.store,
+                    self.compactor.catalog.root(),
+                    pending.schema,
+                    pending.events,
+                    config.row_group_rows,
+                    config.zstd_level,
+                )
+                .await;
+                match result {
+                    Ok(segment) => {
+                        written.push(segment.clone());
+                        actions.push(Action::AddSegment(segment));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "writing a segment failed; replaying the batch");
+                        self.delete_orphans(&written).await;
+                        return self.reset().await;
+                    }
+                }
+            }
+        }
+        let mut watermarks: BTreeMap<TableId, i64> = BTreeMap::new();
+        let mut offsets = Vec::new();
+        for ((topic, partition), p) in &self.partitions {
+            if let (Some(from), Some(to)) = (p.from, p.next)
+                && to > from
+            {
+                offsets.push(Action::ConsumeOffsets(OffsetRange {
+                    group: config.group_id.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    from_offset: from,
+                    to_offset: to,
+                }));
+            }
+            for (table, ts) in &p.max_ts {
+                let wm = watermarks.entry(table.clone()).or_insert(*ts);
+                *wm = (*wm).min(*ts);
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        actions.extend(offsets);
+        actions.extend(batch.quarantine.into_iter().map(Action::Quarantine));
+        actions.extend(
+            watermarks
+                .into_iter()
+                .filter(|(table, ts)| state.watermark(table).is_none_or(|w| *ts > w))
+                .map(|(table, ts)| Action::SetWatermark(Watermark { table, ts })),
+        );
+        let info = CommitInfo::new(&config.writer_id, "compact").with_app_metadata(
+            serde_json::json!({"records": batch.records, "segments": written.len()}),
+        );
+        match self.compactor.catalog.commit(actions, info).await {
+            Ok(version) => {
+                let stats = self.stats();
+                CompactorStats::add(&stats.commits, 1);
+                CompactorStats::add(&stats.segments_written, written.len() as u64);
+                CompactorStats::add(&stats.rows_written, written.iter().map(|s| s.rows).sum());
+                CompactorStats::add(&stats.bytes_written, written.iter().map(|s| s.bytes).sum());
+                info!(
+                    version = version.get(),
+                    segments = written.len(),
+                    "committed"
+                );
+                let mut kafka_offsets = TopicPartitionList::new();
+                for ((topic, partition), p) in &mut self.partitions {
+                    if p.has_unflushed()
+                        && let Some(next) = p.next
+                    {
+                        let _ = kafka_offsets.add_partition_offset(
+                            topic,
+                            *partition,
+                            Offset::Offset(next),
+                        );
+                    }
+                    p.committed(config.dedup_window);
+                }
+                // For lag monitoring only; positions come from the catalog.
+                if kafka_offsets.count() > 0
+                    && let Err(e) = self.consumer.commit(&kafka_offsets, CommitMode::Async)
+                {
+                    debug!(error = %e, "committing offsets to Kafka (monitoring only) failed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_conflict() {
+                    CompactorStats::add(&self.stats().conflicts, 1);
+                    info!(error = %e, "another compactor committed first; replaying");
+                } else {
+                    warn!(error = %e, "catalog commit failed; replaying from the catalog");
+                }
+                self.delete_orphans(&written).await;
+                self.reset().await
+            }
+        }
+    }
+
+    /// Best effort: removes segments written for a batch that was not committed. (After an
+    /// unknown outcome the commit may have landed: then the catalog names them, keep them.)
+    async fn delete_orphans(&self, written: &[strata_catalog::Segment]) {
+        if let Err(e) = self.compactor.catalog.refresh().await {
+            debug!(error = %e, "refresh before orphan cleanup failed; keeping the files");
+            return;
+        }
+        let state = self.compactor.catalog.state();
+        for segment in written {
+            let live = state
+                .segments(&segment.table)
+                .iter()
+                .any(|entry| entry.segment.path == segment.path);
+            if live {
+                continue;
+            }
+            let path = segment::object_path(self.compactor.catalog.root(), &segment.path);
+            if let Err(e) = self.compactor.store.delete(&path).await {
+                debug!(%path, error = %e, "could not delete an orphaned segment");
+            }
+        }
+    }
+}
+
+/// The highest schema id of a table and that schema, if readable.
+fn latest_schema(schemas: &[SchemaVersion]) -> (u64, Option<TableSchema>) {
+    schemas
+        .iter()
+        .max_by_key(|s| s.schema_id)
+        .map_or((0, None), |s| {
+            (s.schema_id, TableSchema::from_catalog_json(&s.schema).ok())
+        })
+}
+
+/// Where a quarantined record's raw bytes go, relative to the catalog root.
+pub fn quarantine_path(topic: &str, partition: i32, offset: i64) -> String {
+    format!("_quarantine/{topic}/{partition}-{offset}.json")
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

@@ -1,0 +1,127 @@
+//! [`CompactorConfig`]: how the compactor consumes, batches and commits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Default for [`CompactorConfig::group_id`].
+pub const DEFAULT_GROUP_ID: &str = "strata-compactor";
+/// Default for [`CompactorConfig::topics`]: every topic strata's capture writes.
+pub const DEFAULT_TOPICS: &str = r"^strata\..*";
+/// Default for [`CompactorConfig::max_segment_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default for [`CompactorConfig::flush_interval`]: 5 s.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default for [`CompactorConfig::dedup_window`].
+pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
+/// Default for [`CompactorConfig::row_group_rows`].
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Default for [`CompactorConfig::zstd_level`].
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// The compactor's settings. Kafka connection settings (brokers, security) come separately,
+/// as an `rdkafka::ClientConfig`, from the process's Kafka configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactorConfig {
+    /// Kafka consumer group; also the `group` of the catalog's consumed offsets. Default
+    /// `strata-compactor`.
+    pub group_id: String,
+    /// Topics to consume: names, or regular expressions starting with `^` (librdkafka's
+    /// convention). Default `^strata\..*`.
+    pub topics: Vec<String>,
+    /// Roll (flush) when a table's buffered changes reach this many bytes, measured as their
+    /// uncompressed JSON size; the zstd Parquet file is smaller. Default 64 MiB.
+    pub max_segment_bytes: u64,
+    /// Flush at the latest this long after the first unflushed record. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Event ids remembered per partition after they are committed, to drop late copies
+    /// (replica copies, resends). Default 100 000.
+    pub dedup_window: usize,
+    /// Rows per Parquet row group. Default 131 072.
+    pub row_group_rows: usize,
+    /// zstd level of the segments (1..=22). Default 3.
+    pub zstd_level: i32,
+    /// Who commits, as recorded in the catalog. Default `strata-compactor`.
+    pub writer_id: String,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        Self {
+            group_id: DEFAULT_GROUP_ID.into(),
+            topics: vec![DEFAULT_TOPICS.into()],
+            max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            writer_id: DEFAULT_GROUP_ID.into(),
+        }
+    }
+}
+
+impl CompactorConfig {
+    /// Checks every field; [`Compactor::new`](crate::Compactor::new) calls this.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field, reason: &str| {
+            Err(Error::Config {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.group_id.is_empty() {
+            return invalid("group_id", "must not be empty");
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return invalid("topics", "needs at least one non-empty topic or pattern");
+        }
+        if self.max_segment_bytes == 0 {
+            return invalid("max_segment_bytes", "must be at least 1");
+        }
+        if self.flush_interval.is_zero() {
+            return invalid("flush_interval", "must be longer than 0");
+        }
+        if self.row_group_rows == 0 {
+            return invalid("row_group_rows", "must be at least 1");
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return invalid("zstd_level", "must be in 1..=22");
+        }
+        if self.writer_id.is_empty() {
+            return invalid("writer_id", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_human_durations() {
+        let config: CompactorConfig =
+            serde_json::from_str(r#"{"flush_interval": "250ms", "topics": ["a", "^b\\..*"]}"#)
+                .unwrap();
+        assert_eq!(config.flush_interval, Duration::from_millis(250));
+        assert_eq!(config.group_id, "strata-compactor");
+        assert_eq!(config.max_segment_bytes, 64 * 1024 * 1024);
+        config.validate().unwrap();
+        assert!(serde_json::from_str::<CompactorConfig>(r#"{"nope": 1}"#).is_err());
+        let bad = CompactorConfig {
+            zstd_level: 0,
+            ..CompactorConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config {
+                field: "zstd_level",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,271 @@
+//! The integration tests of `strata-compactor`, against real Kafka (`STRATA_KAFKA_BROKERS`)
+//! and a local directory or the dev stack's S3 (`STRATA_S3_*`). Missing settings fail.
+//! Run `source ~/.cache/strata/stack/env` first.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use strata_catalog::QuarantinedObject;
+use strata_compactor::{object_path, quarantine_path};
+
+use support::*;
+
+/// What the fixture produced: the records, the distinct events expected, per-partition
+/// end offsets and where the malformed record went.
+struct Scenario {
+    records: Vec<Record>,
+    expected: BTreeMap<[u8; 32], (String, i32, Option<String>)>,
+    ends: Vec<i64>,
+    malformed: (i32, i64),
+}
+
+fn scenario(server: &str, topic: &str, n: usize, with_duplicates: bool) -> Scenario {
+    let mut records = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..n {
+        let id = (i % 40) as i32;
+        let op = if seen.insert(id) {
+            "c"
+        } else if i % 13 == 0 {
+            "d"
+        } else {
+            "u"
+        };
+        let record = Record {
+            partition: id % 2,
+            key: Some(key_doc(server, id)),
+            value: Some(envelope(
+                server,
+                op,
+                id,
+                &format!("v{i}"),
+                1_000 + 10 * i as u64,
+            )),
+        };
+        records.push(record.clone());
+        if with_duplicates && i % 7 == 0 {
+            records.push(record.clone()); // a resend right behind
+        }
+        if op == "d" {
+            records.push(Record {
+                partition: id % 2,
+                key: Some(key_doc(server, id)),
+                value: None,
+            });
+        }
+        if i == n / 2 {
+            records.push(Record {
+                partition: 0,
+                key: Some(key_doc(server, 0)),
+                value: Some(b"{\"schema\": oops".to_vec()),
+            });
+        }
+    }
+    if with_duplicates {
+        // Late copies of early events (within the dedup window).
+        for r in records
+            .clone()
+            .iter()
+            .filter(|r| {
+                r.value
+                    .as_ref()
+                    .is_some_and(|v| v.starts_with(b"{\"schema\":{"))
+            })
+            .take(5)
+        {
+            records.push(r.clone());
+        }
+    }
+    let mut ends = vec![0_i64; 2];
+    let mut malformed = (0, -1);
+    let mut expected = BTreeMap::new();
+    for r in &records {
+        let offset = ends[r.partition as usize];
+        ends[r.partition as usize] += 1;
+        match &r.value {
+            Some(v) if v.starts_with(b"{\"schema\": oops") => malformed = (r.partition, offset),
+            Some(v) => {
+                let doc: serde_json::Value = serde_json::from_slice(v).expect("fixture json");
+                let p = &doc["payload"];
+                let image = if p["op"] == "d" {
+                    &p["before"]
+                } else {
+                    &p["after"]
+                };
+                expected.insert(
+                    event_id(r, topic),
+                    (
+                        p["op"].as_str().unwrap_or_default().to_owned(),
+                        image["id"].as_i64().unwrap_or_default() as i32,
+                        image["note"].as_str().map(str::to_owned),
+                    ),
+                );
+            }
+            None => {}
+        }
+    }
+    Scenario {
+        records,
+        expected,
+        ends,
+        malformed,
+    }
+}
+
+fn check_rows(rows: &[ReadRow], expected: &BTreeMap<[u8; 32], (String, i32, Option<String>)>) {
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "exactly the distinct events, none doubled"
+    );
+    assert_eq!(
+        &ids(rows),
+        &expected.keys().copied().collect(),
+        "exactly the produced events"
+    );
+    for row in rows {
+        let (op, id, note) = &expected[&row.event_id];
+        assert_eq!(
+            (&row.op, row.id, &row.note),
+            (op, *id, note),
+            "values of {row:?}"
+        );
+    }
+}
+
+async fn compact_and_check(store: Arc<dyn ObjectStore>, root: Path) {
+    let server = unique("strata.it");
+    let topic = format!("{server}.public.items");
+    create_topic(&topic, 2).await;
+    let s = scenario(&server, &topic, 300, true);
+    produce(&topic, &s.records).await;
+    let group = unique("g");
+    let running = start(test_config(&group, &topic), Arc::clone(&store), &root).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    let stats = running.stats.snapshot();
+    running.stop().await;
+
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &s.expected);
+    assert!(stats.duplicates_dropped >= 40, "{stats:?}");
+    assert!(stats.segments_written > 2, "size rolls segments: {stats:?}");
+
+    // The malformed record: quarantined in the catalog and stored raw.
+    let (partition, offset) = s.malformed;
+    let entry = state
+        .quarantine()
+        .iter()
+        .find(|q| {
+            q.object
+                == QuarantinedObject::KafkaRecord {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                }
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "quarantine entry for {partition}/{offset}: {:?}",
+                state.quarantine()
+            )
+        });
+    assert!(entry.reason.contains("not JSON"), "{}", entry.reason);
+    let raw = store
+        .get(&object_path(
+            &root,
+            &quarantine_path(&topic, partition, offset),
+        ))
+        .await
+        .expect("raw record stored")
+        .bytes()
+        .await
+        .expect("bytes");
+    let raw: serde_json::Value = serde_json::from_slice(&raw).expect("quarantine file is JSON");
+    assert_eq!(raw["value"]["utf8"], "{\"schema\": oops");
+    assert_eq!(raw["offset"], offset);
+
+    // Schema and watermark.
+    let table = state.tables().next().expect("one table").clone();
+    assert_eq!(table.source, server);
+    assert_eq!(state.table(&table).expect("table").schemas().len(), 1);
+    assert!(state.watermark(&table).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacts_dedups_and_quarantines_on_a_local_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+    compact_and_check(store, Path::from("warehouse")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacts_dedups_and_quarantines_on_s3() {
+    let store = s3_store();
+    compact_and_check(
+        store,
+        Path::from(format!("compactor-it/{}", uuid::Uuid::new_v4())),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_neither_loses_nor_doubles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+    let root = Path::from("warehouse");
+    let server = unique("strata.it");
+    let topic = format!("{server}.public.items");
+    create_topic(&topic, 2).await;
+    let s = scenario(&server, &topic, 2_000, false);
+    produce(&topic, &s.records).await;
+    let group = unique("g");
+
+    // First run: flushes by size only; stopped after a few commits, mid-stream.
+    let mut config = test_config(&group, &topic);
+    config.flush_interval = Duration::from_secs(3600);
+    config.max_segment_bytes = 16 * 1024;
+    let first = start(config.clone(), Arc::clone(&store), &root).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.stats.commits.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "first run made no commits");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_stats = first.stats.snapshot();
+    first.stop().await;
+    let total: i64 = s.ends.iter().sum();
+    let midway =
+        strata_catalog::Catalog::open(Arc::clone(&store), root.clone(), Default::default())
+            .await
+            .expect("open");
+    let state = midway.state();
+    let committed: i64 = (0..2)
+        .filter_map(|p| state.next_offset(&group, &topic, p))
+        .sum();
+    assert!(
+        committed > 0 && committed < total,
+        "stopped midway: {committed} of {total} ({first_stats:?})"
+    );
+
+    // Second run picks up from the catalog's offsets and finishes (time flush on).
+    config.flush_interval = Duration::from_millis(300);
+    let second = start(config, Arc::clone(&store), &root).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    second.stop().await;
+
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &s.expected);
+    let commits = state.version().get();
+    assert!(
+        commits >= 3,
+        "several commits across the two runs: {commits}"
+    );
+}
