@@ -185,6 +185,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_schema_change_starts_a_new_segment() {
+        use strata_catalog::{
+            ColumnSchema, ColumnType, ConnectType, Operation, Row, SourcePosition,
+        };
+        let table = TableId::new("s", "n", "t");
+        let column = |name: &str| ColumnSchema {
+            name: name.into(),
+            column_type: ColumnType::plain(ConnectType::Int64),
+            optional: false,
+            key: name == "id",
+        };
+        let v1 = TableSchema {
+            table: table.clone(),
+            columns: vec![column("id")],
+        };
+        let mut v2 = v1.clone();
+        v2.columns.push(column("extra"));
+        let event = |seq| ChangeEvent {
+            table: table.clone(),
+            op: Operation::Create,
+            key: Row::from_iter([("id", serde_json::json!(1))]),
+            before: None,
+            after: Some(Row::from_iter([("id", serde_json::json!(1))])),
+            unchanged: vec![],
+            commit_ts_us: 0,
+            position: SourcePosition { commit: seq, seq },
+            tx_id: None,
+            origin: None,
+        };
+        let mut batch = Batch::default();
+        let first = batch.push(event(1), &v1);
+        assert!(batch.push(event(2), &v1) > first, "sizes add up");
+        batch.push(event(3), &v2);
+        batch.push(event(4), &v2);
+        let segments = &batch.tables[&table];
+        assert_eq!(segments.len(), 2);
+        assert_eq!((segments[0].events.len(), segments[1].events.len()), (2, 2));
+        assert_eq!(segments[1].schema, v2);
+        assert_eq!(batch.events(), 4);
+    }
+
+    #[test]
     fn recent_ids_forget_the_oldest() {
         let mut recent = RecentIds::default();
         for i in 0..5_u8 {
