@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub(crate) use strata_capture::postgres::PostgresSourceConfig;
 pub(crate) use strata_capture::postgres::config::redact_url;
+pub(crate) use strata_compactor::CompactorConfig;
 
 /// The documented default configuration. It is also the template `strata config --defaults` prints,
 /// and a test checks that it parses to exactly [`Config::default`].
@@ -46,6 +47,37 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     /// The databases to capture. Each source is optional.
     pub(crate) source: SourcesConfig,
+    /// What `strata run` runs in this process.
+    pub(crate) run: RunConfig,
+    /// The compactor: Kafka change topics into Parquet history under the catalog.
+    pub(crate) compactor: CompactorConfig,
+}
+
+/// The parts `strata run` starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RunConfig {
+    /// Any of `capture` (every configured source) and `compactor`. Large deployments run them in
+    /// separate processes; a small one runs both.
+    pub(crate) parts: Vec<RunPart>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            parts: vec![RunPart::Capture, RunPart::Compactor],
+        }
+    }
+}
+
+/// A part of strata that `strata run` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RunPart {
+    /// The listeners of every configured source.
+    Capture,
+    /// The compactor.
+    Compactor,
 }
 
 /// Log output.
@@ -354,6 +386,15 @@ impl Config {
                 "must be -1 or at least 1".into(),
             ));
         }
+        if self.run.parts.is_empty() {
+            return Err(invalid("run.parts", "names nothing to run".into()));
+        }
+        self.compactor.validate().map_err(|e| match e {
+            strata_compactor::Error::Config { field, reason } => {
+                invalid(&format!("compactor.{field}"), reason)
+            }
+            other => invalid("compactor", other.to_string()),
+        })?;
         if let Some(pg) = &self.source.postgres {
             pg.validate()
                 .map_err(|(key, message)| invalid(&format!("source.postgres.{key}"), message))?;

@@ -10,10 +10,12 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use strata_capture::postgres::CaptureStats;
+use strata_compactor::CompactorStats;
 use tokio_util::sync::CancellationToken;
 
 /// Reads a PostgreSQL listener's counters at scrape time.
@@ -50,12 +52,7 @@ impl Collector for CaptureCollector {
             ),
         ];
         for (name, help, value) in counters {
-            let mut metric = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
         }
         let received = s.received_lsn.load(Ordering::Relaxed);
@@ -83,13 +80,73 @@ impl Collector for CaptureCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            let mut metric = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the compactor's counters at scrape time.
+#[derive(Debug)]
+pub(crate) struct CompactorCollector {
+    pub(crate) stats: Arc<CompactorStats>,
+}
+
+impl Collector for CompactorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.stats.snapshot();
+        let counters = [
+            (
+                "strata_compactor_records",
+                "Kafka records read",
+                s.records_in,
+            ),
+            (
+                "strata_compactor_events",
+                "Change events decoded",
+                s.events_in,
+            ),
+            (
+                "strata_compactor_duplicates_dropped",
+                "Copies of an event already kept (replicas, resends)",
+                s.duplicates_dropped,
+            ),
+            (
+                "strata_compactor_records_skipped",
+                "Records that carry no change (tombstones, transaction markers)",
+                s.records_skipped,
+            ),
+            (
+                "strata_compactor_records_quarantined",
+                "Records that could not be decoded, kept under _quarantine/",
+                s.records_quarantined,
+            ),
+            (
+                "strata_compactor_segments_written",
+                "Parquet change segments written",
+                s.segments_written,
+            ),
+            (
+                "strata_compactor_rows_written",
+                "Rows written to change segments",
+                s.rows_written,
+            ),
+            (
+                "strata_compactor_bytes_written",
+                "Bytes of change segments written",
+                s.bytes_written,
+            ),
+            ("strata_catalog_commits", "Catalog commits", s.commits),
+            (
+                "strata_catalog_commit_conflicts",
+                "Catalog commits lost to another writer",
+                s.conflicts,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `strata run`: the configured listeners (and, later, the compactor) until SIGINT/SIGTERM.
+//! `strata run`: the configured listeners and the compactor, until SIGINT/SIGTERM.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,11 +10,14 @@ use prometheus_client::registry::Registry;
 use rdkafka::ClientConfig;
 use strata_capture::postgres::{CaptureStats, PostgresCapture};
 use strata_capture::sink::SinkConfig;
+use strata_catalog::{Catalog, CatalogConfig};
+use strata_compactor::Compactor;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, KafkaConfig};
-use crate::metrics::{self, CaptureCollector};
+use crate::config::{Config, KafkaConfig, RunPart};
+use crate::metrics::{self, CaptureCollector, CompactorCollector};
+use crate::storage::Storage;
 
 /// How long running work gets to finish after a stop signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -31,50 +34,91 @@ pub(crate) fn kafka_client(kafka: &KafkaConfig) -> ClientConfig {
     client
 }
 
-/// Runs until a stop signal or an error.
+/// Runs the configured parts until a stop signal or an error.
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
-    let Some(pg) = config.source.postgres.clone() else {
-        bail!("nothing to run: the configuration has no [source.postgres] section");
-    };
-    let sink = SinkConfig {
-        client: kafka_client(&config.kafka),
-        connect_timeout: config.kafka.connect_timeout,
-        partitions: config.kafka.partitions,
-        replication_factor: config.kafka.replication_factor,
-    };
-    let source_name = pg.name.clone();
-    let capture = PostgresCapture::new(pg, sink, &config.kafka.topic_prefix)
-        .await
-        .with_context(|| format!("source.postgres ({source_name})"))?;
-    let stats = capture.stats();
-    tracing::info!(source = %source_name, topics = %format!("{}.*", capture.server_name()), "capture starting");
-
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
-    if config.metrics.enabled {
-        let mut registry = Registry::default();
+    let mut registry = Registry::default();
+    let mut progress = None;
+
+    if config.run.parts.contains(&RunPart::Capture) {
+        let Some(pg) = config.source.postgres.clone() else {
+            bail!(
+                "run.parts includes \"capture\" but the configuration has no [source.postgres] \
+                 section"
+            );
+        };
+        let sink = SinkConfig {
+            client: kafka_client(&config.kafka),
+            connect_timeout: config.kafka.connect_timeout,
+            partitions: config.kafka.partitions,
+            replication_factor: config.kafka.replication_factor,
+        };
+        let source_name = pg.name.clone();
+        let capture = PostgresCapture::new(pg, sink, &config.kafka.topic_prefix)
+            .await
+            .with_context(|| format!("source.postgres ({source_name})"))?;
+        let stats = capture.stats();
+        tracing::info!(
+            source = %source_name,
+            topics = %format!("{}.*", capture.server_name()),
+            "capture starting"
+        );
         registry.register_collector(Box::new(CaptureCollector {
             source: source_name.clone(),
             stats: Arc::clone(&stats),
         }));
-        let listen = config.metrics.listen;
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            metrics::serve(listen, registry, cancel).await?;
-            Ok("metrics")
-        });
-    }
-    {
-        let cancel = cancel.clone();
+        let task_cancel = cancel.clone();
         tasks.spawn(async move {
             capture
-                .run(cancel)
+                .run(task_cancel)
                 .await
                 .with_context(|| format!("source.postgres ({source_name})"))?;
             Ok("capture")
         });
+        progress = Some(tokio::spawn(show_snapshot_progress(stats, cancel.clone())));
     }
-    let progress = tokio::spawn(show_snapshot_progress(Arc::clone(&stats), cancel.clone()));
+
+    if config.run.parts.contains(&RunPart::Compactor) {
+        let storage = Storage::open(&config.storage)?;
+        let catalog = Catalog::open(
+            Arc::clone(&storage.store),
+            storage.root.clone(),
+            CatalogConfig::default(),
+        )
+        .await
+        .with_context(|| format!("cannot open the catalog in {}", storage.display))?;
+        let compactor = Compactor::new(
+            config.compactor.clone(),
+            kafka_client(&config.kafka),
+            Arc::new(catalog),
+            Arc::clone(&storage.store),
+        )
+        .context("compactor")?;
+        registry.register_collector(Box::new(CompactorCollector {
+            stats: compactor.stats(),
+        }));
+        tracing::info!(
+            storage = %storage.display,
+            topics = ?config.compactor.topics,
+            group = %config.compactor.group_id,
+            "compactor starting"
+        );
+        let task_cancel = cancel.clone();
+        tasks.spawn(async move {
+            compactor.run(task_cancel).await.context("compactor")?;
+            Ok("compactor")
+        });
+    }
+
+    if config.metrics.enabled {
+        let listen = config.metrics.listen;
+        let task_cancel = cancel.clone();
+        tasks.spawn(async move {
+            metrics::serve(listen, registry, task_cancel).await?;
+            Ok("metrics")
+        });
+    }
 
     let outcome = tokio::select! {
         () = stop_signal() => {
@@ -107,7 +151,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("work did not stop within {DRAIN_DEADLINE:?}: aborting it");
         tasks.abort_all();
     }
-    progress.abort();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     result
 }
 
