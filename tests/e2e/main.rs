@@ -7,5 +7,6 @@
 
 mod cli;
 mod compose;
+mod pg_capture;
 mod services;
 mod support;

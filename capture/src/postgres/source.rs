@@ -39,8 +39,9 @@ use crate::sink::{EventSink, SinkConfig, SinkError};
 
 /// Prefix of the logical messages strata writes as heartbeats.
 const HEARTBEAT_PREFIX: &str = "strata.heartbeat";
-/// Suffix of the topic that records each table's shape and the position from which it holds.
-pub const SCHEMA_HISTORY_SUFFIX: &str = "_schemas";
+/// Prefix of the topic that records each table's shape and the position from which it holds:
+/// `__strata_schemas.<server name>` (outside `<server name>.*`, so change-topic patterns skip it).
+pub const SCHEMA_HISTORY_PREFIX: &str = "__strata_schemas";
 /// Prefix of the publication comment that records a completed snapshot.
 const SNAPSHOT_DONE: &str = "strata: snapshot complete";
 
@@ -316,6 +317,10 @@ impl PostgresCapture {
         let mut streamer = Streamer {
             capture: &self,
             client: &client,
+            primary_keys: tables
+                .iter()
+                .map(|t| (t.oid, key_column_names(&t.relation)))
+                .collect(),
             layouts: HashMap::new(),
             ensured_topics: HashSet::new(),
             txn: None,
@@ -342,6 +347,8 @@ struct Txn {
 struct Streamer<'a> {
     capture: &'a PostgresCapture,
     client: &'a Client,
+    /// Key columns per relation OID, from the catalog (see [`Streamer::key_by_primary_key`]).
+    primary_keys: HashMap<u32, HashSet<String>>,
     layouts: HashMap<u32, TableLayout>,
     ensured_topics: HashSet<String>,
     txn: Option<Txn>,
@@ -474,11 +481,11 @@ impl Streamer<'_> {
     }
 
     /// Appends the table's shape, in force from `lsn` on, to the source's schema history topic
-    /// (`<server name>._schemas`, keyed by `schema.table`). A restart records it again: readers
+    /// (`__strata_schemas.<server name>`, keyed by `schema.table`). A restart records it again: readers
     /// keep the latest entry per (table, position).
     async fn record_schema(&mut self, layout: &TableLayout, lsn: Lsn) -> Result<(), CaptureError> {
         let topic = format!(
-            "{}.{SCHEMA_HISTORY_SUFFIX}",
+            "{SCHEMA_HISTORY_PREFIX}.{}",
             self.capture.naming.server_name
         );
         self.ensure_topic(&topic).await?;
@@ -501,6 +508,29 @@ impl Streamer<'_> {
             )
             .await
             .map_err(CaptureError::Sink)
+    }
+
+    /// Under `REPLICA IDENTITY FULL` pgoutput flags every column as part of the identity; events
+    /// of such a table are keyed by its primary key all the same, as in the snapshot (and as
+    /// Debezium does), so that one row's events share one Kafka key.
+    async fn key_by_primary_key(
+        &mut self,
+        relation: &mut pgoutput::Relation,
+    ) -> Result<(), CaptureError> {
+        if relation.replica_identity != pgoutput::ReplicaIdentity::Full {
+            return Ok(());
+        }
+        if !self.primary_keys.contains_key(&relation.id) {
+            let table =
+                snapshot::describe_table(self.client, &relation.namespace, &relation.name).await?;
+            self.primary_keys
+                .insert(relation.id, key_column_names(&table.relation));
+        }
+        let keys = &self.primary_keys[&relation.id];
+        for column in &mut relation.columns {
+            column.flags = u8::from(keys.contains(&column.name));
+        }
+        Ok(())
     }
 
     async fn ensure_topic(&mut self, topic: &str) -> Result<(), CaptureError> {
@@ -544,7 +574,8 @@ impl Streamer<'_> {
                     tracing::trace!(xid = ?txn.xid, events = txn.events, "transaction captured");
                 }
             }
-            PgoutputMessage::Relation(relation) => {
+            PgoutputMessage::Relation(mut relation) => {
+                self.key_by_primary_key(&mut relation).await?;
                 let layout = TableLayout::new(&relation, &self.capture.naming)?;
                 let changed = self
                     .layouts
@@ -743,6 +774,15 @@ pub(crate) async fn connect_sql(
         }
     });
     Ok((client, task))
+}
+
+fn key_column_names(relation: &pgoutput::Relation) -> HashSet<String> {
+    relation
+        .columns
+        .iter()
+        .filter(|c| c.is_key())
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 fn sql(what: &str, source: tokio_postgres::Error) -> CaptureError {
