@@ -165,7 +165,8 @@ impl PgCapture {
     }
 
     /// The environment of a `strata` child capturing `tables` (short names): only these STRATA_*
-    /// variables, metrics off, storage in memory. `extra` adds or overrides variables.
+    /// variables, the capture alone (no compactor), metrics off, storage in memory. `extra` adds or
+    /// overrides variables.
     pub fn env(&self, tables: &[&str], extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let tables: Vec<String> = tables
             .iter()
@@ -173,6 +174,7 @@ impl PgCapture {
             .collect();
         let mut env: Vec<(String, String)> = vec![
             ("STRATA_KAFKA__BROKERS".into(), kafka_brokers()),
+            ("STRATA_RUN__PARTS".into(), r#"["capture"]"#.into()),
             ("STRATA_STORAGE__URL".into(), "memory://".into()),
             ("STRATA_METRICS__ENABLED".into(), "false".into()),
             ("STRATA_SOURCE__POSTGRES__URL".into(), pg_url()),
