@@ -50,8 +50,10 @@ pub struct TableInfo {
     pub name: String,
     /// The relation, built from the catalog the way pgoutput would describe it.
     pub relation: Relation,
-    /// Estimated rows.
+    /// Estimated rows (`pg_class.reltuples`); 0 when the table was never analyzed.
     pub estimated_rows: u64,
+    /// Whether PostgreSQL has an estimate at all (`reltuples >= 0`).
+    pub analyzed: bool,
 }
 
 impl TableInfo {
@@ -141,6 +143,7 @@ pub async fn describe_table(
             columns,
         },
         estimated_rows: if reltuples > 0.0 { reltuples as u64 } else { 0 },
+        analyzed: reltuples >= 0.0,
     })
 }
 
@@ -168,7 +171,8 @@ async fn plan_chunks(
             .filter(|c| c.is_key())
             .collect();
         let integer_key = matches!(keys.as_slice(), [k] if matches!(k.type_oid, 20 | 21 | 23));
-        if !integer_key || table.estimated_rows <= chunk_rows {
+        // A never-analyzed table has no estimate: split it by its key span instead.
+        if !integer_key || (table.analyzed && table.estimated_rows <= chunk_rows) {
             chunks.push(Chunk {
                 table: index,
                 filter: None,
@@ -200,8 +204,13 @@ async fn plan_chunks(
             });
             continue;
         };
-        let pieces = table.estimated_rows.div_ceil(chunk_rows).max(1);
         let span = (i128::from(max) - i128::from(min) + 1).max(1);
+        let rows = if table.analyzed {
+            table.estimated_rows
+        } else {
+            u64::try_from(span).unwrap_or(u64::MAX)
+        };
+        let pieces = rows.div_ceil(chunk_rows).max(1);
         let step = (span / i128::from(pieces)).max(1);
         let mut low = i128::from(min);
         // First chunk is open below and last open above, so rows inserted outside [min, max]
