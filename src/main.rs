@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod metrics;
 mod run;
+mod sql;
 mod status;
 mod storage;
 mod telemetry;
@@ -80,7 +81,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             run::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sql { .. } => not_built("strata sql", "the query engine (issue #4)"),
+        Command::Sql { query, format } => {
+            sql::sql(&config, query, format).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status => {
             let healthy = status::status(&config).await?;
             Ok(if healthy {

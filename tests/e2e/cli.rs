@@ -90,7 +90,7 @@ fn printed_defaults_load_back_as_a_config_file() {
 
 #[test]
 fn commands_not_built_yet_say_so_and_fail() {
-    let out = strata(&["sql", "SELECT 1"], &[]);
+    let out = strata(&["restore", "--table", "public.x"], &[]);
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("not built yet"));
 }

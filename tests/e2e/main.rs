@@ -9,4 +9,5 @@ mod cli;
 mod compose;
 mod pg_capture;
 mod services;
+mod sql;
 mod support;
