@@ -1340,3 +1340,151 @@ async fn heartbeats_keep_the_slot_moving_when_captured_tables_are_quiet() {
         .get(0);
     assert!(heartbeats >= 5, "{heartbeats} heartbeats in 8 s");
 }
+
+/// An event with the envelope's schema kept: `(op, after, [(field, connect type)] of after)`.
+fn decode_with_schema(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> (String, Value, Vec<(String, String)>) {
+    use rdkafka::Message as _;
+    let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    let after_fields = value["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "after")
+        .unwrap()["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_owned(),
+                f["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let payload = &value["payload"];
+    (
+        payload["op"].as_str().unwrap().to_owned(),
+        payload["after"].clone(),
+        after_fields,
+    )
+}
+
+fn decode_json(message: &rdkafka::message::BorrowedMessage<'_>) -> Value {
+    use rdkafka::Message as _;
+    serde_json::from_slice(message.payload().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_flow_through_and_are_recorded() {
+    let capture = PgCapture::new("ddl");
+    let table = capture.table("t");
+    let client = pg_connect().await;
+    client
+        .batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, a int)"))
+        .await
+        .unwrap();
+    let _strata = capture.run_streaming(&["t"], &[]).await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} VALUES (1, 10);
+             ALTER TABLE {table} ADD COLUMN b text;
+             INSERT INTO {table} VALUES (2, 20, 'x');
+             ALTER TABLE {table} ALTER COLUMN a TYPE bigint;
+             INSERT INTO {table} VALUES (3, 5000000000, 'y');
+             ALTER TABLE {table} DROP COLUMN b;
+             INSERT INTO {table} VALUES (4, 40);"
+        ))
+        .await
+        .unwrap();
+
+    let mut reader = TopicReader::open_with(
+        &capture.topic("t"),
+        Duration::from_secs(30),
+        decode_with_schema,
+    )
+    .await;
+    reader.read_count(4, Duration::from_secs(60)).await;
+    let mut events = reader.events.clone();
+    events.sort_by_key(|(_, after, _)| after["id"].as_i64().unwrap());
+    let shapes: Vec<(Value, Vec<(String, String)>)> = events
+        .into_iter()
+        .map(|(op, after, fields)| {
+            assert_eq!(op, "c");
+            (after, fields)
+        })
+        .collect();
+    let f = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect()
+    };
+    assert_eq!(shapes[0].0, json!({"id": 1, "a": 10}));
+    assert_eq!(shapes[0].1, f(&[("id", "int32"), ("a", "int32")]));
+    assert_eq!(shapes[1].0, json!({"id": 2, "a": 20, "b": "x"}));
+    assert_eq!(
+        shapes[1].1,
+        f(&[("id", "int32"), ("a", "int32"), ("b", "string")])
+    );
+    assert_eq!(
+        shapes[2].0,
+        json!({"id": 3, "a": 5_000_000_000_i64, "b": "y"})
+    );
+    assert_eq!(
+        shapes[2].1,
+        f(&[("id", "int32"), ("a", "int64"), ("b", "string")])
+    );
+    assert_eq!(shapes[3].0, json!({"id": 4, "a": 40}));
+    assert_eq!(shapes[3].1, f(&[("id", "int32"), ("a", "int64")]));
+
+    // The schema history holds each shape with the position it holds from, in order.
+    let history_topic = format!("__strata_schemas.strata.{}", capture.source);
+    let mut history =
+        TopicReader::open_with(&history_topic, Duration::from_secs(30), decode_json).await;
+    history
+        .read_until(
+            "4 shapes of the table",
+            Duration::from_secs(60),
+            |entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["table"] == format!("public.{table}"))
+                    .count()
+                    >= 4
+            },
+        )
+        .await;
+    let mut entries: Vec<&Value> = history
+        .events
+        .iter()
+        .filter(|e| e["table"] == format!("public.{table}"))
+        .collect();
+    entries.sort_by_key(|e| e["lsn"].as_u64().unwrap());
+    let columns: Vec<Vec<(String, String)>> = entries
+        .iter()
+        .map(|e| {
+            e["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_owned(),
+                        c["type"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        vec![
+            f(&[("id", "int4"), ("a", "int4")]),
+            f(&[("id", "int4"), ("a", "int4"), ("b", "text")]),
+            f(&[("id", "int4"), ("a", "int8"), ("b", "text")]),
+            f(&[("id", "int4"), ("a", "int8")]),
+        ]
+    );
+}
