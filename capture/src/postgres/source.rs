@@ -617,7 +617,9 @@ impl Streamer<'_> {
             }
             PgoutputMessage::Truncate(truncate) => {
                 for relation_id in truncate.relation_ids {
-                    self.truncate(relation_id, lsn).await?;
+                    // A truncate event has neither key nor row images.
+                    self.change(relation_id, Op::Truncate, None, None, lsn)
+                        .await?;
                 }
             }
             PgoutputMessage::Message(message) => {
@@ -705,55 +707,6 @@ impl Streamer<'_> {
             .stats
             .bytes
             .fetch_add(self.value.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn truncate(&mut self, relation_id: u32, lsn: Lsn) -> Result<(), CaptureError> {
-        let Some(layout) = self.layouts.get(&relation_id) else {
-            return Err(CaptureError::UnknownRelation {
-                slot: self.capture.config.slot_name.clone(),
-                relation_id,
-                lsn,
-            });
-        };
-        let (xid, commit_lsn, commit_micros, order) = match &mut self.txn {
-            Some(txn) => {
-                txn.events += 1;
-                let in_table = txn.per_table.entry(relation_id).or_default();
-                *in_table += 1;
-                (
-                    txn.xid,
-                    txn.commit_lsn,
-                    txn.commit_micros,
-                    Some((txn.events, *in_table)),
-                )
-            }
-            None => (None, lsn.0, now_micros(), None),
-        };
-        let source = EventSource {
-            commit_ts_micros: commit_micros,
-            snapshot: "false",
-            tx_id: xid,
-            lsn: lsn.0,
-            commit_lsn,
-            last_commit_lsn: self.last_commit_lsn,
-            order,
-        };
-        envelope::encode_value(
-            layout,
-            &self.capture.naming,
-            Op::Truncate,
-            None,
-            None,
-            &source,
-            &mut self.value,
-        )?;
-        self.capture
-            .sink
-            .send(&layout.topic, None, &self.value)
-            .await
-            .map_err(CaptureError::Sink)?;
-        self.capture.stats.events.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
