@@ -100,6 +100,7 @@ pub use crate::log::{
     Snapshot, TableState, Watermark,
 };
 pub use crate::schema::{
-    ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema, events_to_record_batch,
+    ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema, encode_segment,
+    events_to_record_batch,
 };
 pub use crate::table::TableId;

@@ -730,3 +730,38 @@ fn preview(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Writes one change-segment batch (already sorted by `_key`, `_commit_pos`, `_seq`) as the Parquet
+/// bytes of a segment: zstd at `zstd_level`, page statistics, row groups of `row_group_rows`, and the
+/// sort order declared. The compactor and test fixtures both write segments through this.
+pub fn encode_segment(
+    batch: &RecordBatch,
+    zstd_level: i32,
+    row_group_rows: usize,
+) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::metadata::SortingColumn;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+    let sorting = ["_key", "_commit_pos", "_seq"]
+        .iter()
+        .filter_map(|name| batch.schema().index_of(name).ok())
+        .map(|column_idx| SortingColumn {
+            column_idx: column_idx as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_sorting_columns(Some(sorting))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(bytes)
+}

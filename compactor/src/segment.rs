@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use strata_catalog::{ChangeEvent, Segment, SourcePosition, TableSchema, events_to_record_batch};
+use strata_catalog::{
+    ChangeEvent, Segment, SourcePosition, TableSchema, encode_segment, events_to_record_batch,
+};
 use tracing::instrument;
 
 use crate::error::{Error, Result};
@@ -54,28 +52,8 @@ pub(crate) fn encode(
     let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e)| e).collect();
     let batch = events_to_record_batch(schema, &refs).map_err(|e| fail(e.to_string()))?;
 
-    let sorting = ["_key", "_commit_pos", "_seq"]
-        .iter()
-        .filter_map(|name| batch.schema().index_of(name).ok())
-        .map(|column_idx| SortingColumn {
-            column_idx: column_idx as i32,
-            descending: false,
-            nulls_first: false,
-        })
-        .collect();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(zstd_level).map_err(|e| fail(e.to_string()))?,
-        ))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(row_group_rows))
-        .set_sorting_columns(Some(sorting))
-        .build();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
-        .map_err(|e| fail(e.to_string()))?;
-    writer.write(&batch).map_err(|e| fail(e.to_string()))?;
-    writer.close().map_err(|e| fail(e.to_string()))?;
+    let bytes =
+        encode_segment(&batch, zstd_level, row_group_rows).map_err(|e| fail(e.to_string()))?;
 
     let (first, last) = match (keyed.first(), keyed.last()) {
         (Some(first), Some(last)) => (first, last),

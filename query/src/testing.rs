@@ -8,10 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use strata_catalog::{
     Action, Catalog, ChangeEvent, CommitInfo, SchemaVersion, Segment, SourcePosition, TableId,
     TableSchema, events_to_record_batch,
@@ -53,29 +49,7 @@ pub fn encode_batch(
     batch: &RecordBatch,
     row_group_rows: usize,
 ) -> Result<Vec<u8>> {
-    let sorting = ["_key", "_commit_pos", "_seq"]
-        .iter()
-        .filter_map(|name| batch.schema().index_of(name).ok())
-        .map(|i| SortingColumn {
-            column_idx: i as i32,
-            descending: false,
-            nulls_first: false,
-        })
-        .collect();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).map_err(|e| fail(table, "", e))?,
-        ))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(row_group_rows))
-        .set_sorting_columns(Some(sorting))
-        .build();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
-        .map_err(|e| fail(table, "", e))?;
-    writer.write(batch).map_err(|e| fail(table, "", e))?;
-    writer.close().map_err(|e| fail(table, "", e))?;
-    Ok(bytes)
+    strata_catalog::encode_segment(batch, 3, row_group_rows).map_err(|e| fail(table, "", e))
 }
 
 /// Sorts `events` like the compactor and encodes them; returns the bytes and the catalog
