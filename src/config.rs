@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use strata_capture::postgres::PostgresSourceConfig;
 pub(crate) use strata_capture::postgres::config::redact_url;
 pub(crate) use strata_compactor::CompactorConfig;
+pub(crate) use strata_query::SnapshotConfig;
 
 /// The documented default configuration. It is also the template `strata config --defaults` prints,
 /// and a test checks that it parses to exactly [`Config::default`].
@@ -51,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) run: RunConfig,
     /// The compactor: Kafka change topics into Parquet history under the catalog.
     pub(crate) compactor: CompactorConfig,
+    /// Snapshots: the compactor part periodically folds each table's changes into its full state.
+    pub(crate) snapshots: SnapshotConfig,
 }
 
 /// The parts `strata run` starts.
@@ -394,6 +397,10 @@ impl Config {
                 invalid(&format!("compactor.{field}"), reason)
             }
             other => invalid("compactor", other.to_string()),
+        })?;
+        self.snapshots.validate().map_err(|e| match e {
+            strata_query::Error::Config { field, reason } => invalid(&field, reason),
+            other => invalid("snapshots", other.to_string()),
         })?;
         if let Some(pg) = &self.source.postgres {
             pg.validate()

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use strata_capture::postgres::CaptureStats;
 use strata_compactor::CompactorStats;
+use strata_query::SnapshotStats;
 use tokio_util::sync::CancellationToken;
 
 /// Reads a PostgreSQL listener's counters at scrape time.
@@ -91,6 +92,7 @@ impl Collector for CaptureCollector {
 #[derive(Debug)]
 pub(crate) struct CompactorCollector {
     pub(crate) stats: Arc<CompactorStats>,
+    pub(crate) snapshots: Arc<SnapshotStats>,
 }
 
 impl Collector for CompactorCollector {
@@ -142,6 +144,26 @@ impl Collector for CompactorCollector {
                 "strata_catalog_commit_conflicts",
                 "Catalog commits lost to another writer",
                 s.conflicts,
+            ),
+            (
+                "strata_snapshots",
+                "Snapshots committed",
+                self.snapshots.snapshots.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_snapshot_rows",
+                "Rows written into snapshots",
+                self.snapshots.rows.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_snapshot_bytes",
+                "Bytes of snapshot files written",
+                self.snapshots.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_snapshot_failures",
+                "Snapshot builds that failed (retried next round)",
+                self.snapshots.failures.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in counters {

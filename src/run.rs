@@ -12,6 +12,7 @@ use strata_capture::postgres::{CaptureStats, PostgresCapture};
 use strata_capture::sink::SinkConfig;
 use strata_catalog::{Catalog, CatalogConfig};
 use strata_compactor::Compactor;
+use strata_query::Snapshotter;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -88,15 +89,23 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot open the catalog in {}", storage.display))?;
+        let catalog = Arc::new(catalog);
         let compactor = Compactor::new(
             config.compactor.clone(),
             kafka_client(&config.kafka),
-            Arc::new(catalog),
+            Arc::clone(&catalog),
             Arc::clone(&storage.store),
         )
         .context("compactor")?;
+        let snapshotter = Snapshotter::new(
+            catalog,
+            Arc::clone(&storage.store),
+            config.snapshots.clone(),
+        )
+        .context("snapshots")?;
         registry.register_collector(Box::new(CompactorCollector {
             stats: compactor.stats(),
+            snapshots: snapshotter.stats(),
         }));
         tracing::info!(
             storage = %storage.display,
@@ -108,6 +117,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(async move {
             compactor.run(task_cancel).await.context("compactor")?;
             Ok("compactor")
+        });
+        let task_cancel = cancel.clone();
+        tasks.spawn(async move {
+            snapshotter.run(task_cancel).await.context("snapshots")?;
+            Ok("snapshots")
         });
     }
 

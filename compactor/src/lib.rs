@@ -18,6 +18,10 @@
 //! at `<root>/_quarantine/<topic>/<partition>-<offset>.json` and named by a `Quarantine`
 //! action in the same commit that advances past it.
 //!
+//! Snapshots are folded from the segments by `strata_query::Snapshotter`, which `strata run`
+//! starts next to the compactor: the fold is the reader's merge-on-read, so a snapshot and a
+//! read of the same instant cannot disagree.
+//!
 //! Segment paths in `AddSegment` are relative to the catalog root; [`object_path`] makes
 //! the object path.
 //!

@@ -40,6 +40,22 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A snapshot could not be built or written.
+    #[error("snapshot of `{table}`: {reason}")]
+    Snapshot {
+        /// The table (or the snapshot file).
+        table: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A setting is invalid.
+    #[error("{field}: {reason}")]
+    Config {
+        /// The dotted setting.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Bad arguments to a table function (`as_of`, `changes`).
     #[error("{function}(): {reason}")]
     BadArgument {

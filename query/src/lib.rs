@@ -19,7 +19,9 @@
 //!
 //! ## Merge-on-read
 //!
-//! The state at t is folded from every change segment with `min_commit_ts <= t`, read with
+//! The state at t starts from the newest complete snapshot at or before t (see [`snapshot`]:
+//! written by the compactor part of `strata run`) and folds in the change segments after it
+//! (or every change segment with `min_commit_ts <= t`, when there is none), read with
 //! the parquet crate's async reader over `object_store` (projection push-down, row groups
 //! pruned on `_commit_ts` statistics, and on `_key` for `key = v` / `key IN (…)` filters on a
 //! single-column key). Per key the latest change by (`_commit_pos`, `_seq`) wins, **per
@@ -34,8 +36,6 @@
 //! The merge runs inside each `scan` and hands DataFusion an in-memory source: chosen over
 //! a `ROW_NUMBER()` window plan because per-column "unchanged" values need the key's whole
 //! ordered history, which a k-way merge of the (already sorted) segments gives in one pass.
-//! Snapshots: not written by the compactor yet; the reader reads every change from the
-//! first segment (TODO: start from `latest_snapshot_at_or_before(t)` when they exist).
 //!
 //! ## Example
 //!
@@ -65,6 +65,7 @@ pub mod error;
 mod merge;
 mod provider;
 mod read;
+pub mod snapshot;
 pub mod testing;
 
 use std::fmt;
@@ -82,6 +83,7 @@ pub use crate::error::{Error, Result};
 use crate::provider::{
     AsOfFunction, ChangesFunction, Shared, StateTable, full_name, known_names, short_name,
 };
+pub use crate::snapshot::{SnapshotConfig, SnapshotStats, Snapshotter, build_snapshot};
 
 /// A DataFusion session over a strata catalog: current-state tables, `as_of`, `changes`.
 pub struct StrataContext {

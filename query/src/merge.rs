@@ -26,7 +26,8 @@ use arrow::compute::interleave;
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use arrow::error::ArrowError;
 use strata_catalog::schema::{
-    COMMIT_POS_COLUMN, EVENT_ID_COLUMN, KEY_COLUMN, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN,
+    COMMIT_POS_COLUMN, COMMIT_TS_COLUMN, EVENT_ID_COLUMN, KEY_COLUMN, OP_COLUMN, SEQ_COLUMN,
+    TX_ID_COLUMN, UNCHANGED_COLUMN,
 };
 
 /// The system columns the merge reads, in the order it expects them.
@@ -135,66 +136,151 @@ pub(crate) fn merge_state(
     runs: &[Vec<RecordBatch>],
     output: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
-    let batches: Vec<&RecordBatch> = runs.iter().flatten().filter(|b| b.num_rows() > 0).collect();
-    let chunks: Vec<Chunk<'_>> = batches
-        .iter()
-        .map(|b| Chunk::new(b))
-        .collect::<Result<_, _>>()?;
-    let mut layout = Vec::new();
-    let mut next = 0;
-    for run in runs {
-        let n = run.iter().filter(|b| b.num_rows() > 0).count();
-        let rows = run.iter().map(RecordBatch::num_rows).sum();
-        layout.push(Run {
-            order: None,
-            chunks: next..next + n,
-            rows,
-        });
-        next += n;
-    }
-
-    let cut = truncate_cut(&chunks);
-    let names: Vec<&str> = output.fields().iter().map(|f| f.name().as_str()).collect();
-    let out = loop {
-        match fold(&chunks, &layout, cut, &names)? {
-            Folded::Done(out) => break out,
-            Folded::Unsorted(run) => {
-                let r = &mut layout[run];
-                let mut order: Vec<Loc> = r
-                    .chunks
-                    .clone()
-                    .flat_map(|c| (0..chunks[c].key.len()).map(move |row| (c, row)))
-                    .collect();
-                order.sort_by(|a, b| chunks[a.0].order(a.1).cmp(&chunks[b.0].order(b.1)));
-                r.order = Some(order);
-            }
-        }
-    };
-
-    let live = out.live;
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(names.len());
+    let merged = Merged::fold(runs, output)?;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(output.fields().len());
     for (j, field) in output.fields().iter().enumerate() {
-        let null = new_null_array(field.data_type(), 1);
-        let mut sources: Vec<&dyn Array> = batches
-            .iter()
-            .map(|b| b.column(SYSTEM + j).as_ref())
-            .collect();
-        sources.push(null.as_ref());
-        columns.push(interleave(&sources, &out.columns[j])?);
+        columns.push(merged.take(SYSTEM + j, field.data_type(), &merged.out.columns[j])?);
     }
+    slice_batches(output, &columns, merged.out.live)
+}
+
+/// Folds `runs` like [`merge_state`] into the rows of a snapshot: the change-segment schema
+/// `segment` (system columns, then table columns), one row per live key in key order. A
+/// row's system columns are those of the last change that wrote it, with `_op` = `r` and
+/// no unchanged columns: a snapshot row is a full image. `runs` carry
+/// [`MERGE_SYSTEM_COLUMNS`], then `_commit_ts`, `_tx_id`, then the table columns.
+pub(crate) fn merge_snapshot(
+    runs: &[Vec<RecordBatch>],
+    carried: &SchemaRef,
+    segment: &SchemaRef,
+) -> Result<Vec<RecordBatch>, ArrowError> {
+    let merged = Merged::fold(runs, carried)?;
+    let live = merged.out.live;
+    let index = |name: &str| MERGE_SYSTEM_COLUMNS.iter().position(|c| *c == name);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(segment.fields().len());
+    for field in segment.fields() {
+        let name = field.name().as_str();
+        let column = if name == OP_COLUMN {
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                "r", live,
+            ))) as ArrayRef
+        } else if name == UNCHANGED_COLUMN {
+            let item = match field.data_type() {
+                arrow::datatypes::DataType::List(item) => Arc::clone(item),
+                other => {
+                    return Err(ArrowError::SchemaError(format!(
+                        "snapshot: `{UNCHANGED_COLUMN}` is {other}, expected a list"
+                    )));
+                }
+            };
+            Arc::new(ListArray::new(
+                item,
+                arrow::buffer::OffsetBuffer::new_zeroed(live),
+                new_null_array(&arrow::datatypes::DataType::Utf8, 0),
+                None,
+            )) as ArrayRef
+        } else if let Some(i) = index(name) {
+            merged.take(i, field.data_type(), &merged.out.last)?
+        } else {
+            let j = carried.index_of(name)?;
+            // `_commit_ts`, `_tx_id`: the last write's; table columns: per column.
+            let locs = if name == COMMIT_TS_COLUMN || name == TX_ID_COLUMN {
+                &merged.out.last
+            } else {
+                &merged.out.columns[j]
+            };
+            merged.take(SYSTEM + j, field.data_type(), locs)?
+        };
+        columns.push(column);
+    }
+    slice_batches(segment, &columns, live)
+}
+
+fn slice_batches(
+    schema: &SchemaRef,
+    columns: &[ArrayRef],
+    live: usize,
+) -> Result<Vec<RecordBatch>, ArrowError> {
     let mut result = Vec::with_capacity(live.div_ceil(OUTPUT_ROWS));
     let mut offset = 0;
     while offset < live {
         let len = OUTPUT_ROWS.min(live - offset);
         let sliced = columns.iter().map(|c| c.slice(offset, len)).collect();
         result.push(RecordBatch::try_new_with_options(
-            Arc::clone(output),
+            Arc::clone(schema),
             sliced,
             &RecordBatchOptions::new().with_row_count(Some(len)),
         )?);
         offset += len;
     }
     Ok(result)
+}
+
+/// The fold of some runs: the read batches and, per live key, where each value comes from.
+struct Merged<'a> {
+    batches: Vec<&'a RecordBatch>,
+    out: Output,
+}
+
+impl<'a> Merged<'a> {
+    fn fold(runs: &'a [Vec<RecordBatch>], output: &SchemaRef) -> Result<Self, ArrowError> {
+        let batches: Vec<&RecordBatch> =
+            runs.iter().flatten().filter(|b| b.num_rows() > 0).collect();
+        let chunks: Vec<Chunk<'_>> = batches
+            .iter()
+            .map(|b| Chunk::new(b))
+            .collect::<Result<_, _>>()?;
+        let mut layout = Vec::new();
+        let mut next = 0;
+        for run in runs {
+            let n = run.iter().filter(|b| b.num_rows() > 0).count();
+            let rows = run.iter().map(RecordBatch::num_rows).sum();
+            layout.push(Run {
+                order: None,
+                chunks: next..next + n,
+                rows,
+            });
+            next += n;
+        }
+
+        let cut = truncate_cut(&chunks);
+        let names: Vec<&str> = output.fields().iter().map(|f| f.name().as_str()).collect();
+        let out = loop {
+            match fold(&chunks, &layout, cut, &names)? {
+                Folded::Done(out) => break out,
+                Folded::Unsorted(run) => {
+                    let r = &mut layout[run];
+                    let mut order: Vec<Loc> = r
+                        .chunks
+                        .clone()
+                        .flat_map(|c| (0..chunks[c].key.len()).map(move |row| (c, row)))
+                        .collect();
+                    order.sort_by(|a, b| chunks[a.0].order(a.1).cmp(&chunks[b.0].order(b.1)));
+                    r.order = Some(order);
+                }
+            }
+        };
+
+        drop(chunks);
+        Ok(Self { batches, out })
+    }
+
+    /// Column `index` of the read batches, gathered at `locs` (the NULL location is NULL).
+    fn take(
+        &self,
+        index: usize,
+        data_type: &arrow::datatypes::DataType,
+        locs: &[Loc],
+    ) -> Result<ArrayRef, ArrowError> {
+        let null = new_null_array(data_type, 1);
+        let mut sources: Vec<&dyn Array> = self
+            .batches
+            .iter()
+            .map(|b| b.column(index).as_ref())
+            .collect();
+        sources.push(null.as_ref());
+        interleave(&sources, locs)
+    }
 }
 
 /// The position of the latest truncate: changes before it are gone.
@@ -215,6 +301,8 @@ struct Output {
     live: usize,
     /// Per output column, the source of each live row's value.
     columns: Vec<Vec<Loc>>,
+    /// Per live row, the last change that wrote it.
+    last: Vec<Loc>,
 }
 
 enum Folded {
@@ -268,7 +356,9 @@ fn fold(
     let mut out = Output {
         live: 0,
         columns: vec![Vec::new(); width],
+        last: Vec::new(),
     };
+    let mut writer: Loc = null;
     let mut current: Option<&str> = None;
     let mut live = false;
     let mut cols: Vec<Loc> = vec![null; width];
@@ -305,7 +395,7 @@ fn fold(
         let chunk = &chunks[c];
         if current != Some(head.key) {
             if live {
-                emit(&mut out, &cols);
+                emit(&mut out, &cols, writer);
             }
             current = Some(head.key);
             live = false;
@@ -347,6 +437,7 @@ fn fold(
                     }
                 }
                 live = true;
+                writer = (c, row);
             }
             other => {
                 return Err(ArrowError::InvalidArgumentError(format!(
@@ -357,13 +448,14 @@ fn fold(
         }
     }
     if live {
-        emit(&mut out, &cols);
+        emit(&mut out, &cols, writer);
     }
     Ok(Folded::Done(out))
 }
 
-fn emit(out: &mut Output, cols: &[Loc]) {
+fn emit(out: &mut Output, cols: &[Loc], writer: Loc) {
     out.live += 1;
+    out.last.push(writer);
     for (column, loc) in out.columns.iter_mut().zip(cols) {
         column.push(*loc);
     }

@@ -34,7 +34,8 @@ use strata_catalog::{Catalog, CatalogState, Row, TableId, TableSchema, encode_ke
 
 use crate::error::{Error, Result};
 use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_state};
-use crate::read::{ReadSpec, read_segment, segment_may_match};
+use crate::read::{FileRef, ReadSpec, read_segment, segment_may_match};
+use crate::snapshot::read_state_runs;
 
 /// What every provider shares: the catalog and the store its segments live in.
 #[derive(Clone)]
@@ -117,7 +118,7 @@ pub(crate) fn table_schema(state: &CatalogState, table: &TableId, t: i64) -> Res
 }
 
 /// The table columns of a schema (the change-segment schema without the system columns).
-fn table_fields(table: &TableId, schema: &TableSchema) -> Result<Vec<FieldRef>> {
+pub(crate) fn table_fields(table: &TableId, schema: &TableSchema) -> Result<Vec<FieldRef>> {
     let segment = schema.segment_schema().map_err(|e| Error::NoSchema {
         table: table.to_string(),
         reason: e.to_string(),
@@ -127,27 +128,36 @@ fn table_fields(table: &TableId, schema: &TableSchema) -> Result<Vec<FieldRef>> 
 }
 
 /// Reads the segments of `table` that `spec` wants, several at a time, in commit order.
-async fn read_runs(
+pub(crate) async fn read_runs(
     shared: &Shared,
     state: &CatalogState,
     table: &TableId,
     spec: ReadSpec,
 ) -> Result<Vec<Vec<RecordBatch>>> {
     let spec = Arc::new(spec);
-    let root = shared.catalog.root().clone();
-    let segments: Vec<_> = state
+    let files = state
         .segments_between(table, spec.after.unwrap_or(i64::MIN), spec.until)
         .filter(|e| segment_may_match(&e.segment, &spec))
-        .map(|e| e.segment.clone())
+        .map(|e| (FileRef::from(&e.segment), Arc::clone(&spec)))
         .collect();
+    read_files(shared, table, files).await
+}
+
+/// Reads `files`, each with its spec, several at a time; one run per file, in order.
+pub(crate) async fn read_files(
+    shared: &Shared,
+    table: &TableId,
+    files: Vec<(FileRef, Arc<ReadSpec>)>,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let root = shared.catalog.root().clone();
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-    let reads = segments.into_iter().map(|segment| {
+    let reads = files.into_iter().map(|(file, spec)| {
         let task = read_segment(
             Arc::clone(&shared.store),
             root.clone(),
             table.clone(),
-            segment,
-            Arc::clone(&spec),
+            file,
+            spec,
         );
         async move {
             tokio::spawn(task).await.map_err(|e| Error::Merge {
@@ -223,10 +233,7 @@ impl StateTable {
             system: MERGE_SYSTEM_COLUMNS.to_vec(),
             columns: projected.fields().iter().cloned().collect(),
         };
-        // TODO(snapshots): when `state.latest_snapshot_at_or_before(table, t)` exists, start
-        // from its files and read only changes after `as_of_ts`. The compactor writes no
-        // snapshots yet, and segments are never removed, so reading every change is exact.
-        let runs = read_runs(&self.shared, &state, &self.table, spec).await?;
+        let runs = read_state_runs(&self.shared, &state, &self.table, spec).await?;
         let output = Arc::clone(&projected);
         let table = self.table.to_string();
         let merged = tokio::task::spawn_blocking(move || merge_state(&runs, &output))

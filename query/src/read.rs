@@ -89,16 +89,35 @@ fn key_range_may_match(keys: &BTreeSet<String>, min: &str, max: &str) -> bool {
     min.is_empty() || (min <= max && keys.range(min.to_owned()..=max.to_owned()).next().is_some())
 }
 
-/// Reads the changes of one segment that `spec` asks for, as batches of
+/// One Parquet file to read: a change segment or a part of a snapshot (both have the
+/// change-segment schema).
+#[derive(Debug, Clone)]
+pub(crate) struct FileRef {
+    /// Path relative to the catalog root.
+    pub(crate) path: String,
+    /// Size in bytes, when the catalog knows it (saves a HEAD request).
+    pub(crate) bytes: Option<u64>,
+}
+
+impl From<&Segment> for FileRef {
+    fn from(segment: &Segment) -> Self {
+        Self {
+            path: segment.path.clone(),
+            bytes: (segment.bytes > 0).then_some(segment.bytes),
+        }
+    }
+}
+
+/// Reads the changes of one segment (or snapshot part) that `spec` asks for, as batches of
 /// [`ReadSpec::output_schema`].
 pub(crate) async fn read_segment(
     store: Arc<dyn ObjectStore>,
     root: Path,
     table: TableId,
-    segment: Segment,
+    file: FileRef,
     spec: Arc<ReadSpec>,
 ) -> Result<Vec<RecordBatch>> {
-    let path = object_path(&root, &segment.path);
+    let path = object_path(&root, &file.path);
     let fail = |reason: String| Error::Segment {
         table: table.to_string(),
         path: path.to_string(),
@@ -106,8 +125,8 @@ pub(crate) async fn read_segment(
     };
     #[allow(deprecated)]
     let mut reader = ParquetObjectReader::new(store, path.clone());
-    if segment.bytes > 0 {
-        reader = reader.with_file_size(segment.bytes);
+    if let Some(bytes) = file.bytes {
+        reader = reader.with_file_size(bytes);
     }
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await

@@ -535,3 +535,5 @@ async fn unknown_tables_and_missing_segments_are_named() {
     let text = err.to_string();
     assert!(text.contains(path.as_ref()), "{text}");
 }
+
+mod snapshots;

@@ -1,0 +1,131 @@
+//! Snapshots fold history without changing any answer, are used for later instants, and are
+//! set aside when a late segment makes them incomplete.
+
+use strata_catalog::Snapshot;
+use strata_query::SnapshotConfig;
+use strata_query::snapshot::{is_complete, usable_snapshot};
+
+use super::*;
+
+async fn snapshot_at(f: &Fixture, t: i64) -> Snapshot {
+    strata_query::build_snapshot(
+        &f.catalog,
+        &f.store,
+        &orders(),
+        t,
+        &SnapshotConfig::default(),
+    )
+    .await
+    .expect("snapshot")
+}
+
+const INSTANTS: [i64; 8] = [
+    T0 - SECOND,
+    T0 + SECOND,
+    T0 + 2 * SECOND,
+    T0 + 3 * SECOND,
+    T0 + 4 * SECOND,
+    T0 + 5 * SECOND,
+    T0 + 6 * SECOND,
+    T0 + 100 * SECOND,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_change_no_answer_at_any_instant() {
+    let f = fixture().await;
+    // Before the truncate (tx4), then after it: the second is built from the first.
+    let first = snapshot_at(&f, T0 + 3 * SECOND + SECOND / 2).await;
+    assert_eq!(first.rows, replay(&f.events, first.as_of_ts).len() as u64);
+    let second = snapshot_at(&f, T0 + 6 * SECOND + SECOND / 2).await;
+    assert_eq!(second.rows, replay(&f.events, second.as_of_ts).len() as u64);
+    assert_eq!(
+        second.rows, 2,
+        "the truncate cleared 1, 3 and 4; tx6 deleted 2: keys 5 and 6"
+    );
+
+    let state = f.catalog.state();
+    for t in INSTANTS {
+        let expected_snapshot = [&first, &second]
+            .into_iter()
+            .rfind(|s| s.as_of_ts <= t)
+            .map(|s| s.snapshot_id.clone());
+        assert_eq!(
+            usable_snapshot(&state, &orders(), t).map(|s| s.snapshot_id.clone()),
+            expected_snapshot,
+            "snapshot used at {t}"
+        );
+        assert_eq!(as_of(&f, t).await, replay(&f.events, t), "as of {t}");
+    }
+    let sql = "SELECT id, status, body, qty FROM public.orders ORDER BY id";
+    assert_eq!(
+        rows(&f.strata.query(sql).await.expect("current")),
+        replay(&f.events, i64::MAX)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_a_snapshot_do_not_touch_the_history_before_it() {
+    let f = fixture().await;
+    let snapshot = snapshot_at(&f, T0 + 5 * SECOND + SECOND / 2).await;
+    // Remove every segment file wholly before the snapshot: reads at or after it still work.
+    let state = f.catalog.state();
+    let mut removed = 0;
+    for entry in state.segments(&orders()) {
+        if entry.segment.max_commit_ts <= snapshot.as_of_ts {
+            let path = Path::from(format!("warehouse/{}", entry.segment.path));
+            f.store.delete(&path).await.expect("delete");
+            removed += 1;
+        }
+    }
+    assert!(removed >= 3, "the fixture has 3+ segments before tx6");
+    for t in [snapshot.as_of_ts, T0 + 6 * SECOND, T0 + 7 * SECOND] {
+        assert_eq!(as_of(&f, t).await, replay(&f.events, t), "as of {t}");
+    }
+    // Before the snapshot the history is needed; its absence is an error naming the file.
+    let sql = format!(
+        "SELECT * FROM as_of('public.orders', {})",
+        timestamp(T0 + 2 * SECOND)
+    );
+    let err = f.strata.query(&sql).await.expect_err("segments are gone");
+    let message = err.to_string();
+    assert!(
+        message.contains("change segment `warehouse/pg-main/public/orders/changes/"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_segment_sets_the_snapshot_aside() {
+    let mut f = fixture().await;
+    let snapshot = snapshot_at(&f, T0 + 6 * SECOND + SECOND / 2).await;
+    // A change committed at the source before the snapshot's instant arrives afterwards
+    // (a lagging partition): tx8 at T0 + 6.2 s, position 620, updates 6.
+    let mut late = change(
+        Operation::Update,
+        Some(6),
+        &full("late", "b6-late", 60),
+        &[],
+        6,
+        620,
+    );
+    late.commit_ts_us = T0 + 6 * SECOND + SECOND / 5;
+    late.position = SourcePosition {
+        commit: 620,
+        seq: 620,
+    };
+    testing::add_segment(&f.catalog, &f.store, &schema(), std::slice::from_ref(&late))
+        .await
+        .expect("late segment");
+    f.events.push(late);
+    let state = f.catalog.state();
+    assert!(!is_complete(&state, &orders(), &snapshot));
+    assert!(usable_snapshot(&state, &orders(), i64::MAX).is_none());
+    for t in INSTANTS {
+        assert_eq!(as_of(&f, t).await, replay(&f.events, t), "as of {t}");
+    }
+    assert_eq!(
+        as_of(&f, T0 + 7 * SECOND).await[&6],
+        (Some("paid".into()), Some("b6-late".into()), Some(60)),
+        "tx7 keeps body and qty of the late change"
+    );
+}
