@@ -49,7 +49,8 @@ struct Chunk<'a> {
     op: &'a StringArray,
     pos: &'a [u64],
     seq: &'a [u64],
-    id: &'a FixedSizeBinaryArray,
+    /// `None`: not read, this run holds no copies of another's changes.
+    id: Option<&'a FixedSizeBinaryArray>,
     unchanged: &'a ListArray,
     unchanged_names: &'a StringArray,
     key: &'a StringArray,
@@ -76,9 +77,13 @@ impl<'a> Chunk<'a> {
                 .as_primitive_opt::<UInt64Type>()
                 .ok_or_else(|| bad(SEQ_COLUMN))?
                 .values(),
-            id: col(3)
-                .as_fixed_size_binary_opt()
-                .ok_or_else(|| bad(EVENT_ID_COLUMN))?,
+            id: match col(3) {
+                ids if ids.null_count() == ids.len() => None,
+                ids => Some(
+                    ids.as_fixed_size_binary_opt()
+                        .ok_or_else(|| bad(EVENT_ID_COLUMN))?,
+                ),
+            },
             unchanged,
             unchanged_names: unchanged
                 .values()
@@ -136,12 +141,16 @@ pub(crate) fn merge_state(
     runs: &[Vec<RecordBatch>],
     output: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
-    let merged = Merged::fold(runs, output)?;
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(output.fields().len());
-    for (j, field) in output.fields().iter().enumerate() {
-        columns.push(merged.take(SYSTEM + j, field.data_type(), &merged.out.columns[j])?);
-    }
-    slice_batches(output, &columns, merged.out.live)
+    in_key_ranges(runs, |part, cut, strict| {
+        let Some(merged) = Merged::fold(part, output, cut, strict)? else {
+            return Ok(None);
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(output.fields().len());
+        for (j, field) in output.fields().iter().enumerate() {
+            columns.push(merged.take(SYSTEM + j, field.data_type(), &merged.out.columns[j])?);
+        }
+        slice_batches(output, &columns, merged.out.live).map(Some)
+    })
 }
 
 /// Folds `runs` like [`merge_state`] into the rows of a snapshot: the change-segment schema
@@ -154,7 +163,21 @@ pub(crate) fn merge_snapshot(
     carried: &SchemaRef,
     segment: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
-    let merged = Merged::fold(runs, carried)?;
+    in_key_ranges(runs, |part, cut, strict| {
+        snapshot_rows(part, carried, segment, cut, strict)
+    })
+}
+
+fn snapshot_rows(
+    runs: &[Vec<RecordBatch>],
+    carried: &SchemaRef,
+    segment: &SchemaRef,
+    cut: Option<(u64, u64)>,
+    strict: bool,
+) -> Result<Option<Vec<RecordBatch>>, ArrowError> {
+    let Some(merged) = Merged::fold(runs, carried, cut, strict)? else {
+        return Ok(None);
+    };
     let live = merged.out.live;
     let index = |name: &str| MERGE_SYSTEM_COLUMNS.iter().position(|c| *c == name);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(segment.fields().len());
@@ -193,7 +216,148 @@ pub(crate) fn merge_snapshot(
         };
         columns.push(column);
     }
-    slice_batches(segment, &columns, live)
+    slice_batches(segment, &columns, live).map(Some)
+}
+
+/// Below this many rows the fold runs on one thread.
+const PARALLEL_MIN_ROWS: usize = 256 * 1024;
+
+/// Runs `fold` over disjoint key ranges of `runs` on all cores and concatenates the results in
+/// key order. Every run is sliced at the same boundary keys (binary search: the runs are sorted
+/// by key), so each key's whole history lands in one range. `fold` gets the latest truncate's
+/// position (it hides earlier changes in every range) and `strict`: when a slice turns out not
+/// to be sorted it returns `None`, and everything is folded again on one thread, where an
+/// unsorted run is sorted in memory.
+fn in_key_ranges<F>(runs: &[Vec<RecordBatch>], fold: F) -> Result<Vec<RecordBatch>, ArrowError>
+where
+    F: Fn(
+            &[Vec<RecordBatch>],
+            Option<(u64, u64)>,
+            bool,
+        ) -> Result<Option<Vec<RecordBatch>>, ArrowError>
+        + Sync,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    in_key_ranges_on(runs, threads, PARALLEL_MIN_ROWS, fold)
+}
+
+fn in_key_ranges_on<F>(
+    runs: &[Vec<RecordBatch>],
+    threads: usize,
+    min_rows: usize,
+    fold: F,
+) -> Result<Vec<RecordBatch>, ArrowError>
+where
+    F: Fn(
+            &[Vec<RecordBatch>],
+            Option<(u64, u64)>,
+            bool,
+        ) -> Result<Option<Vec<RecordBatch>>, ArrowError>
+        + Sync,
+{
+    let cut = truncate_cut(runs)?;
+    let rows: usize = runs.iter().flatten().map(RecordBatch::num_rows).sum();
+    if threads > 1 && rows >= min_rows {
+        let ranges = split_by_key(runs, threads)?;
+        if ranges.len() > 1 {
+            let results: Vec<Result<Option<Vec<RecordBatch>>, ArrowError>> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = ranges
+                        .iter()
+                        .map(|part| scope.spawn(|| fold(part, cut, true)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(ArrowError::ComputeError("a merge thread panicked".into()))
+                            })
+                        })
+                        .collect()
+                });
+            let mut out = Vec::new();
+            let mut sorted = true;
+            for result in results {
+                match result? {
+                    Some(batches) => out.extend(batches),
+                    None => sorted = false,
+                }
+            }
+            if sorted {
+                return Ok(out);
+            }
+        }
+    }
+    fold(runs, cut, false).map(Option::unwrap_or_default)
+}
+
+/// `runs` cut into up to `n` key ranges: boundary keys at even quantiles of the largest run;
+/// each range holds, per run, the batch slices with keys in `[lower, upper)`. A run whose
+/// slices are not sorted is caught by the strict fold.
+fn split_by_key(
+    runs: &[Vec<RecordBatch>],
+    n: usize,
+) -> Result<Vec<Vec<Vec<RecordBatch>>>, ArrowError> {
+    let keys = |b: &RecordBatch| -> Result<StringArray, ArrowError> {
+        b.column(SYSTEM - 1)
+            .as_string_opt::<i32>()
+            .cloned()
+            .ok_or_else(|| {
+                ArrowError::SchemaError(format!("merge: `{KEY_COLUMN}` is not a string"))
+            })
+    };
+    let Some(largest) = runs
+        .iter()
+        .max_by_key(|r| r.iter().map(RecordBatch::num_rows).sum::<usize>())
+    else {
+        return Ok(Vec::new());
+    };
+    let total: usize = largest.iter().map(RecordBatch::num_rows).sum();
+    let mut bounds: Vec<String> = Vec::new();
+    for i in 1..n {
+        let mut at = total * i / n;
+        for b in largest {
+            if at < b.num_rows() {
+                let key = keys(b)?.value(at).to_owned();
+                if bounds.last().is_none_or(|last| *last < key) {
+                    bounds.push(key);
+                }
+                break;
+            }
+            at -= b.num_rows();
+        }
+    }
+    let mut ranges: Vec<Vec<Vec<RecordBatch>>> =
+        vec![vec![Vec::new(); runs.len()]; bounds.len() + 1];
+    for (r, run) in runs.iter().enumerate() {
+        for batch in run.iter().filter(|b| b.num_rows() > 0) {
+            let k = keys(batch)?;
+            let mut start = 0;
+            for (p, range) in ranges.iter_mut().enumerate() {
+                let end = match bounds.get(p) {
+                    Some(bound) => {
+                        // First row at or after `start` whose key is >= bound.
+                        let (mut lo, mut hi) = (start, batch.num_rows());
+                        while lo < hi {
+                            let mid = lo + (hi - lo) / 2;
+                            if k.value(mid) < bound.as_str() {
+                                lo = mid + 1;
+                            } else {
+                                hi = mid;
+                            }
+                        }
+                        lo
+                    }
+                    None => batch.num_rows(),
+                };
+                if end > start {
+                    range[r].push(batch.slice(start, end - start));
+                }
+                start = end;
+            }
+        }
+    }
+    Ok(ranges)
 }
 
 fn slice_batches(
@@ -223,7 +387,13 @@ struct Merged<'a> {
 }
 
 impl<'a> Merged<'a> {
-    fn fold(runs: &'a [Vec<RecordBatch>], output: &SchemaRef) -> Result<Self, ArrowError> {
+    /// `None` when `strict` and a run is not sorted.
+    fn fold(
+        runs: &'a [Vec<RecordBatch>],
+        output: &SchemaRef,
+        cut: Option<(u64, u64)>,
+        strict: bool,
+    ) -> Result<Option<Self>, ArrowError> {
         let batches: Vec<&RecordBatch> =
             runs.iter().flatten().filter(|b| b.num_rows() > 0).collect();
         let chunks: Vec<Chunk<'_>> = batches
@@ -243,11 +413,11 @@ impl<'a> Merged<'a> {
             next += n;
         }
 
-        let cut = truncate_cut(&chunks);
         let names: Vec<&str> = output.fields().iter().map(|f| f.name().as_str()).collect();
         let out = loop {
             match fold(&chunks, &layout, cut, &names)? {
                 Folded::Done(out) => break out,
+                Folded::Unsorted(_) if strict => return Ok(None),
                 Folded::Unsorted(run) => {
                     let r = &mut layout[run];
                     let mut order: Vec<Loc> = r
@@ -262,7 +432,7 @@ impl<'a> Merged<'a> {
         };
 
         drop(chunks);
-        Ok(Self { batches, out })
+        Ok(Some(Self { batches, out }))
     }
 
     /// Column `index` of the read batches, gathered at `locs` (the NULL location is NULL).
@@ -284,17 +454,17 @@ impl<'a> Merged<'a> {
 }
 
 /// The position of the latest truncate: changes before it are gone.
-fn truncate_cut(chunks: &[Chunk<'_>]) -> Option<(u64, u64)> {
+fn truncate_cut(runs: &[Vec<RecordBatch>]) -> Result<Option<(u64, u64)>, ArrowError> {
     let mut cut = None;
-    for c in chunks {
+    for batch in runs.iter().flatten().filter(|b| b.num_rows() > 0) {
+        let c = Chunk::new(batch)?;
         for (row, op) in c.op.iter().enumerate() {
             if op == Some("t") {
-                let at = (c.pos[row], c.seq[row]);
-                cut = cut.max(Some(at));
+                cut = cut.max(Some((c.pos[row], c.seq[row])));
             }
         }
     }
-    cut
+    Ok(cut)
 }
 
 struct Output {
@@ -409,16 +579,18 @@ fn fold(
             continue;
         }
         // Copies of one change share key and position: dedup by event id among them.
-        let id = chunk.id.value(row);
+        let id = chunk.id.map(|ids| ids.value(row));
         if last_at == Some(at) {
-            if seen.contains(&id) {
+            if id.is_some_and(|id| seen.contains(&id)) {
                 continue;
             }
         } else {
             last_at = Some(at);
             seen.clear();
         }
-        seen.push(id);
+        if let Some(id) = id {
+            seen.push(id);
+        }
         match op {
             "d" => live = false,
             "c" | "u" | "r" => {
@@ -458,5 +630,154 @@ fn emit(out: &mut Output, cols: &[Loc], writer: Loc) {
     out.last.push(writer);
     for (column, loc) in out.columns.iter_mut().zip(cols) {
         column.push(*loc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        FixedSizeBinaryBuilder, Int64Array, ListBuilder, StringBuilder, UInt64Array,
+    };
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// (key, pos, op, value, unchanged value?)
+    type Change = (String, u64, &'static str, i64, bool);
+
+    fn batch(changes: &[Change]) -> RecordBatch {
+        let mut ids = FixedSizeBinaryBuilder::new(32);
+        let mut unchanged = ListBuilder::new(StringBuilder::new())
+            .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
+        for (key, pos, _, _, kept) in changes {
+            let mut id = [0_u8; 32];
+            id[..8].copy_from_slice(&pos.to_le_bytes());
+            id[8..8 + key.len().min(24)].copy_from_slice(&key.as_bytes()[..key.len().min(24)]);
+            ids.append_value(id).unwrap();
+            if *kept {
+                unchanged.values().append_value("v");
+            }
+            unchanged.append(true);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(changes.iter().map(|c| c.2))),
+            Arc::new(UInt64Array::from_iter_values(changes.iter().map(|c| c.1))),
+            Arc::new(UInt64Array::from_iter_values(changes.iter().map(|_| 0))),
+            Arc::new(ids.finish()),
+            Arc::new(unchanged.finish()),
+            Arc::new(StringArray::from_iter_values(
+                changes.iter().map(|c| c.0.clone()),
+            )),
+            Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.3))),
+        ];
+        RecordBatch::try_new(Arc::new(Schema::new(input_fields())), columns).unwrap()
+    }
+
+    fn input_fields() -> Vec<Field> {
+        let system = strata_catalog::schema::system_fields();
+        let mut fields: Vec<Field> = MERGE_SYSTEM_COLUMNS
+            .iter()
+            .map(|name| system.iter().find(|f| f.name() == name).unwrap().clone())
+            .collect();
+        fields.push(Field::new("v", DataType::Int64, true));
+        fields
+    }
+
+    /// A run: sorted by (key, pos), cut into batches of `chunk` rows.
+    fn run(mut changes: Vec<Change>, chunk: usize) -> Vec<RecordBatch> {
+        changes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        changes.chunks(chunk).map(batch).collect()
+    }
+
+    fn history(seed: u64) -> Vec<Vec<RecordBatch>> {
+        let mut x = seed;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut runs = Vec::new();
+        for r in 0..6_u64 {
+            let mut changes = Vec::new();
+            for i in 0..3000_u64 {
+                let key = format!("k{:05}", next(2000));
+                let op = match next(10) {
+                    0 => "d",
+                    1 => "c",
+                    _ => "u",
+                };
+                changes.push((
+                    key,
+                    r * 10_000 + i,
+                    op,
+                    (r * 10_000 + i) as i64,
+                    next(4) == 0,
+                ));
+            }
+            if r == 2 {
+                changes.push((String::new(), r * 10_000 + 1500, "t", 0, false));
+            }
+            runs.push(run(changes, 700));
+        }
+        runs
+    }
+
+    fn state_on(runs: &[Vec<RecordBatch>], threads: usize) -> Vec<(String, Option<i64>)> {
+        let output = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let batches = in_key_ranges_on(runs, threads, 0, |part, cut, strict| {
+            let Some(merged) = Merged::fold(part, &output, cut, strict)? else {
+                return Ok(None);
+            };
+            let keys = merged.take(SYSTEM - 1, &DataType::Utf8, &merged.out.last)?;
+            let values = merged.take(SYSTEM, &DataType::Int64, &merged.out.columns[0])?;
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("v", DataType::Int64, true),
+            ]));
+            Ok(Some(vec![RecordBatch::try_new(
+                schema,
+                vec![keys, values],
+            )?]))
+        })
+        .unwrap();
+        let mut rows = Vec::new();
+        for b in &batches {
+            let k = b.column(0).as_string::<i32>();
+            let v = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+            for i in 0..b.num_rows() {
+                rows.push((k.value(i).to_owned(), (!v.is_null(i)).then(|| v.value(i))));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn key_ranges_on_many_threads_fold_like_one() {
+        for seed in [7, 99, 12345] {
+            let runs = history(seed);
+            let one = state_on(&runs, 1);
+            assert!(one.len() > 100, "a live state");
+            assert!(
+                one.windows(2).all(|w| w[0].0 < w[1].0),
+                "key order, each key once"
+            );
+            for threads in [2, 3, 8] {
+                assert_eq!(
+                    state_on(&runs, threads),
+                    one,
+                    "seed {seed}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unsorted_run_falls_back_to_one_thread() {
+        let mut runs = history(42);
+        let expected = state_on(&runs, 1);
+        // Reverse one run's batches: each batch stays sorted, the run does not.
+        runs[3].reverse();
+        assert_eq!(state_on(&runs, 4), expected);
     }
 }

@@ -34,7 +34,7 @@ use strata_catalog::{Catalog, CatalogState, Row, TableId, TableSchema, encode_ke
 
 use crate::error::{Error, Result};
 use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_state};
-use crate::read::{FileRef, ReadSpec, read_segment, segment_may_match};
+use crate::read::{FileRef, ReadSpec, mark_copies, read_segment, segment_may_match};
 use crate::snapshot::read_state_runs;
 
 /// What every provider shares: the catalog and the store its segments live in.
@@ -128,17 +128,26 @@ pub(crate) fn table_fields(table: &TableId, schema: &TableSchema) -> Result<Vec<
 }
 
 /// Reads the segments of `table` that `spec` wants, several at a time, in commit order.
+/// `all_ids`: read every `_event_id` (else only where copies may be, see [`mark_copies`]).
 pub(crate) async fn read_runs(
     shared: &Shared,
     state: &CatalogState,
     table: &TableId,
     spec: ReadSpec,
+    all_ids: bool,
 ) -> Result<Vec<Vec<RecordBatch>>> {
     let spec = Arc::new(spec);
-    let files = state
+    let mut files: Vec<FileRef> = state
         .segments_between(table, spec.after.unwrap_or(i64::MIN), spec.until)
         .filter(|e| segment_may_match(&e.segment, &spec))
-        .map(|e| (FileRef::from(&e.segment), Arc::clone(&spec)))
+        .map(|e| FileRef::from(&e.segment))
+        .collect();
+    if !all_ids {
+        mark_copies(&mut files);
+    }
+    let files = files
+        .into_iter()
+        .map(|file| (file, Arc::clone(&spec)))
         .collect();
     read_files(shared, table, files).await
 }
@@ -233,7 +242,7 @@ impl StateTable {
             system: MERGE_SYSTEM_COLUMNS.to_vec(),
             columns: projected.fields().iter().cloned().collect(),
         };
-        let runs = read_state_runs(&self.shared, &state, &self.table, spec).await?;
+        let runs = read_state_runs(&self.shared, &state, &self.table, spec, false).await?;
         let output = Arc::clone(&projected);
         let table = self.table.to_string();
         let merged = tokio::task::spawn_blocking(move || merge_state(&runs, &output))
@@ -363,7 +372,8 @@ impl TableProvider for ChangesTable {
             columns: self.columns.clone(),
         };
         let read_schema = spec.output_schema();
-        let runs = read_runs(&self.shared, &state, &self.table, spec).await?;
+        // Every id: the change log drops copies by them.
+        let runs = read_runs(&self.shared, &state, &self.table, spec, true).await?;
         let batches: Vec<RecordBatch> = runs.into_iter().flatten().collect();
         let table = self.table.to_string();
         let merged = tokio::task::spawn_blocking(move || change_log(&batches, &read_schema))

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, ListArray, RecordBatch, StringArray, new_null_array,
 };
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimestampMicrosecondType};
 use futures::TryStreamExt as _;
@@ -22,7 +23,9 @@ use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
-use strata_catalog::schema::{COMMIT_TS_COLUMN, KEY_COLUMN, OP_COLUMN, system_fields};
+use strata_catalog::schema::{
+    COMMIT_TS_COLUMN, EVENT_ID_COLUMN, KEY_COLUMN, OP_COLUMN, UNCHANGED_COLUMN, system_fields,
+};
 use strata_catalog::{Segment, TableId};
 
 use crate::error::{Error, Result};
@@ -54,7 +57,13 @@ impl ReadSpec {
             .system
             .iter()
             .filter_map(|name| system.iter().find(|f| f.name() == name))
-            .map(|f| Arc::new(f.clone()))
+            // Not read where no copies can be (`FileRef::ids`): NULL.
+            .map(|f| {
+                Arc::new(
+                    f.clone()
+                        .with_nullable(f.is_nullable() || f.name() == EVENT_ID_COLUMN),
+                )
+            })
             .collect();
         fields.extend(self.columns.iter().cloned());
         Arc::new(Schema::new(fields))
@@ -97,6 +106,11 @@ pub(crate) struct FileRef {
     pub(crate) path: String,
     /// Size in bytes, when the catalog knows it (saves a HEAD request).
     pub(crate) bytes: Option<u64>,
+    /// The file's source positions (min, max), when the catalog knows them.
+    pub(crate) positions: Option<(String, String)>,
+    /// Read `_event_id` (else it reads as NULL): only needed where another file read with
+    /// it may hold copies of the same changes, see [`mark_copies`].
+    pub(crate) ids: bool,
 }
 
 impl From<&Segment> for FileRef {
@@ -104,6 +118,45 @@ impl From<&Segment> for FileRef {
         Self {
             path: segment.path.clone(),
             bytes: (segment.bytes > 0).then_some(segment.bytes),
+            positions: Some((segment.min_position.clone(), segment.max_position.clone())),
+            ids: true,
+        }
+    }
+}
+
+/// Copies of a change (replica copies, a replayed batch) share its source position, and one
+/// change segment never holds two copies (the compactor drops them within a batch). So a
+/// segment's event ids only matter when its position range overlaps another segment's: the
+/// others skip decoding 32 bytes a row. A file without known positions keeps its ids.
+pub(crate) fn mark_copies(files: &mut [FileRef]) {
+    let mut ranged: Vec<(usize, &str, &str)> = files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            f.positions
+                .as_ref()
+                .map(|(lo, hi)| (i, lo.as_str(), hi.as_str()))
+        })
+        .collect();
+    ranged.sort_by(|a, b| a.1.cmp(b.1));
+    let mut overlapping = vec![false; files.len()];
+    // Sweep by start: a range overlaps an earlier one iff it starts at or before the
+    // furthest end seen so far.
+    let mut furthest: Option<(&str, usize)> = None;
+    for &(i, lo, hi) in &ranged {
+        if let Some((end, owner)) = furthest
+            && lo <= end
+        {
+            overlapping[i] = true;
+            overlapping[owner] = true;
+        }
+        if furthest.is_none_or(|(end, _)| hi > end) {
+            furthest = Some((hi, i));
+        }
+    }
+    for (i, file) in files.iter_mut().enumerate() {
+        if file.positions.is_some() {
+            file.ids = overlapping[i];
         }
     }
 }
@@ -136,12 +189,19 @@ pub(crate) async fn read_segment(
     let metadata = Arc::clone(builder.metadata());
 
     let root_index = |name: &str| file_schema.index_of(name).ok();
+    let (row_groups, all_inside) = prune_row_groups(&metadata, &spec);
     let mut roots = Vec::new();
     for name in &spec.system {
-        roots.push(
-            root_index(name)
-                .ok_or_else(|| fail(format!("not a change segment: no `{name}` column")))?,
-        );
+        let index = root_index(name)
+            .ok_or_else(|| fail(format!("not a change segment: no `{name}` column")))?;
+        let skip = match *name {
+            EVENT_ID_COLUMN => !file.ids,
+            UNCHANGED_COLUMN => no_unchanged(&metadata, &row_groups),
+            _ => false,
+        };
+        if !skip {
+            roots.push(index);
+        }
     }
     for field in &spec.columns {
         if let Some(i) = root_index(field.name()) {
@@ -151,7 +211,6 @@ pub(crate) async fn read_segment(
     roots.sort_unstable();
     roots.dedup();
 
-    let (row_groups, all_inside) = prune_row_groups(&metadata, &spec);
     let mut builder = builder
         .with_projection(ProjectionMask::roots(&parquet_schema, roots))
         .with_row_groups(row_groups)
@@ -187,6 +246,25 @@ pub(crate) async fn read_segment(
         .iter()
         .map(|batch| adapt(batch, &output).map_err(&fail))
         .collect()
+}
+
+/// Do the statistics show that no row of `row_groups` lists an unchanged column? (The
+/// list's leaf then holds no value at all.)
+fn no_unchanged(metadata: &ParquetMetaData, row_groups: &[usize]) -> bool {
+    let descr = metadata.file_metadata().schema_descr();
+    let Some(leaf) = descr
+        .columns()
+        .iter()
+        .position(|c| c.path().parts().first().map(String::as_str) == Some(UNCHANGED_COLUMN))
+    else {
+        return false;
+    };
+    row_groups.iter().all(|&i| {
+        metadata.row_groups()[i]
+            .column(leaf)
+            .statistics()
+            .is_some_and(|s| s.min_bytes_opt().is_none() && s.max_bytes_opt().is_none())
+    })
 }
 
 /// The row groups that may hold wanted changes, and whether every kept group lies wholly
@@ -285,6 +363,15 @@ fn adapt(batch: &RecordBatch, output: &SchemaRef) -> std::result::Result<RecordB
 
 fn column_as(batch: &RecordBatch, field: &Field) -> std::result::Result<ArrayRef, String> {
     match batch.column_by_name(field.name()) {
+        None if field.name() == UNCHANGED_COLUMN => match field.data_type() {
+            DataType::List(item) => Ok(Arc::new(ListArray::new(
+                Arc::clone(item),
+                OffsetBuffer::new_zeroed(batch.num_rows()),
+                new_null_array(item.data_type(), 0),
+                None,
+            ))),
+            other => Err(format!("`{UNCHANGED_COLUMN}` is {other}, expected a list")),
+        },
         None => Ok(new_null_array(field.data_type(), batch.num_rows())),
         Some(column) if column.data_type() == field.data_type() => Ok(Arc::clone(column)),
         Some(column) => cast(column, field.data_type()).map_err(|e| {

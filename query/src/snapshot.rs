@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_snapshot};
 use crate::provider::{Shared, read_files, read_runs, table_fields, table_schema};
-use crate::read::{FileRef, ReadSpec, object_path, segment_may_match};
+use crate::read::{FileRef, ReadSpec, mark_copies, object_path, segment_may_match};
 
 /// When and how snapshots are built (`[snapshots]` in strata's configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,15 +143,17 @@ pub fn usable_snapshot<'a>(
 }
 
 /// The runs a merge-on-read of the state at `spec.until` needs: the newest usable snapshot's
-/// files, then the changes after it (or every change, when there is none).
+/// files, then the changes after it (or every change, when there is none). `all_ids`: read
+/// every `_event_id`, not only where copies may be.
 pub(crate) async fn read_state_runs(
     shared: &Shared,
     state: &CatalogState,
     table: &TableId,
     spec: ReadSpec,
+    all_ids: bool,
 ) -> Result<Vec<Vec<RecordBatch>>> {
     let Some(snapshot) = usable_snapshot(state, table, spec.until) else {
-        return read_runs(shared, state, table, spec).await;
+        return read_runs(shared, state, table, spec, all_ids).await;
     };
     debug!(%table, snapshot = %snapshot.snapshot_id, as_of_ts = snapshot.as_of_ts,
            "reading from a snapshot");
@@ -168,19 +170,26 @@ pub(crate) async fn read_state_runs(
         .paths
         .iter()
         .map(|path| {
+            // One row per key, each with commit time <= `as_of_ts`; the segments read after
+            // it hold only later changes, so no copies of its rows: no ids needed.
             let file = FileRef {
                 path: path.clone(),
                 bytes: None,
+                positions: None,
+                ids: all_ids,
             };
             (file, Arc::clone(&whole))
         })
         .collect();
-    files.extend(
-        state
-            .segments_between(table, snapshot.as_of_ts, after.until)
-            .filter(|e| segment_may_match(&e.segment, &after))
-            .map(|e| (FileRef::from(&e.segment), Arc::clone(&after))),
-    );
+    let mut segments: Vec<FileRef> = state
+        .segments_between(table, snapshot.as_of_ts, after.until)
+        .filter(|e| segment_may_match(&e.segment, &after))
+        .map(|e| FileRef::from(&e.segment))
+        .collect();
+    if !all_ids {
+        mark_copies(&mut segments);
+    }
+    files.extend(segments.into_iter().map(|f| (f, Arc::clone(&after))));
     read_files(shared, table, files).await
 }
 
@@ -220,7 +229,8 @@ pub async fn build_snapshot(
         catalog: Arc::clone(catalog),
         store: Arc::clone(store),
     };
-    let runs = read_state_runs(&shared, &state, table, spec).await?;
+    // Every id: a snapshot row keeps the id of the change it stands for.
+    let runs = read_state_runs(&shared, &state, table, spec, true).await?;
     let fail = |reason: String| Error::Snapshot {
         table: table.to_string(),
         reason,
