@@ -1,0 +1,825 @@
+//! History end to end: PostgreSQL -> capture -> Kafka -> compactor -> Parquet + catalog -> query,
+//! judged against PostgreSQL itself.
+//!
+//! - `as_of` at five instants equals what PostgreSQL held then, row for row and cell for cell;
+//!   `changes` between consecutive instants is exactly what was committed in between.
+//! - A compactor killed (SIGKILL) ten times while changes stream in loses nothing and doubles
+//!   nothing: every change is in exactly one committed segment row.
+//!
+//! The capture and the compactor run as separate `strata run` children over a fresh local storage
+//! directory, with their own consumer group and topic pattern; the test reads that storage
+//! in-process with [`StrataContext`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use strata_catalog::{Catalog, CatalogConfig, TableId};
+use strata_query::StrataContext;
+
+use crate::support::{PgCapture, Strata, pg_connect, unique};
+
+/// How long the compactor may take to catch up with everything committed.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// One test's history pipeline: the capture, a storage directory, and the compactor's settings.
+struct Pipeline {
+    capture: PgCapture,
+    storage: tempfile::TempDir,
+    group: String,
+    instance: String,
+}
+
+impl Pipeline {
+    fn new(tag: &str) -> Self {
+        Self {
+            capture: PgCapture::new(tag),
+            storage: tempfile::tempdir().unwrap(),
+            group: unique("e2e-history"),
+            instance: unique("e2e-history-member"),
+        }
+    }
+
+    /// `strata run` with the capture alone, once it streams (tables empty: no snapshot rows).
+    async fn start_capture(&self, tables: &[&str]) -> Strata {
+        self.capture.run_streaming(tables, &[]).await
+    }
+
+    /// `strata run` with the compactor alone, over this pipeline's storage, topics and group,
+    /// once it has subscribed. Static group membership (`group.instance.id`): a restarted
+    /// compactor takes over its dead predecessor's partitions at once instead of waiting out
+    /// the session timeout.
+    async fn start_compactor(&self, tables: &[&str]) -> Strata {
+        let topics = format!("['^strata\\.{}\\..*']", self.capture.source);
+        let storage = self.storage.path().to_str().unwrap().to_owned();
+        let env = self.capture.env(
+            tables,
+            &[
+                ("STRATA_RUN__PARTS", r#"["compactor"]"#),
+                ("STRATA_STORAGE__URL", &storage),
+                ("STRATA_COMPACTOR__TOPICS", &topics),
+                ("STRATA_COMPACTOR__GROUP_ID", &self.group),
+                ("STRATA_COMPACTOR__FLUSH_INTERVAL", "\"500ms\""),
+                (
+                    "STRATA_KAFKA__PROPERTIES__GROUP.INSTANCE.ID",
+                    &self.instance,
+                ),
+            ],
+        );
+        let strata = self.capture.spawn(&["run"], &env);
+        strata
+            .wait_for_log("compactor subscribed", Duration::from_secs(30))
+            .await;
+        strata
+    }
+
+    /// The storage directory as an object store, and the catalog in it.
+    async fn open(&self) -> (Arc<dyn ObjectStore>, Arc<Catalog>) {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(self.storage.path()).unwrap());
+        let catalog = Catalog::open(
+            Arc::clone(&store),
+            Path::default(),
+            CatalogConfig::default(),
+        )
+        .await
+        .unwrap();
+        (store, Arc::new(catalog))
+    }
+
+    /// The catalog's id of table `name` (short name), as the compactor recorded it.
+    fn table_id(&self, catalog: &Catalog, name: &str) -> TableId {
+        let table = self.capture.table(name);
+        let state = catalog.state();
+        let found = state.tables().find(|t| t.table == table).cloned();
+        found.unwrap_or_else(|| {
+            panic!(
+                "the catalog has no table {table}; it has {:?}",
+                state.tables().map(ToString::to_string).collect::<Vec<_>>()
+            )
+        })
+    }
+}
+
+/// Runs `sql` and returns its rows, each cell in canonical text (see [`cell`]), with the column
+/// names.
+async fn query(strata: &StrataContext, sql: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let batches = strata
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows_of(&batches)
+}
+
+fn rows_of(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
+    let names = batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| cell(c.as_ref(), row))
+                    .collect(),
+            );
+        }
+    }
+    (names, rows)
+}
+
+/// One cell as canonical text, to compare with PostgreSQL's: `NULL`, a float in Rust's shortest
+/// form, a timestamp as µs since the epoch, anything else as Arrow displays it (integers, exact
+/// decimal text, strings, `true`/`false`).
+fn cell(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    match array.data_type() {
+        DataType::Float64 => array.as_primitive::<Float64Type>().value(row).to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+            .to_string(),
+        _ => arrow::util::display::array_value_to_string(array, row).unwrap(),
+    }
+}
+
+/// PostgreSQL's text of a nullable value, `NULL` for none.
+fn pg_text(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "NULL".into())
+}
+
+/// PostgreSQL's current time, as `(TIMESTAMP literal in UTC, µs since the epoch)`; a few ms of
+/// sleep on both sides keep commit times of neighbouring phases apart from it.
+async fn pg_now(client: &tokio_postgres::Client) -> (String, i64) {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let row = client
+        .query_one(
+            "SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), \
+                    (extract(epoch FROM t) * 1000000)::int8 \
+             FROM (SELECT clock_timestamp() AS t) s",
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    (row.get(0), row.get(1))
+}
+
+// ------------------------------------------------------------------------------------------------
+// as_of at five instants
+// ------------------------------------------------------------------------------------------------
+
+/// The columns of the typed table, in the order both sides select them.
+const COLUMNS: &str = "id, name, amount, score, at, active, note";
+
+/// The table as PostgreSQL holds it now, in canonical text per cell ([`cell`]'s forms).
+async fn pg_rows(client: &tokio_postgres::Client, table: &str) -> Vec<Vec<String>> {
+    client
+        .query(
+            &format!(
+                "SELECT id::text, name, amount::text, score, \
+                        ((extract(epoch FROM at) * 1000000)::int8)::text, active::text, note \
+                 FROM {table} ORDER BY id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            vec![
+                r.get(0),
+                r.get(1),
+                pg_text(r.get(2)),
+                r.get::<_, Option<f64>>(3)
+                    .map_or_else(|| "NULL".into(), |f| f.to_string()),
+                pg_text(r.get(4)),
+                r.get(5),
+                pg_text(r.get(6)),
+            ]
+        })
+        .collect()
+}
+
+/// Runs `sql` (which ends in `RETURNING id`) and records one `op` change per returned row.
+async fn change(
+    tx: &tokio_postgres::Transaction<'_>,
+    changes: &mut Vec<(String, i32)>,
+    op: &str,
+    sql: &str,
+) {
+    let rows = tx
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert!(!rows.is_empty(), "{sql} changed nothing");
+    changes.extend(rows.iter().map(|r| (op.to_owned(), r.get::<_, i32>(0))));
+}
+
+/// The five phases of work, each a list of transactions, each a list of `(op, SQL)`; `{t}` stands
+/// for the table.
+fn phases() -> Vec<Vec<Vec<(&'static str, &'static str)>>> {
+    vec![
+        // 1: one multi-row insert.
+        vec![vec![(
+            "c",
+            "INSERT INTO {t} (id, name, amount, score, at, active, note) VALUES \
+             (1, 'one', 10.50, 1.5, '2026-01-01 10:00:00+00', true, 'first'), \
+             (2, 'two', -0.01, -2.25, '2026-01-02 11:30:00.5+02', false, NULL), \
+             (3, 'three', 12345678.99, 0.1, '1999-12-31 23:59:59.999999+00', true, 'x'), \
+             (4, 'four', 0.00, 1e100, '2026-06-30 00:00:00+05:30', false, 'note 4'), \
+             (5, 'five', 5.05, -0.0, '1970-01-01 00:00:00+00', true, NULL), \
+             (6, 'six', NULL, NULL, NULL, true, 'nulls'), \
+             (7, 'sieben ✓', 7.77, 3.141592653589793, '2030-03-03 03:03:03.03+00', false, ''), \
+             (8, 'eight', 8.00, 8, '2026-08-08 08:08:08+00', true, 'eight') \
+             RETURNING id",
+        )]],
+        // 2: single-statement transactions: updates of some columns, a delete.
+        vec![
+            vec![("u", "UPDATE {t} SET name = 'TWO' WHERE id = 2 RETURNING id")],
+            vec![(
+                "u",
+                "UPDATE {t} SET amount = amount * 2, at = at + interval '1 day' WHERE id = 3 \
+                 RETURNING id",
+            )],
+            vec![("u", "UPDATE {t} SET note = NULL WHERE id = 4 RETURNING id")],
+            vec![("d", "DELETE FROM {t} WHERE id = 5 RETURNING id")],
+        ],
+        // 3: one transaction of mixed work, touching a key twice.
+        vec![vec![
+            (
+                "c",
+                "INSERT INTO {t} VALUES (9, 'nine', 9.99, 9.5, now(), false, 'new') RETURNING id",
+            ),
+            (
+                "c",
+                "INSERT INTO {t} VALUES (10, 'ten', 1.00, 10, NULL, true, NULL) RETURNING id",
+            ),
+            (
+                "u",
+                "UPDATE {t} SET score = score + 1, at = '2026-01-01 10:00:00.000001+00' \
+                 WHERE id = 1 RETURNING id",
+            ),
+            ("d", "DELETE FROM {t} WHERE id = 2 RETURNING id"),
+            (
+                "u",
+                "UPDATE {t} SET note = 'changed in the same tx' WHERE id = 9 RETURNING id",
+            ),
+        ]],
+        // 4: re-insert of a deleted key, a multi-row update, a delete.
+        vec![
+            vec![(
+                "c",
+                "INSERT INTO {t} VALUES (5, 'five again', 55.55, 5.5, '2026-05-05 05:05:05+00', \
+                 false, 'reborn') RETURNING id",
+            )],
+            vec![(
+                "u",
+                "UPDATE {t} SET active = NOT active WHERE id % 2 = 0 RETURNING id",
+            )],
+            vec![("d", "DELETE FROM {t} WHERE id = 10 RETURNING id")],
+        ],
+        // 5: a bit of everything in two transactions.
+        vec![
+            vec![
+                (
+                    "u",
+                    "UPDATE {t} SET name = 'five, third life', amount = NULL WHERE id = 5 RETURNING id",
+                ),
+                ("d", "DELETE FROM {t} WHERE id = 9 RETURNING id"),
+            ],
+            vec![
+                (
+                    "c",
+                    "INSERT INTO {t} (id, name, active) VALUES (11, 'eleven', false) RETURNING id",
+                ),
+                (
+                    "u",
+                    "UPDATE {t} SET amount = amount + 0.01, note = E'unicode \\u00e9 \\U0001F980' \
+                     WHERE id = 3 RETURNING id",
+                ),
+            ],
+        ],
+    ]
+}
+
+/// Counts per op of a list of `(op, key)` changes, and the sorted changes themselves.
+fn summarize(changes: &[(String, i32)]) -> (BTreeMap<String, usize>, Vec<(String, i32)>) {
+    let mut counts = BTreeMap::new();
+    for (op, _) in changes {
+        *counts.entry(op.clone()).or_default() += 1;
+    }
+    let mut sorted = changes.to_vec();
+    sorted.sort();
+    (counts, sorted)
+}
+
+/// Compares strata's rows with PostgreSQL's, naming the first key and column that differ.
+fn assert_same_rows(what: &str, names: &[String], pg: &[Vec<String>], strata: &[Vec<String>]) {
+    let by_key = |rows: &[Vec<String>]| -> BTreeMap<i64, Vec<String>> {
+        rows.iter()
+            .map(|r| (r[0].parse::<i64>().unwrap(), r.clone()))
+            .collect()
+    };
+    let (pg_map, strata_map) = (by_key(pg), by_key(strata));
+    for (id, want) in &pg_map {
+        let Some(got) = strata_map.get(id) else {
+            panic!("{what}: key {id} is missing; PostgreSQL has {want:?}");
+        };
+        for (i, (w, g)) in want.iter().zip(got).enumerate() {
+            assert_eq!(
+                g,
+                w,
+                "{what}: key {id}, column {}: strata has {g:?}, PostgreSQL {w:?}\n  \
+                 strata:     {got:?}\n  PostgreSQL: {want:?}",
+                names.get(i).map_or("?", String::as_str)
+            );
+        }
+    }
+    for (id, got) in &strata_map {
+        assert!(
+            pg_map.contains_key(id),
+            "{what}: key {id} should not be there; strata has {got:?}"
+        );
+    }
+    assert_eq!(
+        strata.len(),
+        pg.len(),
+        "{what}: {} rows, PostgreSQL has {} (a key twice?)",
+        strata.len(),
+        pg.len()
+    );
+}
+
+/// Polls `count(*)` of `changes(<table>, <from>, <until>)` until it is `want`; fails after
+/// [`CATCH_UP`] or as soon as there are more.
+async fn wait_for_changes(
+    strata: &StrataContext,
+    table: &str,
+    range: (&str, &str),
+    want: usize,
+    compactor: &Strata,
+) {
+    let sql = format!(
+        "SELECT count(*) FROM changes('{table}', {}, {})",
+        range.0, range.1
+    );
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        // Before the first commit the table is unknown: keep waiting.
+        let seen = match strata.refresh().await {
+            Ok(()) => match strata.query(&sql).await {
+                Ok(batches) => Some(rows_of(&batches).1[0][0].parse::<usize>().unwrap()),
+                Err(e) => {
+                    last = Some(e.to_string());
+                    None
+                }
+            },
+            Err(e) => {
+                last = Some(e.to_string());
+                None
+            }
+        };
+        if let Some(n) = seen {
+            assert!(
+                n <= want,
+                "{n} changes in the catalog, but only {want} were committed to PostgreSQL"
+            );
+            if n == want {
+                return;
+            }
+            last = Some(format!("{n} of {want} changes"));
+        }
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "the compactor did not catch up within {CATCH_UP:?}: {}\ncompactor log:\n{}",
+            last.unwrap_or_default(),
+            compactor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_equals_postgres_at_five_instants() {
+    let started = Instant::now();
+    let pipeline = Pipeline::new("hist");
+    let table = pipeline.capture.table("t");
+    let mut client = pg_connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, name text NOT NULL, amount numeric(14, 2), \
+             score float8, at timestamptz, active boolean NOT NULL, note text)"
+        ))
+        .await
+        .unwrap();
+    let _capture = pipeline.start_capture(&["t"]).await;
+    let compactor = pipeline.start_compactor(&["t"]).await;
+
+    let (t0, _) = pg_now(&client).await;
+    let mut instants = vec![t0];
+    let mut states = Vec::new();
+    let mut committed = Vec::new();
+    for phase in phases() {
+        let mut changes = Vec::new();
+        for statements in phase {
+            let tx = client.transaction().await.unwrap();
+            for (op, sql) in statements {
+                change(&tx, &mut changes, op, &sql.replace("{t}", &table)).await;
+            }
+            tx.commit().await.unwrap();
+        }
+        let (t, _) = pg_now(&client).await;
+        instants.push(t);
+        states.push(pg_rows(&client, &table).await);
+        committed.push(changes);
+    }
+
+    let (store, catalog) = pipeline.open().await;
+    let strata = StrataContext::new(catalog, store).unwrap();
+    let name = format!("public.{table}");
+    let total: usize = committed.iter().map(Vec::len).sum();
+    let range = (
+        format!("TIMESTAMP '{}'", instants[0]),
+        format!("TIMESTAMP '{}'", instants[5]),
+    );
+    wait_for_changes(&strata, &name, (&range.0, &range.1), total, &compactor).await;
+    let caught_up = started.elapsed();
+
+    for i in 1..=5 {
+        let (t_prev, t) = (&instants[i - 1], &instants[i]);
+        let what = format!("as_of at instant {i} ({t})");
+        let (names, rows) = query(
+            &strata,
+            &format!("SELECT {COLUMNS} FROM as_of('{name}', TIMESTAMP '{t}') ORDER BY id"),
+        )
+        .await;
+        assert_same_rows(&what, &names, &states[i - 1], &rows);
+
+        let (_, rows) = query(
+            &strata,
+            &format!(
+                "SELECT _op, id FROM changes('{name}', TIMESTAMP '{t_prev}', TIMESTAMP '{t}')"
+            ),
+        )
+        .await;
+        let got: Vec<(String, i32)> = rows
+            .iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect();
+        let (got_counts, got_sorted) = summarize(&got);
+        let (want_counts, want_sorted) = summarize(&committed[i - 1]);
+        assert_eq!(
+            got_counts, want_counts,
+            "changes in phase {i} ({t_prev} .. {t}): counts per op differ\n  strata:     \
+             {got_sorted:?}\n  PostgreSQL: {want_sorted:?}"
+        );
+        assert_eq!(
+            got_sorted, want_sorted,
+            "changes in phase {i} ({t_prev} .. {t}): keys differ"
+        );
+    }
+
+    let (names, rows) = query(
+        &strata,
+        &format!("SELECT {COLUMNS} FROM {name} ORDER BY id"),
+    )
+    .await;
+    assert_same_rows(
+        "current state",
+        &names,
+        &pg_rows(&client, &table).await,
+        &rows,
+    );
+    eprintln!(
+        "as_of_equals_postgres_at_five_instants: {total} changes in 5 phases, caught up after \
+         {caught_up:?}, done after {:?}",
+        started.elapsed()
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// killed compactor
+// ------------------------------------------------------------------------------------------------
+
+/// A small deterministic pseudo-random sequence (xorshift64).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Keys the load writes: `1..=KEYS`.
+const KEYS: u64 = 500;
+
+/// A committed change as the load made it: op, key, and the `v` it wrote (`None` for a delete,
+/// whose image carries the key only).
+type LoadChange = (&'static str, i32, Option<i64>);
+
+/// Writes small transactions (1–3 changes over [`KEYS`] keys; every insert or update writes a
+/// fresh `v`) until `stop`, and returns every change that committed.
+async fn load(table: String, stop: Arc<AtomicBool>) -> Vec<LoadChange> {
+    let mut client = pg_connect().await;
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO {table} (id, v, note) VALUES ($1, $2, $3)"
+        ))
+        .await
+        .unwrap();
+    let update = client
+        .prepare(&format!("UPDATE {table} SET v = $2 WHERE id = $1"))
+        .await
+        .unwrap();
+    let delete = client
+        .prepare(&format!("DELETE FROM {table} WHERE id = $1"))
+        .await
+        .unwrap();
+    let mut rng = Rng(0x5EED_0F41_570A_7E00);
+    let mut live: HashSet<i32> = HashSet::new();
+    let mut log = Vec::new();
+    let mut v: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let tx = client.transaction().await.unwrap();
+        let mut pending = Vec::new();
+        for _ in 0..=rng.below(3) {
+            let id = rng.below(KEYS) as i32 + 1;
+            v += 1;
+            if live.contains(&id) {
+                if rng.below(4) == 0 {
+                    assert_eq!(tx.execute(&delete, &[&id]).await.unwrap(), 1);
+                    live.remove(&id);
+                    pending.push(("d", id, None));
+                } else {
+                    assert_eq!(tx.execute(&update, &[&id, &v]).await.unwrap(), 1);
+                    pending.push(("u", id, Some(v)));
+                }
+            } else {
+                let note = format!("row {id} written as {v}");
+                tx.execute(&insert, &[&id, &v, &note]).await.unwrap();
+                live.insert(id);
+                pending.push(("c", id, Some(v)));
+            }
+        }
+        tx.commit().await.unwrap();
+        log.extend(pending);
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    log
+}
+
+/// Every `_event_id` in the raw segments the catalog lists for `table`, with how many times it
+/// occurs, and the number of segments.
+async fn segment_event_ids(
+    store: &Arc<dyn ObjectStore>,
+    catalog: &Catalog,
+    table: &TableId,
+) -> (HashMap<Vec<u8>, usize>, usize) {
+    let state = catalog.state();
+    let segments = state.segments(table);
+    let mut ids: HashMap<Vec<u8>, usize> = HashMap::new();
+    for entry in segments {
+        let path = Path::from(entry.segment.path.as_str());
+        let bytes = store
+            .get(&path)
+            .await
+            .unwrap_or_else(|e| panic!("segment {path} listed by the catalog: {e}"))
+            .bytes()
+            .await
+            .unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap_or_else(|e| panic!("segment {path} is not Parquet: {e}"))
+            .build()
+            .unwrap();
+        let mut rows = 0;
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch
+                .column_by_name("_event_id")
+                .unwrap_or_else(|| panic!("segment {path} has no _event_id"));
+            let column = column.as_fixed_size_binary();
+            for i in 0..column.len() {
+                *ids.entry(column.value(i).to_vec()).or_default() += 1;
+            }
+            rows += batch.num_rows();
+        }
+        assert_eq!(
+            rows as u64, entry.segment.rows,
+            "segment {path}: {rows} rows, the catalog says {}",
+            entry.segment.rows
+        );
+    }
+    (ids, segments.len())
+}
+
+/// Parquet files under the table's `changes/` directory that no committed segment names: what
+/// killed compactors wrote but never committed.
+fn orphan_files(storage: &std::path::Path, table: &TableId, catalog: &Catalog) -> usize {
+    let dir = storage
+        .join(&table.source)
+        .join(&table.namespace)
+        .join(&table.table)
+        .join("changes");
+    let state = catalog.state();
+    let listed: BTreeSet<String> = state
+        .segments(table)
+        .iter()
+        .map(|e| e.segment.path.clone())
+        .collect();
+    std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    let path = format!(
+                        "{}/{}/{}/changes/{}",
+                        table.source,
+                        table.namespace,
+                        table.table,
+                        e.file_name().to_string_lossy()
+                    );
+                    !listed.contains(&path)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_compactor_loses_and_doubles_nothing() {
+    let started = Instant::now();
+    let pipeline = Pipeline::new("hkill");
+    let table = pipeline.capture.table("t");
+    let client = pg_connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, v int8 NOT NULL, note text NOT NULL)"
+        ))
+        .await
+        .unwrap();
+    let _capture = pipeline.start_capture(&["t"]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(load(table.clone(), Arc::clone(&stop)));
+
+    let mut rng = Rng(0xC0FF_EE00_D15E_A5E5);
+    let mut compactor = pipeline.start_compactor(&["t"]).await;
+    let restarts = 10;
+    // Per killed run: how long it ran, and how many catalog commits it logged.
+    let mut runs: Vec<(Duration, usize)> = Vec::new();
+    for _ in 0..restarts {
+        let run = Duration::from_millis(500 + rng.below(2500));
+        tokio::time::sleep(run).await;
+        compactor.kill9();
+        runs.push((run, compactor.log().matches(" committed").count()));
+        compactor = pipeline.start_compactor(&["t"]).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let log = writer.await.unwrap();
+    let load_done = started.elapsed();
+
+    let (store, catalog) = pipeline.open().await;
+    let strata = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
+    let name = format!("public.{table}");
+    let all = ("0", "TIMESTAMP '2100-01-01 00:00:00'");
+    wait_for_changes(&strata, &name, all, log.len(), &compactor).await;
+    // One more flush interval: nothing more may arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_changes(&strata, &name, all, log.len(), &compactor).await;
+    let caught_up = started.elapsed();
+
+    // (a) Storage level: each change is one row of one committed segment.
+    catalog.refresh().await.unwrap();
+    let table_id = pipeline.table_id(&catalog, "t");
+    let (ids, segments) = segment_event_ids(&store, &catalog, &table_id).await;
+    let doubled: Vec<_> = ids.values().filter(|&&n| n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "{} change events are in more than one segment row ({} distinct events)",
+        doubled.len(),
+        ids.len()
+    );
+    let stored: usize = ids.values().sum();
+    assert_eq!(
+        stored,
+        log.len(),
+        "the committed segments hold {stored} change rows, PostgreSQL committed {} changes",
+        log.len()
+    );
+
+    // (b) Query level: the very changes the load committed, each once.
+    let (_, rows) = query(
+        &strata,
+        &format!(
+            "SELECT _op, id, v FROM changes('{name}', {}, {}) ORDER BY _commit_pos, _seq",
+            all.0, all.1
+        ),
+    )
+    .await;
+    let count = |changes: Vec<(String, i32, String)>| {
+        let mut counts: BTreeMap<(String, i32, String), usize> = BTreeMap::new();
+        for c in changes {
+            *counts.entry(c).or_default() += 1;
+        }
+        counts
+    };
+    let got = count(
+        rows.into_iter()
+            .map(|r| {
+                let v = if r[0] == "d" {
+                    "NULL".into()
+                } else {
+                    r[2].clone()
+                };
+                (r[0].clone(), r[1].parse().unwrap(), v)
+            })
+            .collect(),
+    );
+    let want = count(
+        log.iter()
+            .map(|&(op, id, v)| (op.to_owned(), id, pg_text(v.map(|v| v.to_string()))))
+            .collect(),
+    );
+    let lost: Vec<_> = want
+        .iter()
+        .filter(|(c, n)| got.get(*c).copied().unwrap_or(0) < **n)
+        .take(10)
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(c, n)| want.get(*c).copied().unwrap_or(0) < **n)
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "changes differ from what PostgreSQL committed: lost (op, key, v) {lost:?}, \
+         doubled or unknown {extra:?}"
+    );
+
+    // (c) State: as of now and the current-state table equal PostgreSQL.
+    let pg: Vec<Vec<String>> = client
+        .query(
+            &format!("SELECT id::text, v::text, note FROM {table} ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| vec![r.get(0), r.get(1), r.get(2)])
+        .collect();
+    let (now, _) = pg_now(&client).await;
+    let (names, rows) = query(
+        &strata,
+        &format!("SELECT id, v, note FROM as_of('{name}', TIMESTAMP '{now}') ORDER BY id"),
+    )
+    .await;
+    assert_same_rows(&format!("as_of({now})"), &names, &pg, &rows);
+    let (names, rows) = query(
+        &strata,
+        &format!("SELECT id, v, note FROM {name} ORDER BY id"),
+    )
+    .await;
+    assert_same_rows("current state", &names, &pg, &rows);
+
+    eprintln!(
+        "killed runs (ran, commits): {:?}",
+        runs.iter()
+            .map(|(ran, commits)| (format!("{:.1}s", ran.as_secs_f64()), *commits))
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "killed_compactor_loses_and_doubles_nothing ({table_id}): {restarts} restarts, {} changes ({} c, {} u, \
+         {} d), {segments} segments in {} catalog versions, {} orphan files; load stopped after \
+         {load_done:?}, caught up after {caught_up:?}, done after {:?}",
+        log.len(),
+        log.iter().filter(|c| c.0 == "c").count(),
+        log.iter().filter(|c| c.0 == "u").count(),
+        log.iter().filter(|c| c.0 == "d").count(),
+        catalog.version().get(),
+        orphan_files(pipeline.storage.path(), &table_id, &catalog),
+        started.elapsed()
+    );
+}
