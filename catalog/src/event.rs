@@ -25,6 +25,11 @@
 //! | `tx_id`          | `source.txId`                                                         |
 //! | `origin`         | `source.node` when present (multi-node sources); `None` for PostgreSQL |
 //!
+//! A column of Debezium's `io.debezium.data.VariableScaleDecimal` (unconstrained `numeric` in
+//! the default `decimal.handling.mode=precise`: `{"scale": 2, "value": "<base64 of the unscaled
+//! two's-complement integer>"}`) is turned into a `string` column holding the exact decimal
+//! text (`"-1.50"`), which is how strata's capture sends numerics.
+//!
 //! Without a commit LSN the change's own LSN is the best available commit position. Per
 //! key that order is still right: a second transaction can only change a row after the
 //! first one that changed it committed, so its change LSN is past the first's commit.
@@ -501,6 +506,18 @@ pub fn decode_debezium(
             column_type,
         });
     }
+    // Debezium's variable-scale decimals become decimal text (see the module doc).
+    let variable_scale: Vec<String> = columns
+        .iter_mut()
+        .filter(|c| {
+            c.column_type.connect == ConnectType::Struct
+                && c.column_type.semantic.as_deref() == Some(VARIABLE_SCALE_DECIMAL)
+        })
+        .map(|c| {
+            c.column_type = ColumnType::named(ConnectType::String, VARIABLE_SCALE_DECIMAL);
+            c.name.clone()
+        })
+        .collect();
     let table_schema = TableSchema {
         table: table.clone(),
         columns,
@@ -522,6 +539,15 @@ pub fn decode_debezium(
     };
     let mut before = image("before")?;
     let mut after = image("after")?;
+    for row in [&mut before, &mut after].into_iter().flatten() {
+        for name in &variable_scale {
+            if let Some(value) = row.get(name).filter(|v| !v.is_null()) {
+                let text = variable_scale_decimal(value)
+                    .map_err(|r| err(format!("column {name}: {r}")))?;
+                row.insert(name.clone(), Value::String(text));
+            }
+        }
+    }
     for (row, record) in [(&mut after, true), (&mut before, false)] {
         let Some(row) = row else { continue };
         for column in &table_schema.columns {
@@ -692,6 +718,79 @@ fn ordered_row(map: &Map<String, Value>, schema: &TableSchema) -> Row {
         }
     }
     row
+}
+
+/// The semantic name of Debezium's unconstrained-numeric struct.
+const VARIABLE_SCALE_DECIMAL: &str = "io.debezium.data.VariableScaleDecimal";
+
+/// The decimal text of a `VariableScaleDecimal` value: `{"scale": s, "value": base64}`, where
+/// the bytes are a big-endian two's-complement unscaled integer (Java's `BigInteger`), of any
+/// length. `{"scale": 2, "value": "/6w="}` (-84) is `"-0.84"`.
+fn variable_scale_decimal(value: &Value) -> Result<String, String> {
+    use base64::Engine as _;
+    let scale = value
+        .get("scale")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| format!("VariableScaleDecimal without an integer scale: {value}"))?;
+    let encoded = value
+        .get("value")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("VariableScaleDecimal without a base64 value: {value}"))?;
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("VariableScaleDecimal value {encoded:?} is not base64: {e}"))?;
+    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    if negative {
+        // The magnitude: invert and add one.
+        for b in bytes.iter_mut() {
+            *b = !*b;
+        }
+        for b in bytes.iter_mut().rev() {
+            let (sum, carry) = b.overflowing_add(1);
+            *b = sum;
+            if !carry {
+                break;
+            }
+        }
+    }
+    // Base 256 -> base 10, least significant digit first.
+    let mut digits: Vec<u8> = Vec::new();
+    let mut magnitude: Vec<u8> = bytes.into_iter().skip_while(|b| *b == 0).collect();
+    while !magnitude.is_empty() {
+        let mut remainder = 0u32;
+        for b in magnitude.iter_mut() {
+            let current = (remainder << 8) | u32::from(*b);
+            *b = (current / 10) as u8;
+            remainder = current % 10;
+        }
+        digits.push(remainder as u8);
+        let zeros = magnitude.iter().take_while(|b| **b == 0).count();
+        magnitude.drain(..zeros);
+    }
+    if digits.is_empty() {
+        digits.push(0);
+    }
+    let mut text: String = digits.iter().rev().map(|d| char::from(b'0' + d)).collect();
+    // PostgreSQL's numeric scale is at most 16383 (and not below -1000); refuse what no
+    // numeric can have rather than allocate for it.
+    let shift = usize::try_from(scale.unsigned_abs())
+        .ok()
+        .filter(|s| *s <= 16_383)
+        .ok_or_else(|| format!("VariableScaleDecimal scale {scale} is out of range"))?;
+    if scale < 0 {
+        text.extend(std::iter::repeat_n('0', shift));
+    } else if scale > 0 {
+        let scale = shift;
+        if text.len() <= scale {
+            let pad = scale + 1 - text.len();
+            text.insert_str(0, &"0".repeat(pad));
+        }
+        text.insert(text.len() - scale, '.');
+    }
+    if negative {
+        text.insert(0, '-');
+    }
+    Ok(text)
 }
 
 /// True for Debezium's "value not sent" placeholder in a column of this type.

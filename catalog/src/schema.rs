@@ -26,7 +26,7 @@
 //! | Connect type (semantic name)                                  | Arrow                   |
 //! |---------------------------------------------------------------|-------------------------|
 //! | `int8` / `int16` / `int32` / `int64`                          | `Int8` … `Int64`        |
-//! | `float32` / `float64` (`"NaN"`, `"Infinity"` strings accepted) | `Float32` / `Float64`   |
+//! | `float32` / `float64`, as JSON `float` / `double` (`"NaN"`, `"Infinity"` strings accepted) | `Float32` / `Float64` |
 //! | `boolean`                                                     | `Boolean`               |
 //! | `string` (also `io.debezium.data.Uuid`, `…Json`, `…Enum`, numeric as text) | `Utf8`     |
 //! | `bytes` (base64 in JSON)                                      | `Binary`                |
@@ -39,7 +39,11 @@
 //! | `int64` `io.debezium.time.MicroTime`                          | `Time64(µs)`            |
 //! | `int32` `io.debezium.time.Time` (ms) / `int64` `…NanoTime` (ns) | `Time64(µs)`          |
 //! | `array` of T                                                  | `List<T>`               |
-//! | `struct`, `map` (e.g. `io.debezium.data.VariableScaleDecimal`) | `Utf8` holding the JSON |
+//! | `struct`, `map`                                               | `Utf8` holding the JSON |
+//!
+//! `io.debezium.data.VariableScaleDecimal` (Debezium's unconstrained `numeric`, a struct of
+//! `scale` and base64 `value`) never reaches this table: the decoder turns it into a `string`
+//! column holding the exact decimal text (`"-1.50"`), as strata's capture writes numerics.
 //!
 //! A semantic name not listed falls back to its Connect type's row. A value that does not
 //! fit its column's type is a [`SchemaError::BadValue`] naming the column.
@@ -149,15 +153,17 @@ pub enum ConnectType {
 }
 
 impl ConnectType {
-    /// The type of a Connect type name.
+    /// The type of a Connect type name. Kafka Connect's JsonConverter writes the float types
+    /// as `float` and `double` (its `JsonSchema` names); `float32` / `float64` (the `Schema.Type`
+    /// names) are accepted too.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "int8" => Self::Int8,
             "int16" => Self::Int16,
             "int32" => Self::Int32,
             "int64" => Self::Int64,
-            "float32" => Self::Float32,
-            "float64" => Self::Float64,
+            "float" | "float32" => Self::Float32,
+            "double" | "float64" => Self::Float64,
             "boolean" => Self::Boolean,
             "string" => Self::String,
             "bytes" => Self::Bytes,

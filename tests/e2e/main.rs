@@ -7,6 +7,7 @@
 
 mod cli;
 mod compose;
+mod debezium;
 mod history;
 mod pg_capture;
 mod services;

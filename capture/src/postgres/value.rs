@@ -17,7 +17,7 @@
 //! |---|---|---|---|---|
 //! | bool | `Bool` | boolean | | `true` |
 //! | int2, int4, int8 | `Int2`, `Int4`, `Int8` | int16, int32, int64 | | `42` |
-//! | float4, float8 | `Float4`, `Float8` | float32, float64 | | `1.5`; `"NaN"`, `"Infinity"`, `"-Infinity"` |
+//! | float4, float8 | `Float4`, `Float8` | float32, float64 (JSON schema: `float`, `double`) | | `1.5`; `"NaN"`, `"Infinity"`, `"-Infinity"` |
 //! | numeric | `Numeric` (exact text) | string | | `"12.50"`, `"NaN"` |
 //! | text, varchar, bpchar, name | `Text` | string | | `"abc"` |
 //! | bytea | `Bytea` | bytes | | base64 `"AQI="` |
@@ -460,9 +460,9 @@ pub enum ConnectType {
     Int32,
     /// `int64`
     Int64,
-    /// `float32`
+    /// `float32` (`float` in a JSON schema)
     Float32,
-    /// `float64`
+    /// `float64` (`double` in a JSON schema)
     Float64,
     /// `string`
     String,
@@ -480,8 +480,10 @@ impl ConnectType {
             ConnectType::Int16 => "int16",
             ConnectType::Int32 => "int32",
             ConnectType::Int64 => "int64",
-            ConnectType::Float32 => "float32",
-            ConnectType::Float64 => "float64",
+            // Kafka Connect's JsonConverter names FLOAT32/FLOAT64 `float`/`double` in a JSON
+            // schema and refuses `float32`/`float64` ("Unknown schema type").
+            ConnectType::Float32 => "float",
+            ConnectType::Float64 => "double",
             ConnectType::String => "string",
             ConnectType::Bytes => "bytes",
             ConnectType::Array => "array",
@@ -1715,8 +1717,8 @@ mod tests {
         assert_eq!(schema(21), json!({"type": "int16", "optional": true}));
         assert_eq!(schema(23), json!({"type": "int32", "optional": true}));
         assert_eq!(schema(20), json!({"type": "int64", "optional": true}));
-        assert_eq!(schema(700), json!({"type": "float32", "optional": true}));
-        assert_eq!(schema(701), json!({"type": "float64", "optional": true}));
+        assert_eq!(schema(700), json!({"type": "float", "optional": true}));
+        assert_eq!(schema(701), json!({"type": "double", "optional": true}));
         assert_eq!(schema(1700), json!({"type": "string", "optional": true}));
         assert_eq!(schema(17), json!({"type": "bytes", "optional": true}));
         for (oid, connect_type, name) in [

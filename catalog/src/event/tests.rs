@@ -80,8 +80,13 @@ fn strata_value(op: &str, before: Value, after: Value, unchanged: Value) -> Vec<
 /// A value as the Debezium PostgreSQL connector (3.x) writes it: no `commit_lsn`, no
 /// `unchanged_toast`, transaction metadata off.
 fn debezium_value(op: &str, before: Value, after: Value, lsn: u64) -> Vec<u8> {
+    debezium_value_with(row_fields(), op, before, after, lsn)
+}
+
+/// [`debezium_value`] with the given row fields.
+fn debezium_value_with(fields: Value, op: &str, before: Value, after: Value, lsn: u64) -> Vec<u8> {
     let row = |field: &str| {
-        json!({"type": "struct", "fields": row_fields(), "optional": true,
+        json!({"type": "struct", "fields": fields, "optional": true,
                "name": "dbserver1.public.orders.Value", "field": field})
     };
     json!({
@@ -226,6 +231,99 @@ fn decodes_debezium_connector_events() {
         event(decode_debezium(Some(&key_doc(1)), &value, "dbserver1.public.orders").unwrap()).event;
     assert_eq!(e.op, Operation::Delete);
     assert_eq!(e.image().unwrap().get("id"), Some(&json!(1)));
+}
+
+/// Row fields as the Debezium PostgreSQL connector 3.7 (default settings, JsonConverter)
+/// declares `score double precision`, `f4 real`, `amount numeric(12,2)` and `ratio numeric`
+/// (copied from a record of tests/e2e/debezium.rs).
+fn debezium_numeric_fields() -> Value {
+    json!([
+        {"type": "int32", "optional": false, "field": "id"},
+        {"type": "double", "optional": true, "field": "score"},
+        {"type": "float", "optional": true, "field": "f4"},
+        {"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+         "version": 1, "parameters": {"scale": "2", "connect.decimal.precision": "12"},
+         "field": "amount"},
+        {"type": "struct", "fields": [
+            {"type": "int32", "optional": false, "field": "scale"},
+            {"type": "bytes", "optional": false, "field": "value"}],
+         "optional": true, "name": "io.debezium.data.VariableScaleDecimal", "version": 1,
+         "doc": "Variable scaled decimal", "field": "ratio"}
+    ])
+}
+
+#[test]
+fn debezium_doubles_and_decimals_decode_and_fit_their_arrow_types() {
+    let after = json!({"id": 7, "score": 7.7, "f4": 0.5, "amount": "Awk=",
+                       "ratio": {"scale": 1, "value": "TQ=="}});
+    let value = debezium_value_with(debezium_numeric_fields(), "c", Value::Null, after, 100);
+    let decoded = event(decode_debezium(Some(&key_doc(7)), &value, TOPIC).unwrap());
+    let column = |name: &str| decoded.schema.column(name).unwrap().column_type.clone();
+    assert_eq!(column("score"), ColumnType::plain(ConnectType::Float64));
+    assert_eq!(column("f4"), ColumnType::plain(ConnectType::Float32));
+    assert_eq!(column("amount").connect, ConnectType::Bytes);
+    // The variable-scale struct is a decimal string column now.
+    assert_eq!(
+        column("ratio"),
+        ColumnType::named(ConnectType::String, "io.debezium.data.VariableScaleDecimal")
+    );
+    let after = decoded.event.after.clone().unwrap();
+    assert_eq!(after.get("ratio"), Some(&json!("7.7")));
+    assert_eq!(after.get("amount"), Some(&json!("Awk=")));
+    // And the segment accepts the event: amount is Decimal128(38, 2) = 7.77.
+    decoded.schema.segment_schema().unwrap();
+    decoded.schema.check_event(&decoded.event).unwrap();
+
+    // NULL stays NULL.
+    let after = json!({"id": 8, "score": null, "f4": null, "amount": null, "ratio": null});
+    let value = debezium_value_with(debezium_numeric_fields(), "c", Value::Null, after, 101);
+    let e = event(decode_debezium(Some(&key_doc(8)), &value, TOPIC).unwrap()).event;
+    assert_eq!(e.after.unwrap().get("ratio"), Some(&Value::Null));
+
+    // A malformed struct is an error naming the column, not a panic.
+    let after = json!({"id": 9, "score": 1.0, "f4": 1.0, "amount": "AA==",
+                       "ratio": {"scale": 1, "value": "not base64!"}});
+    let value = debezium_value_with(debezium_numeric_fields(), "c", Value::Null, after, 102);
+    let err = decode_debezium(Some(&key_doc(9)), &value, TOPIC).unwrap_err();
+    assert!(err.reason.contains("column ratio"), "{err}");
+}
+
+#[test]
+fn variable_scale_decimals_are_exact_text() {
+    use base64::Engine as _;
+    let vsd = |scale: i64, bytes: &[u8]| {
+        let value = base64::engine::general_purpose::STANDARD.encode(bytes);
+        variable_scale_decimal(&json!({"scale": scale, "value": value})).unwrap()
+    };
+    assert_eq!(vsd(1, &[0x4d]), "7.7");
+    assert_eq!(vsd(2, &[0xff, 0x6a]), "-1.50");
+    assert_eq!(vsd(2, &[0xff]), "-0.01");
+    assert_eq!(vsd(6, &[0x01]), "0.000001");
+    assert_eq!(vsd(0, &[]), "0");
+    assert_eq!(vsd(0, &[0x00]), "0");
+    assert_eq!(vsd(3, &[0x00]), "0.000");
+    assert_eq!(vsd(0, &[0x80]), "-128");
+    assert_eq!(vsd(0, &[0x00, 0x80]), "128");
+    assert_eq!(vsd(-2, &[0x05]), "500");
+    // 123456789012345678901234567890123 (> i128 is not needed: any length works).
+    let big: Vec<u8> = {
+        let mut n = 123_456_789_012_345_678_901_234_567_890_123_u128
+            .to_be_bytes()
+            .to_vec();
+        while n.len() > 1 && n[0] == 0 && n[1] & 0x80 == 0 {
+            n.remove(0);
+        }
+        n
+    };
+    assert_eq!(vsd(3, &big), "123456789012345678901234567890.123");
+    let twenty_bytes = [0x7f; 20];
+    assert_eq!(
+        vsd(0, &twenty_bytes),
+        "727885129180488904360266563744972327436484050815"
+    );
+    assert!(variable_scale_decimal(&json!({"scale": 1})).is_err());
+    assert!(variable_scale_decimal(&json!({"scale": 99999999, "value": "AQ=="})).is_err());
+    assert!(variable_scale_decimal(&json!({"scale": i64::MIN, "value": "AQ=="})).is_err());
 }
 
 #[test]
