@@ -99,6 +99,11 @@ impl Compactor {
         if client.get("topic.metadata.refresh.interval.ms").is_none() {
             client.set("topic.metadata.refresh.interval.ms", "10000");
         }
+        // A compactor that died holds its partitions until its session expires (librdkafka's
+        // default: 45 s); a restarted one waits that long. 10 s unless configured.
+        if client.get("session.timeout.ms").is_none() {
+            client.set("session.timeout.ms", "10000");
+        }
         let context = RebalanceContext {
             catalog: Arc::clone(&self.catalog),
             group: self.config.group_id.clone(),

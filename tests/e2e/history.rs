@@ -23,6 +23,7 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use strata_catalog::{Catalog, CatalogConfig, TableId};
 use strata_query::StrataContext;
+use strata_query::snapshot::usable_snapshot;
 
 use crate::support::{PgCapture, Strata, pg_connect, unique};
 
@@ -67,6 +68,9 @@ impl Pipeline {
                 ("STRATA_COMPACTOR__TOPICS", &topics),
                 ("STRATA_COMPACTOR__GROUP_ID", &self.group),
                 ("STRATA_COMPACTOR__FLUSH_INTERVAL", "\"500ms\""),
+                // Snapshots every second once anything changed: reads go through them.
+                ("STRATA_SNAPSHOTS__INTERVAL", "\"1s\""),
+                ("STRATA_SNAPSHOTS__MIN_CHANGES", "1"),
                 (
                     "STRATA_KAFKA__PROPERTIES__GROUP.INSTANCE.ID",
                     &self.instance,
@@ -435,11 +439,18 @@ async fn as_of_equals_postgres_at_five_instants() {
     let _capture = pipeline.start_capture(&["t"]).await;
     let compactor = pipeline.start_compactor(&["t"]).await;
 
-    let (t0, _) = pg_now(&client).await;
+    let (t0, t0_us) = pg_now(&client).await;
     let mut instants = vec![t0];
+    let mut micros = vec![t0_us];
     let mut states = Vec::new();
     let mut committed = Vec::new();
-    for phase in phases() {
+    let (store, catalog) = pipeline.open().await;
+    for (i, phase) in phases().into_iter().enumerate() {
+        if i == 2 || i == 4 {
+            // Phases 3 and 5 start after a snapshot of the table up to the phase before:
+            // the instants from 2 on are read from a snapshot plus later changes.
+            wait_for_snapshot_after(&pipeline, &catalog, micros[i - 1], &compactor).await;
+        }
         let mut changes = Vec::new();
         for statements in phase {
             let tx = client.transaction().await.unwrap();
@@ -448,14 +459,25 @@ async fn as_of_equals_postgres_at_five_instants() {
             }
             tx.commit().await.unwrap();
         }
-        let (t, _) = pg_now(&client).await;
+        let (t, t_us) = pg_now(&client).await;
         instants.push(t);
+        micros.push(t_us);
         states.push(pg_rows(&client, &table).await);
         committed.push(changes);
     }
 
-    let (store, catalog) = pipeline.open().await;
-    let strata = StrataContext::new(catalog, store).unwrap();
+    catalog.refresh().await.unwrap();
+    let id = pipeline.table_id(&catalog, "t");
+    let state = catalog.state();
+    for i in [2, 4] {
+        let snapshot = usable_snapshot(&state, &id, micros[i])
+            .unwrap_or_else(|| panic!("no usable snapshot at instant {i}"));
+        assert!(
+            snapshot.as_of_ts > micros[i - 1],
+            "instant {i} is read from the snapshot of phase {i}"
+        );
+    }
+    let strata = StrataContext::new(Arc::clone(&catalog), store).unwrap();
     let name = format!("public.{table}");
     let total: usize = committed.iter().map(Vec::len).sum();
     let range = (
@@ -515,6 +537,37 @@ async fn as_of_equals_postgres_at_five_instants() {
          {caught_up:?}, done after {:?}",
         started.elapsed()
     );
+}
+
+/// Waits until the catalog holds a snapshot of the pipeline's table `t` taken after `after_us`.
+async fn wait_for_snapshot_after(
+    pipeline: &Pipeline,
+    catalog: &Catalog,
+    after_us: i64,
+    compactor: &Strata,
+) {
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        catalog.refresh().await.unwrap();
+        let state = catalog.state();
+        let table = pipeline.capture.table("t");
+        let newest = state
+            .tables()
+            .find(|t| t.table == table)
+            .and_then(|t| state.table(t))
+            .and_then(|t| t.snapshots().last())
+            .map(|s| s.as_of_ts);
+        if newest.is_some_and(|ts| ts > after_us) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot after {after_us} within {CATCH_UP:?} (newest: {newest:?}); compactor \
+             log:\n{}",
+            compactor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
