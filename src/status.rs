@@ -1,11 +1,93 @@
-//! `strata status`: where each listener stands at its source.
+//! `strata status`: where each listener stands at its source, and what the history holds.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use strata_catalog::{Catalog, CatalogConfig, QuarantinedObject};
 
 use crate::config::{Config, redact_url};
+use crate::storage::Storage;
+
+/// Prints the PostgreSQL slot's position and lag, then the history's tables and quarantine.
+/// Returns false when something is wrong.
+pub(crate) async fn status(config: &Config) -> anyhow::Result<bool> {
+    let source = source_status(config).await?;
+    println!();
+    history_status(config).await?;
+    Ok(source)
+}
+
+/// Per table: segments, change rows, snapshots, watermark; then the quarantine list.
+async fn history_status(config: &Config) -> anyhow::Result<()> {
+    let storage = Storage::open(&config.storage)?;
+    let catalog = Catalog::open(
+        Arc::clone(&storage.store),
+        storage.root.clone(),
+        CatalogConfig::default(),
+    )
+    .await
+    .with_context(|| format!("cannot open the catalog in {}", storage.display))?;
+    let state = catalog.state();
+    println!(
+        "history         {} (catalog version {})",
+        storage.display,
+        state.version()
+    );
+    let time = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us).map_or_else(
+            || us.to_string(),
+            |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        )
+    };
+    println!(
+        "{:<40} {:>8} {:>12} {:>9}  {:<27}  watermark",
+        "table", "segments", "change rows", "snapshots", "newest snapshot"
+    );
+    for table in state.tables() {
+        let Some(t) = state.table(table) else {
+            continue;
+        };
+        let rows: u64 = t.segments().iter().map(|e| e.segment.rows).sum();
+        let newest = t
+            .snapshots()
+            .last()
+            .map_or_else(|| "-".to_owned(), |s| time(s.as_of_ts));
+        let watermark = t.watermark().map_or_else(|| "-".to_owned(), time);
+        println!(
+            "{:<40} {:>8} {:>12} {:>9}  {:<27}  {watermark}",
+            table.to_string(),
+            t.segments().len(),
+            rows,
+            t.snapshots().len(),
+            newest
+        );
+    }
+    let quarantine = state.quarantine();
+    if quarantine.is_empty() {
+        println!("quarantine      empty");
+    } else {
+        println!(
+            "quarantine      {} entries (see {}/_quarantine/), newest first:",
+            quarantine.len(),
+            storage.display
+        );
+        for entry in quarantine.iter().rev().take(20) {
+            let what = match &entry.object {
+                QuarantinedObject::Object { path } => format!("object {path}"),
+                QuarantinedObject::KafkaRecord {
+                    topic,
+                    partition,
+                    offset,
+                } => format!("record {topic}/{partition}@{offset}"),
+            };
+            println!("  {}  {what}: {}", time(entry.at_ts), entry.reason);
+        }
+    }
+    Ok(())
+}
 
 /// Prints the PostgreSQL slot's position and lag. Returns false when something is wrong.
-pub(crate) async fn status(config: &Config) -> anyhow::Result<bool> {
+async fn source_status(config: &Config) -> anyhow::Result<bool> {
     let Some(pg) = &config.source.postgres else {
         println!("no source configured");
         return Ok(true);

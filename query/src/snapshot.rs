@@ -34,7 +34,8 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
 use strata_catalog::schema::{COMMIT_TS_COLUMN, TX_ID_COLUMN, system_fields};
 use strata_catalog::{
-    Action, Catalog, CatalogState, CommitInfo, Snapshot, TableId, encode_segment,
+    Action, Catalog, CatalogState, CommitInfo, QuarantineEntry, QuarantinedObject, Snapshot,
+    TableId, encode_segment,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -474,10 +475,57 @@ impl Snapshotter {
                 Err(e) => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     warn!(%table, as_of_ts = as_of, error = %e, "snapshot failed; retrying next round");
+                    if let Error::Segment { path, reason, .. } = &e {
+                        self.quarantine_segment(&state, table, path, reason).await;
+                    }
                 }
             }
         }
         Ok(built)
+    }
+
+    /// Records an unreadable change segment in the catalog's quarantine list (once), where
+    /// `strata status` shows it. The segment stays in the table: nothing is dropped from
+    /// history, and reads that need it keep failing with an error naming it.
+    async fn quarantine_segment(
+        &self,
+        state: &CatalogState,
+        table: &TableId,
+        object: &str,
+        reason: &str,
+    ) {
+        let root = self.catalog.root();
+        let Some(relative) = state
+            .segments(table)
+            .iter()
+            .map(|e| e.segment.path.as_str())
+            .find(|p| object_path(root, p).as_ref() == object)
+        else {
+            return;
+        };
+        let known = state
+            .quarantine()
+            .iter()
+            .any(|q| matches!(&q.object, QuarantinedObject::Object { path } if path == relative));
+        if known {
+            return;
+        }
+        let entry = QuarantineEntry {
+            object: QuarantinedObject::Object {
+                path: relative.to_owned(),
+            },
+            reason: format!("change segment of {table} unreadable: {reason}"),
+            at_ts: now_micros(),
+        };
+        let info = CommitInfo::new(&self.config.writer_id, "quarantine");
+        match self
+            .catalog
+            .commit(vec![Action::Quarantine(entry)], info)
+            .await
+        {
+            Ok(_) => warn!(%table, path = relative, "change segment quarantined"),
+            Err(e) => warn!(%table, path = relative, error = %e, "could not quarantine a segment"),
+        }
     }
 
     /// Runs [`round`](Snapshotter::round) every `interval` until `cancel` fires. A failed
@@ -500,4 +548,11 @@ impl Snapshotter {
             }
         }
     }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }

@@ -532,6 +532,24 @@ async fn as_of_equals_postgres_at_five_instants() {
         &pg_rows(&client, &table).await,
         &rows,
     );
+    // `strata status` shows the table's history: every change once, the snapshots.
+    let storage = pipeline.storage.path().to_str().unwrap().to_owned();
+    let env = pipeline
+        .capture
+        .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
+    let mut status = pipeline.capture.spawn(&["status"], &env);
+    let exit = status.wait_exit(Duration::from_secs(60)).await;
+    let out = status.stdout();
+    assert!(exit.success(), "{out}\n{}", status.log());
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&id.to_string()))
+        .unwrap_or_else(|| panic!("no line for {id}:\n{out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[2], total.to_string(), "change rows: {line}");
+    assert!(words[3].parse::<usize>().unwrap() >= 2, "snapshots: {line}");
+    assert!(out.contains("quarantine      empty"), "{out}");
+
     eprintln!(
         "as_of_equals_postgres_at_five_instants: {total} changes in 5 phases, caught up after \
          {caught_up:?}, done after {:?}",

@@ -129,3 +129,93 @@ async fn a_late_segment_sets_the_snapshot_aside() {
         "tx7 keeps body and qty of the late change"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_segment_is_named_quarantined_and_other_tables_go_on() {
+    let f = fixture().await;
+    // A second table with one segment.
+    let mut other = schema();
+    other.table = TableId::new("pg-main", "public", "invoices");
+    let mut invoice = history().remove(0);
+    invoice.table = other.table.clone();
+    testing::add_segment(&f.catalog, &f.store, &other, std::slice::from_ref(&invoice))
+        .await
+        .expect("invoices segment");
+    // Both tables need a watermark for a snapshot to be due.
+    for table in [orders(), other.table.clone()] {
+        f.catalog
+            .commit(
+                vec![strata_catalog::Action::SetWatermark(
+                    strata_catalog::Watermark {
+                        table,
+                        ts: T0 + 10 * SECOND,
+                    },
+                )],
+                strata_catalog::CommitInfo::new("test", "watermark"),
+            )
+            .await
+            .expect("watermark");
+    }
+    // Damage the second segment of orders: its bytes are no Parquet file any more.
+    let state = f.catalog.state();
+    let damaged = state.segments(&orders())[1].segment.path.clone();
+    let object = Path::from(format!("warehouse/{damaged}"));
+    f.store
+        .put(&object, b"not a parquet file".to_vec().into())
+        .await
+        .expect("overwrite");
+
+    let err = f
+        .strata
+        .query("SELECT * FROM public.orders")
+        .await
+        .expect_err("corrupt segment");
+    let text = err.to_string();
+    assert!(
+        text.contains(object.as_ref()) && text.contains("public/orders"),
+        "{text}"
+    );
+
+    let config = SnapshotConfig {
+        min_changes: 1,
+        ..SnapshotConfig::default()
+    };
+    let snapshotter =
+        strata_query::Snapshotter::new(Arc::clone(&f.catalog), Arc::clone(&f.store), config)
+            .expect("snapshotter");
+    let built = snapshotter.round().await.expect("round");
+    assert_eq!(
+        built.iter().map(|s| s.table.clone()).collect::<Vec<_>>(),
+        vec![other.table.clone()],
+        "invoices is snapshotted, orders is not"
+    );
+    let quarantined = |state: &strata_catalog::CatalogState| -> Vec<String> {
+        state
+            .quarantine()
+            .iter()
+            .filter_map(|q| match &q.object {
+                strata_catalog::QuarantinedObject::Object { path } => Some(path.clone()),
+                strata_catalog::QuarantinedObject::KafkaRecord { .. } => None,
+            })
+            .collect()
+    };
+    let state = f.catalog.state();
+    assert_eq!(quarantined(&state), vec![damaged.clone()]);
+    assert!(state.quarantine()[0].reason.contains("unreadable"));
+    // Nothing leaves the history: the segment is still listed; a second round adds no entry.
+    assert!(
+        state
+            .segments(&orders())
+            .iter()
+            .any(|e| e.segment.path == damaged)
+    );
+    snapshotter.round().await.expect("round");
+    assert_eq!(quarantined(&f.catalog.state()), vec![damaged]);
+    assert_eq!(
+        snapshotter
+            .stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
