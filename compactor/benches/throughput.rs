@@ -1,0 +1,739 @@
+//! Compactor throughput against the limit: the raw arrow-rs Parquet + zstd write of the same
+//! Arrow batches.
+//!
+//! ```sh
+//! source ~/.cache/strata/stack/env          # STRATA_KAFKA_BROKERS (required: no broker fails)
+//! CARGO_TARGET_DIR=~/.cache/strata/target-bench cargo bench -p strata-compactor --bench throughput
+//! STRATA_BENCH_EVENTS=200000 cargo bench -p strata-compactor --bench throughput   # quick
+//! cargo bench -p strata-compactor --bench throughput -- --events 200000 --partitions 4
+//! ```
+//!
+//! 1. Not timed: N Debezium JSON change events (the envelope strata's PostgreSQL capture
+//!    writes, with schemas) of `public.orders` (`id` int8 key + 8 columns: int4, text,
+//!    numeric-as-string, int2, text, bool, timestamptz, timestamp), 30% inserts then updates
+//!    and 5% deletes of random keys, keyed by `id` into P partitions of a fresh topic.
+//! 2. Timed: a `strata_compactor::Compactor` with default settings (fresh group, fresh
+//!    local-directory catalog) from its start until the catalog's consumed offsets reach the
+//!    end of every partition.
+//! 3. Timed, single-threaded, one step at a time, over the same events cut into the same
+//!    segments (row counts of the compactor's segments, in order): Kafka fetch only (no
+//!    decode); JSON decode + schema check + event id; sort + `events_to_record_batch`; and the
+//!    raw write, `encode_segment` (arrow-rs `ArrowWriter`, zstd, the compactor's settings) +
+//!    `put` to a local directory. The raw write is the limit the compactor is compared to.
+//!
+//! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) before each timed part;
+//! the raw part's peak includes the generated and decoded events it holds. CPU is the
+//! process's user + system time during the part.
+
+#![allow(clippy::print_stdout)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use strata_catalog::{
+    Catalog, CatalogConfig, ChangeEvent, Decoded, TableSchema, decode_debezium, encode_segment,
+    events_to_record_batch,
+};
+use strata_compactor::{Compactor, CompactorConfig};
+use tokio_util::sync::CancellationToken;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Args {
+    events: usize,
+    partitions: i32,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        events: std::env::var("STRATA_BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000),
+        partitions: std::env::var("STRATA_BENCH_PARTITIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--events" => {
+                args.events = it.next().and_then(|v| v.parse().ok()).expect("--events N");
+            }
+            "--partitions" => {
+                args.partitions = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--partitions P");
+            }
+            _ => {} // `--bench` from cargo, filters
+        }
+    }
+    assert!(args.events > 0 && args.partitions > 0, "sizes must be > 0");
+    args
+}
+
+fn brokers() -> String {
+    std::env::var("STRATA_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "STRATA_KAFKA_BROKERS is not set: this bench needs Kafka. Run \
+             `source ~/.cache/strata/stack/env` (or `eval \"$(dev/stack up)\"`) first"
+        )
+    })
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The deterministic workload: record `i` is always the same bytes.
+struct Workload {
+    topic: String,
+    server: String,
+    n: usize,
+    partitions: i32,
+    inserts: usize,
+    key_schema: String,
+    value_schema: String,
+}
+
+const STATUS: [&str; 5] = ["new", "paid", "shipped", "delivered", "cancelled"];
+const WORDS: [&str; 8] = [
+    "express",
+    "gift wrap",
+    "leave at door",
+    "fragile",
+    "call first",
+    "second floor",
+    "weekend",
+    "no invoice",
+];
+const TS0: i64 = 1_795_600_800_000_000;
+
+impl Workload {
+    fn new(server: &str, n: usize, partitions: i32) -> Self {
+        let topic = format!("{server}.public.orders");
+        let column = |ty: &str, name: Option<&str>, field: &str, key: bool| {
+            let mut c = json!({"type": ty, "optional": !key, "field": field});
+            if let Some(name) = name {
+                c["name"] = json!(name);
+                c["version"] = json!(1);
+            }
+            c
+        };
+        let columns = vec![
+            column("int64", None, "id", true),
+            column("int32", None, "customer_id", false),
+            column("string", None, "status", false),
+            column("string", None, "amount", false),
+            column("int16", None, "quantity", false),
+            column("string", None, "note", false),
+            column("boolean", None, "active", false),
+            column(
+                "string",
+                Some("io.debezium.time.ZonedTimestamp"),
+                "created_at",
+                false,
+            ),
+            column(
+                "int64",
+                Some("io.debezium.time.MicroTimestamp"),
+                "updated_at",
+                false,
+            ),
+        ];
+        let key_schema = json!({"type": "struct", "fields": [columns[0].clone()],
+                                "optional": false, "name": format!("{topic}.Key")})
+        .to_string();
+        let row = |field: &str| {
+            json!({"type": "struct", "fields": columns, "optional": true,
+                   "name": format!("{topic}.Value"), "field": field})
+        };
+        let f = |ty: &str, optional: bool, field: &str| json!({"type": ty, "optional": optional, "field": field});
+        // As capture/src/postgres/envelope.rs declares it.
+        let source = json!({
+            "type": "struct",
+            "fields": [
+                f("string", false, "version"), f("string", false, "connector"),
+                f("string", false, "name"), f("int64", false, "ts_ms"),
+                {"type": "string", "optional": true, "name": "io.debezium.data.Enum", "version": 1,
+                 "parameters": {"allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},
+                 "default": "false", "field": "snapshot"},
+                f("string", false, "db"), f("string", true, "sequence"),
+                f("int64", true, "ts_us"), f("int64", true, "ts_ns"),
+                f("string", false, "schema"), f("string", false, "table"),
+                f("int64", true, "txId"), f("int64", true, "lsn"), f("int64", true, "xmin"),
+                f("int64", true, "commit_lsn"),
+                {"type": "array", "items": {"type": "string", "optional": false}, "optional": true,
+                 "field": "unchanged_toast"},
+            ],
+            "optional": false, "name": "io.debezium.connector.postgresql.Source", "field": "source",
+        });
+        let transaction = json!({
+            "type": "struct",
+            "fields": [f("string", false, "id"), f("int64", false, "total_order"),
+                       f("int64", false, "data_collection_order")],
+            "optional": true, "name": "event.block", "version": 1, "field": "transaction",
+        });
+        let value_schema = json!({
+            "type": "struct",
+            "fields": [row("before"), row("after"), source, f("string", false, "op"),
+                       f("int64", true, "ts_ms"), transaction],
+            "optional": false, "name": format!("{topic}.Envelope"), "version": 2,
+        })
+        .to_string();
+        Self {
+            topic,
+            server: server.to_owned(),
+            n,
+            partitions,
+            inserts: (n * 3 / 10).max(1),
+            key_schema,
+            value_schema,
+        }
+    }
+
+    /// Record `i`: (partition, key, value).
+    fn record(&self, i: usize) -> (i32, Vec<u8>, Vec<u8>) {
+        let r = splitmix(i as u64);
+        let (id, op) = if i < self.inserts {
+            (i as i64 + 1, "c")
+        } else {
+            let id = (r % self.inserts as u64) as i64 + 1;
+            (
+                id,
+                if (r >> 40).is_multiple_of(20) {
+                    "d"
+                } else {
+                    "u"
+                },
+            )
+        };
+        let h = splitmix(id as u64);
+        let partition = (h % self.partitions as u64) as i32;
+        // Transactions of 5 changes; positions as pgoutput gives them.
+        let lsn = 0x1_0000_0000_u64 + i as u64 * 160;
+        let commit_lsn = 0x1_0000_0000_u64 + ((i as u64 / 5) * 5 + 4) * 160 + 80;
+        let tx_id = 10_000 + i as u64 / 5;
+        let ts_us = TS0 + (i as i64 / 5) * 100;
+        let created = chrono::DateTime::from_timestamp_micros(TS0 - 86_400_000_000 + id * 997)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .unwrap_or_default();
+        let image = json!({
+            "id": id,
+            "customer_id": (h % 100_000) as i32,
+            "status": STATUS[(r % 5) as usize],
+            "amount": format!("{}.{:02}", (r >> 8) % 10_000, (r >> 24) % 100),
+            "quantity": ((r >> 32) % 20 + 1) as i16,
+            "note": format!("order {id}: {}, {}", WORDS[(r % 8) as usize], WORDS[((r >> 3) % 8) as usize]),
+            "active": !r.is_multiple_of(7),
+            "created_at": created,
+            "updated_at": ts_us,
+        });
+        let (before, after) = match op {
+            "d" => (
+                json!({"id": id, "customer_id": null, "status": null, "amount": null,
+                       "quantity": null, "note": null, "active": null, "created_at": null,
+                       "updated_at": null}),
+                Value::Null,
+            ),
+            _ => (Value::Null, image),
+        };
+        let payload = json!({
+            "before": before, "after": after,
+            "source": {"version": "0.1.0", "connector": "postgresql", "name": self.server,
+                       "ts_ms": ts_us / 1000, "snapshot": "false", "db": "shop",
+                       "sequence": format!("[null,\"{lsn}\"]"), "ts_us": ts_us,
+                       "ts_ns": ts_us * 1000, "schema": "public", "table": "orders",
+                       "txId": tx_id, "lsn": lsn, "xmin": null, "commit_lsn": commit_lsn,
+                       "unchanged_toast": null},
+            "op": op, "ts_ms": ts_us / 1000 + 3,
+            "transaction": {"id": format!("{tx_id}:{commit_lsn}"), "total_order": i % 5 + 1,
+                            "data_collection_order": i % 5 + 1},
+        });
+        let key = format!(
+            "{{\"schema\":{},\"payload\":{{\"id\":{id}}}}}",
+            self.key_schema
+        );
+        let value = format!("{{\"schema\":{},\"payload\":{payload}}}", self.value_schema);
+        (partition, key.into_bytes(), value.into_bytes())
+    }
+}
+
+/// Process peak RSS (VmHWM) in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("could not reset the peak RSS ({e}); peaks are since process start");
+    }
+}
+
+/// The process's user + system CPU seconds (`/proc/self/stat`, 100 ticks/s).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// One timed part.
+struct Part {
+    seconds: f64,
+    peak_mib: f64,
+    cpu: f64,
+}
+
+async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topic")
+    {
+        r.expect("topic created");
+    }
+}
+
+async fn delete_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    if let Err(e) = admin.delete_topics(&[name], &AdminOptions::new()).await {
+        eprintln!("could not delete topic {name}: {e}");
+    }
+}
+
+/// Produces every record; returns (per-partition end offsets, JSON bytes).
+async fn produce(w: &Workload) -> (Vec<i64>, u64) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .expect("producer");
+    let mut ends = vec![0_i64; w.partitions as usize];
+    let mut bytes = 0_u64;
+    let mut pending = VecDeque::new();
+    for i in 0..w.n {
+        let (partition, key, value) = w.record(i);
+        bytes += (key.len() + value.len()) as u64;
+        ends[partition as usize] += 1;
+        let mut record = FutureRecord::to(&w.topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&value);
+        // `send_result` copies into librdkafka's queue; awaiting the oldest keeps it bounded.
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                Err((e, back)) => {
+                    assert!(
+                        e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull),
+                        "produce: {e}"
+                    );
+                    record = back;
+                    let oldest = pending
+                        .pop_front()
+                        .expect("a full queue has pending records");
+                    oldest.await.expect("delivery").expect("delivered");
+                }
+            }
+        }
+        while pending.len() >= 100_000 {
+            if let Some(f) = pending.pop_front() {
+                f.await.expect("delivery").expect("delivered");
+            }
+        }
+        if i > 0 && i.is_multiple_of(200_000) {
+            eprintln!("  produced {i}");
+        }
+    }
+    for f in pending {
+        f.await.expect("delivery").expect("delivered");
+    }
+    (ends, bytes)
+}
+
+fn local_store(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+    Arc::new(LocalFileSystem::new_with_prefix(dir).expect("local store"))
+}
+
+struct CompactorRun {
+    part: Part,
+    consumed_at: f64,
+    segments: Vec<u64>,
+    parquet_bytes: u64,
+    rows: u64,
+    commits: u64,
+}
+
+async fn run_compactor(w: &Workload, ends: &[i64], dir: &std::path::Path) -> CompactorRun {
+    let store = local_store(dir);
+    let root = Path::from("");
+    let catalog = Arc::new(
+        Catalog::open(Arc::clone(&store), root.clone(), CatalogConfig::default())
+            .await
+            .expect("open catalog"),
+    );
+    let watcher = Catalog::open(Arc::clone(&store), root, CatalogConfig::default())
+        .await
+        .expect("open catalog");
+    let group = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let config = CompactorConfig {
+        group_id: group.clone(),
+        topics: vec![w.topic.clone()],
+        ..CompactorConfig::default()
+    };
+    let mut kafka = ClientConfig::new();
+    kafka.set("bootstrap.servers", brokers());
+    reset_peak_rss();
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let compactor = Compactor::new(config, kafka, catalog, store).expect("compactor");
+    let stats = compactor.stats();
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(compactor.run(cancel.clone()));
+    let mut consumed_at = f64::NAN;
+    let deadline = start + Duration::from_secs(1800);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if consumed_at.is_nan() && stats.snapshot().records_in >= w.n as u64 {
+            consumed_at = start.elapsed().as_secs_f64();
+        }
+        watcher.refresh().await.expect("refresh catalog");
+        let state = watcher.state();
+        let done = ends.iter().enumerate().all(|(p, end)| {
+            *end == 0 || state.next_offset(&group, &w.topic, p as i32) == Some(*end)
+        });
+        if done {
+            break;
+        }
+        assert!(!handle.is_finished(), "compactor stopped early");
+        assert!(
+            Instant::now() < deadline,
+            "compactor did not finish in 30 min"
+        );
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let part = Part {
+        seconds,
+        peak_mib: peak_rss_mib(),
+        cpu: cpu_seconds() - cpu0,
+    };
+    cancel.cancel();
+    handle
+        .await
+        .expect("compactor task")
+        .expect("compactor run");
+    let s = stats.snapshot();
+    let state = watcher.state();
+    let table = state.tables().next().expect("one table").clone();
+    let segments: Vec<u64> = state
+        .segments(&table)
+        .iter()
+        .map(|e| e.segment.rows)
+        .collect();
+    let parquet_bytes = state.segments(&table).iter().map(|e| e.segment.bytes).sum();
+    CompactorRun {
+        part,
+        consumed_at,
+        rows: segments.iter().sum(),
+        segments,
+        parquet_bytes,
+        commits: s.commits,
+    }
+}
+
+/// Reads the topic from the beginning to the ends with one consumer, no decode.
+async fn fetch_only(w: &Workload, ends: &[i64]) -> Part {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set(
+            "group.id",
+            format!("bench-fetch-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..w.partitions {
+        tpl.add_partition_offset(&w.topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    reset_peak_rss();
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    consumer.assign(&tpl).expect("assign");
+    let mut left: usize = ends.iter().map(|e| *e as usize).sum();
+    let mut bytes = 0_usize;
+    while left > 0 {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("a record within 60 s")
+            .expect("record");
+        bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        left -= 1;
+    }
+    std::hint::black_box(bytes);
+    Part {
+        seconds: start.elapsed().as_secs_f64(),
+        peak_mib: peak_rss_mib(),
+        cpu: cpu_seconds() - cpu0,
+    }
+}
+
+/// Decode, Arrow and raw write times over the same segments (row counts) as the compactor.
+struct Split {
+    decode: f64,
+    arrow: f64,
+    write: Part,
+    parquet_bytes: u64,
+}
+
+async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
+    let store = local_store(dir);
+    let config = CompactorConfig::default();
+    let (mut decode, mut arrow, mut write) = (0.0, 0.0, 0.0);
+    let mut parquet_bytes = 0_u64;
+    let mut start_index = 0_usize;
+    reset_peak_rss();
+    let mut write_cpu = 0.0;
+    for (s, rows) in segments.iter().enumerate() {
+        let records: Vec<_> = (start_index..start_index + *rows as usize)
+            .map(|i| w.record(i))
+            .collect();
+        start_index += *rows as usize;
+
+        let t = Instant::now();
+        let mut schema: Option<TableSchema> = None;
+        let mut events: Vec<ChangeEvent> = Vec::with_capacity(records.len());
+        for (_, key, value) in &records {
+            match decode_debezium(Some(key), value, &w.topic).expect("decodes") {
+                Decoded::Event(d) => {
+                    let sch = schema.get_or_insert_with(|| d.schema.clone());
+                    sch.check_event(&d.event).expect("fits its schema");
+                    std::hint::black_box(d.event.event_id());
+                    events.push(d.event);
+                }
+                Decoded::Skip(skip) => panic!("unexpected skip {skip:?}"),
+            }
+        }
+        decode += t.elapsed().as_secs_f64();
+        drop(records);
+        let schema = schema.expect("a schema");
+        schema.segment_schema().expect("segment schema");
+
+        let t = Instant::now();
+        let mut keyed: Vec<(String, ChangeEvent)> =
+            events.drain(..).map(|e| (e.sort_key(), e)).collect();
+        keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
+        let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e)| e).collect();
+        let batch = events_to_record_batch(&schema, &refs).expect("record batch");
+        arrow += t.elapsed().as_secs_f64();
+        drop(refs);
+        drop(keyed);
+
+        // The raw write: the same batch, the compactor's writer settings, the same kind of store.
+        let cpu0 = cpu_seconds();
+        let t = Instant::now();
+        let bytes =
+            encode_segment(&batch, config.zstd_level, config.row_group_rows).expect("encode");
+        parquet_bytes += bytes.len() as u64;
+        store
+            .put(
+                &Path::from(format!("raw/{s:05}.parquet")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .expect("put");
+        write += t.elapsed().as_secs_f64();
+        write_cpu += cpu_seconds() - cpu0;
+    }
+    Split {
+        decode,
+        arrow,
+        write: Part {
+            seconds: write,
+            peak_mib: peak_rss_mib(),
+            cpu: write_cpu,
+        },
+        parquet_bytes,
+    }
+}
+
+fn rate(n: f64, seconds: f64) -> String {
+    format!("{:.0}", n / seconds)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let server = format!(
+        "strata.bench{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let w = Workload::new(&server, args.events, args.partitions);
+    let (sample_key, sample_value) = {
+        let (_, k, v) = w.record(w.inserts);
+        (k.len(), v.len())
+    };
+    eprintln!(
+        "producing {} events into {} ({} partitions; one update is {} B key + {} B value)",
+        w.n, w.topic, w.partitions, sample_key, sample_value
+    );
+    create_topic(&w.topic, w.partitions).await;
+    let t = Instant::now();
+    let (ends, json_bytes) = produce(&w).await;
+    eprintln!(
+        "produced in {:.1} s ({:.1} MiB of JSON); ends {ends:?}",
+        t.elapsed().as_secs_f64(),
+        json_bytes as f64 / MIB
+    );
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let catalog_dir = work.path().join("catalog");
+    let raw_dir = work.path().join("raw");
+    std::fs::create_dir_all(&catalog_dir).expect("mkdir");
+    std::fs::create_dir_all(&raw_dir).expect("mkdir");
+
+    eprintln!("compactor ...");
+    let c = run_compactor(&w, &ends, &catalog_dir).await;
+    assert_eq!(
+        c.rows, w.n as u64,
+        "the catalog holds every event exactly once"
+    );
+    eprintln!("fetch only ...");
+    let fetch = fetch_only(&w, &ends).await;
+    eprintln!("decode / arrow / raw write ...");
+    let s = split(&w, &c.segments, &raw_dir).await;
+    delete_topic(&w.topic).await;
+
+    let n = w.n as f64;
+    let json_mib = json_bytes as f64 / MIB;
+    let d = CompactorConfig::default();
+    println!();
+    println!(
+        "events={} partitions={} table=public.orders (id int8 key + 8 columns) json={:.1} MiB ({:.0} B/event) \
+         parquet={:.1} MiB",
+        w.n,
+        w.partitions,
+        json_mib,
+        json_bytes as f64 / n,
+        c.parquet_bytes as f64 / MIB
+    );
+    println!(
+        "compactor settings (defaults): max_segment_bytes={} row_group_rows={} zstd_level={} \
+         flush_interval={:?} dedup_window={}",
+        d.max_segment_bytes, d.row_group_rows, d.zstd_level, d.flush_interval, d.dedup_window
+    );
+    println!(
+        "compactor: {} segments in {} commits, all {} records consumed at {:.2} s, last commit seen at {:.2} s",
+        c.segments.len(),
+        c.commits,
+        w.n,
+        c.consumed_at,
+        c.part.seconds
+    );
+    println!();
+    println!(
+        "| path | events | seconds | events/s | MB/s (JSON in) | MB/s (Parquet out) | peak RSS MiB | CPU s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |name: &str, p: &Part, out_bytes: u64| {
+        println!(
+            "| {name} | {} | {:.2} | {} | {:.1} | {:.1} | {:.0} | {:.1} |",
+            w.n,
+            p.seconds,
+            rate(n, p.seconds),
+            json_mib / p.seconds,
+            out_bytes as f64 / MIB / p.seconds,
+            p.peak_mib,
+            p.cpu
+        );
+    };
+    row("compactor (Kafka -> catalog)", &c.part, c.parquet_bytes);
+    row(
+        "raw arrow-rs Parquet+zstd write (encode_segment + put)",
+        &s.write,
+        s.parquet_bytes,
+    );
+    println!();
+    println!(
+        "compactor vs raw write: {:.2}x",
+        s.write.seconds / c.part.seconds
+    );
+    println!();
+    println!("split (one thread each, same events, same segment cuts):");
+    println!("| step | seconds | events/s | share of compactor time |");
+    println!("|---|---:|---:|---:|");
+    let step = |name: &str, secs: f64| {
+        println!(
+            "| {name} | {secs:.2} | {} | {:.0}% |",
+            rate(n, secs),
+            100.0 * secs / c.part.seconds
+        );
+    };
+    step(
+        "Kafka fetch only (StreamConsumer, no decode)",
+        fetch.seconds,
+    );
+    step("JSON decode + schema check + event id", s.decode);
+    step("sort + events_to_record_batch", s.arrow);
+    step("Parquet encode + put (the raw write)", s.write.seconds);
+    step(
+        "sum of the steps",
+        fetch.seconds + s.decode + s.arrow + s.write.seconds,
+    );
+    println!(
+        "(fetch only: peak RSS {:.0} MiB, CPU {:.1} s)",
+        fetch.peak_mib, fetch.cpu
+    );
+}
