@@ -37,10 +37,13 @@
 //! Tombstones (empty or `null` value), transaction-metadata records, heartbeats and logical
 //! messages are not changes: they decode to [`Decoded::Skip`], never to an error.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::schema::{ColumnSchema, ColumnType, ConnectType, TableSchema};
@@ -391,37 +394,116 @@ impl DecodeError {
     }
 }
 
+/// What the envelope schemas already seen mean. Every record of a topic carries the same few
+/// kilobytes of Connect schema; with a cache it is parsed once per distinct schema text, and
+/// the table's columns are derived once per (schema, table, key columns). Bounded: cleared
+/// when it holds [`SchemaCache::CAPACITY`] schemas.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    /// Hash of the schema text -> (text, parsed) pairs with that hash.
+    parsed: HashMap<u64, Vec<ParsedSchema>>,
+    columns: HashMap<ColumnsKey, Arc<DerivedColumns>>,
+    len: usize,
+}
+
+type ColumnsKey = (usize, TableId, Vec<String>);
+type ParsedSchema = (Box<str>, Arc<Value>);
+
+/// The columns of a table as an envelope schema declares them, and its variable-scale decimals.
+#[derive(Debug)]
+struct DerivedColumns {
+    columns: Vec<ColumnSchema>,
+    variable_scale: Vec<String>,
+}
+
+impl SchemaCache {
+    /// Distinct schemas kept before the cache starts over.
+    pub const CAPACITY: usize = 1024;
+
+    /// The parsed schema of `text`.
+    fn parse(&mut self, text: &str) -> Result<Arc<Value>, serde_json::Error> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        let hash = hasher.finish();
+        if let Some(found) = self
+            .parsed
+            .get(&hash)
+            .and_then(|v| v.iter().find(|(t, _)| **t == *text))
+        {
+            return Ok(Arc::clone(&found.1));
+        }
+        let value = Arc::new(serde_json::from_str::<Value>(text)?);
+        if self.len >= Self::CAPACITY {
+            self.parsed.clear();
+            self.columns.clear();
+            self.len = 0;
+        }
+        self.len += 1;
+        self.parsed
+            .entry(hash)
+            .or_default()
+            .push((text.into(), Arc::clone(&value)));
+        Ok(value)
+    }
+}
+
 /// Decodes one Kafka record holding a Debezium envelope written by the JSON converter with
 /// schemas (`{"schema":…,"payload":…}`). `value` empty means a tombstone. Never panics; a
 /// record that is not a readable envelope is a [`DecodeError`] naming `topic`.
+///
+/// A consumer decoding many records should use [`decode_debezium_cached`].
 pub fn decode_debezium(
     key: Option<&[u8]>,
     value: &[u8],
     topic: &str,
 ) -> Result<Decoded, DecodeError> {
+    decode_debezium_cached(key, value, topic, &mut SchemaCache::default())
+}
+
+/// [`decode_debezium`] with a [`SchemaCache`]: the same result, the schema parsed once.
+pub fn decode_debezium_cached(
+    key: Option<&[u8]>,
+    value: &[u8],
+    topic: &str,
+    cache: &mut SchemaCache,
+) -> Result<Decoded, DecodeError> {
     let err = |reason: String| DecodeError::new(topic, reason);
     if value.iter().all(u8::is_ascii_whitespace) {
         return Ok(Decoded::Skip(Skip::Tombstone));
     }
-    let document: Value =
-        serde_json::from_slice(value).map_err(|e| err(format!("value is not JSON: {e}")))?;
-    let document = match document {
-        Value::Null => return Ok(Decoded::Skip(Skip::Tombstone)),
-        Value::Object(map) => map,
-        _ => return Err(err("value is not a JSON object".into())),
+    // The top level without parsing the schema: it is looked up in the cache by its text.
+    let top: HashMap<Cow<'_, str>, &RawValue> = match serde_json::from_slice(value) {
+        Ok(top) => top,
+        Err(_) => {
+            // Say precisely what is wrong.
+            let document: Value = serde_json::from_slice(value)
+                .map_err(|e| err(format!("value is not JSON: {e}")))?;
+            return match document {
+                Value::Null => Ok(Decoded::Skip(Skip::Tombstone)),
+                _ => Err(err("value is not a JSON object".into())),
+            };
+        }
     };
-    let (Some(schema), Some(payload)) = (document.get("schema"), document.get("payload")) else {
+    let (Some(schema), Some(payload)) = (top.get("schema"), top.get("payload")) else {
         return Err(err(
             "value has no \"schema\" and \"payload\" (expected the JSON converter with \
              schemas.enable=true)"
                 .into(),
         ));
     };
+    let payload: Value =
+        serde_json::from_str(payload.get()).map_err(|e| err(format!("value is not JSON: {e}")))?;
     let payload = match payload {
         Value::Null => return Ok(Decoded::Skip(Skip::Tombstone)),
         Value::Object(map) => map,
         _ => return Err(err("payload is not an object".into())),
     };
+    let payload = &payload;
+    let schema = cache
+        .parse(schema.get())
+        .map_err(|e| err(format!("value is not JSON: {e}")))?;
+    let schema = schema.as_ref();
     let schema_name = schema.get("name").and_then(Value::as_str).unwrap_or("");
     if schema_name.contains("Heartbeat") {
         return Ok(Decoded::Skip(Skip::Heartbeat));
@@ -471,11 +553,6 @@ pub fn decode_debezium(
     };
     let origin = str_field(source, "node").map(str::to_owned);
 
-    // The columns, from the value schema's before/after struct.
-    let row_schema = envelope_row_schema(schema).ok_or_else(|| {
-        err("value schema has no before/after struct (not a Debezium envelope)".into())
-    })?;
-
     // The key document.
     let key_row = match key {
         Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
@@ -483,44 +560,23 @@ pub fn decode_debezium(
         }
         _ => None,
     };
-    let key_names: HashSet<&str> = key_row
+    let key_list: Vec<String> = key_row
         .as_ref()
-        .map(|k| k.iter().map(|(n, _)| n).collect())
+        .map(|k| k.iter().map(|(n, _)| n.to_owned()).collect())
         .unwrap_or_default();
-
-    let mut columns = Vec::with_capacity(row_schema.len());
-    for field in row_schema {
-        let name = field
-            .get("field")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err("a column in the value schema has no name".into()))?;
-        let column_type =
-            column_type(field).map_err(|r| err(format!("schema of column {name}: {r}")))?;
-        columns.push(ColumnSchema {
-            name: name.to_owned(),
-            key: key_names.contains(name),
-            optional: field
-                .get("optional")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            column_type,
-        });
-    }
-    // Debezium's variable-scale decimals become decimal text (see the module doc).
-    let variable_scale: Vec<String> = columns
-        .iter_mut()
-        .filter(|c| {
-            c.column_type.connect == ConnectType::Struct
-                && c.column_type.semantic.as_deref() == Some(VARIABLE_SCALE_DECIMAL)
-        })
-        .map(|c| {
-            c.column_type = ColumnType::named(ConnectType::String, VARIABLE_SCALE_DECIMAL);
-            c.name.clone()
-        })
-        .collect();
+    let columns_key: ColumnsKey = (std::ptr::from_ref(schema) as usize, table.clone(), key_list);
+    let derived = match cache.columns.get(&columns_key) {
+        Some(derived) => Arc::clone(derived),
+        None => {
+            let derived = Arc::new(derive_columns(schema, &columns_key.2).map_err(&err)?);
+            cache.columns.insert(columns_key, Arc::clone(&derived));
+            derived
+        }
+    };
+    let variable_scale = &derived.variable_scale;
     let table_schema = TableSchema {
         table: table.clone(),
-        columns,
+        columns: derived.columns.clone(),
     };
 
     let mut unchanged: Vec<String> = match source.get("unchanged_toast") {
@@ -540,7 +596,7 @@ pub fn decode_debezium(
     let mut before = image("before")?;
     let mut after = image("after")?;
     for row in [&mut before, &mut after].into_iter().flatten() {
-        for name in &variable_scale {
+        for name in variable_scale {
             if let Some(value) = row.get(name).filter(|v| !v.is_null()) {
                 let text = variable_scale_decimal(value)
                     .map_err(|r| err(format!("column {name}: {r}")))?;
@@ -598,6 +654,49 @@ pub fn decode_debezium(
         },
         schema: table_schema,
     })))
+}
+
+/// The columns an envelope schema declares (from its before/after struct), marking
+/// `key_names` as the key.
+fn derive_columns(schema: &Value, key_names: &[String]) -> Result<DerivedColumns, String> {
+    let row_schema = envelope_row_schema(schema).ok_or_else(|| {
+        "value schema has no before/after struct (not a Debezium envelope)".to_owned()
+    })?;
+    let key_names: HashSet<&str> = key_names.iter().map(String::as_str).collect();
+    let mut columns = Vec::with_capacity(row_schema.len());
+    for field in row_schema {
+        let name = field
+            .get("field")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "a column in the value schema has no name".to_owned())?;
+        let column_type =
+            column_type(field).map_err(|r| format!("schema of column {name}: {r}"))?;
+        columns.push(ColumnSchema {
+            name: name.to_owned(),
+            key: key_names.contains(&name),
+            optional: field
+                .get("optional")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            column_type,
+        });
+    }
+    // Debezium's variable-scale decimals become decimal text (see the module doc).
+    let variable_scale: Vec<String> = columns
+        .iter_mut()
+        .filter(|c| {
+            c.column_type.connect == ConnectType::Struct
+                && c.column_type.semantic.as_deref() == Some(VARIABLE_SCALE_DECIMAL)
+        })
+        .map(|c| {
+            c.column_type = ColumnType::named(ConnectType::String, VARIABLE_SCALE_DECIMAL);
+            c.name.clone()
+        })
+        .collect();
+    Ok(DerivedColumns {
+        columns,
+        variable_scale,
+    })
 }
 
 fn str_field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a str> {

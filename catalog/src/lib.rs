@@ -91,8 +91,8 @@ pub mod table;
 
 pub use crate::error::{ConflictKind, Error, Result};
 pub use crate::event::{
-    ChangeEvent, DecodeError, Decoded, DecodedEvent, Operation, Row, Skip, SourcePosition,
-    decode_debezium, encode_key,
+    ChangeEvent, DecodeError, Decoded, DecodedEvent, Operation, Row, SchemaCache, Skip,
+    SourcePosition, decode_debezium, decode_debezium_cached, encode_key,
 };
 pub use crate::log::{
     Action, Catalog, CatalogConfig, CatalogState, CatalogVersion, Commit, CommitInfo, OffsetRange,

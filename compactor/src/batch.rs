@@ -1,7 +1,7 @@
 //! The unflushed batch (pure, no I/O): per-partition offset ranges and dedup, per-table
 //! buffered events grouped by schema, quarantined records.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::Value;
 use strata_catalog::{ChangeEvent, QuarantineEntry, TableId, TableSchema};
@@ -53,8 +53,10 @@ pub(crate) struct PartitionState {
     pub(crate) recent: RecentIds,
     /// Ids of events in the unflushed batch.
     pub(crate) batch_ids: HashSet<[u8; 32]>,
-    /// Latest commit time per table in the unflushed batch (for watermarks).
-    pub(crate) max_ts: HashMap<TableId, i64>,
+    /// Latest source commit time consumed from this partition (any table), for watermarks.
+    pub(crate) read_ts: Option<i64>,
+    /// `read_ts` as of the last commit: where a replay starts from.
+    pub(crate) committed_ts: Option<i64>,
 }
 
 impl PartitionState {
@@ -82,7 +84,12 @@ impl PartitionState {
         self.from = next;
         self.next = next;
         self.batch_ids.clear();
-        self.max_ts.clear();
+        self.read_ts = self.committed_ts;
+    }
+
+    /// A consumed event's source commit time.
+    pub(crate) fn saw(&mut self, commit_ts: i64) {
+        self.read_ts = self.read_ts.max(Some(commit_ts));
     }
 
     /// After a successful commit: the unflushed range is committed.
@@ -91,7 +98,7 @@ impl PartitionState {
         for id in self.batch_ids.drain() {
             self.recent.insert(id, dedup_window);
         }
-        self.max_ts.clear();
+        self.committed_ts = self.read_ts;
     }
 }
 

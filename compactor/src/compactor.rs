@@ -12,7 +12,7 @@
 //!        Conflict / unknown outcome ──► refresh catalog, drop batch, seek to catalog offsets
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,10 +21,12 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use strata_catalog::{
     Action, Catalog, CommitInfo, DecodeError, Decoded, OffsetRange, QuarantineEntry,
-    QuarantinedObject, SchemaVersion, TableId, TableSchema, Watermark, decode_debezium,
+    QuarantinedObject, SchemaCache, SchemaVersion, TableId, TableSchema, Watermark,
+    decode_debezium_cached,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -104,10 +106,15 @@ impl Compactor {
         if client.get("session.timeout.ms").is_none() {
             client.set("session.timeout.ms", "10000");
         }
+        // The brokers' high watermarks, for table watermarks (see `topic_watermarks`).
+        if client.get("statistics.interval.ms").is_none() {
+            client.set("statistics.interval.ms", "1000");
+        }
         let context = RebalanceContext {
             catalog: Arc::clone(&self.catalog),
             group: self.config.group_id.clone(),
             notes: Mutex::default(),
+            offsets: Mutex::default(),
         };
         let consumer: StreamConsumer<RebalanceContext> = client
             .create_with_context(context)
@@ -128,6 +135,9 @@ impl Compactor {
             partitions: HashMap::new(),
             batch: Batch::default(),
             deadline: None,
+            topic_tables: HashMap::new(),
+            schemas: SchemaCache::default(),
+            checked: HashMap::new(),
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,9 +190,34 @@ struct RebalanceContext {
     catalog: Arc<Catalog>,
     group: String,
     notes: Mutex<Vec<RebalanceNote>>,
+    /// Per partition the broker's (low, high) watermark offsets, from librdkafka's statistics
+    /// (`statistics.interval.ms`).
+    offsets: Mutex<HashMap<TopicPartition, (i64, i64)>>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl RebalanceContext {
+    fn high_watermark(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        self.offsets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+}
+
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut offsets = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // -1: the internal UA partition; negative offsets: not known yet.
+                if partition >= 0 && p.hi_offset >= 0 && p.lo_offset >= 0 {
+                    offsets.insert((topic.clone(), partition), (p.lo_offset, p.hi_offset));
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -231,6 +266,12 @@ struct Run<'a> {
     batch: Batch,
     /// When the unflushed batch must be flushed.
     deadline: Option<Instant>,
+    /// The tables seen on each topic (for watermarks).
+    topic_tables: HashMap<String, BTreeSet<TableId>>,
+    /// The envelope schemas seen, parsed once.
+    schemas: SchemaCache,
+    /// Per table the last schema whose Arrow form was checked.
+    checked: HashMap<TableId, TableSchema>,
 }
 
 impl Run<'_> {
@@ -385,8 +426,9 @@ impl Run<'_> {
         }
         CompactorStats::add(&self.compactor.stats.records_in, 1);
 
-        let decoded = decode_debezium(key, value.unwrap_or_default(), topic)
-            .map_err(|e| e.at(partition, offset));
+        let decoded =
+            decode_debezium_cached(key, value.unwrap_or_default(), topic, &mut self.schemas)
+                .map_err(|e| e.at(partition, offset));
         let decoded = match decoded {
             Ok(Decoded::Skip(_)) => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
@@ -401,10 +443,18 @@ impl Run<'_> {
         };
         let event = decoded.event;
         let schema = decoded.schema;
-        if let Err(e) = schema
-            .segment_schema()
-            .and_then(|_| schema.check_event(&event))
-        {
+        let known = self.checked.get(&event.table) == Some(&schema);
+        let checked = if known {
+            schema.check_event(&event)
+        } else {
+            schema
+                .segment_schema()
+                .and_then(|_| schema.check_event(&event))
+        };
+        if checked.is_ok() && !known {
+            self.checked.insert(event.table.clone(), schema.clone());
+        }
+        if let Err(e) = checked {
             let e = DecodeError {
                 topic: topic.to_owned(),
                 partition: Some(partition),
@@ -417,15 +467,24 @@ impl Run<'_> {
         }
         CompactorStats::add(&self.compactor.stats.events_in, 1);
         let id = event.event_id();
+        if !self
+            .topic_tables
+            .get(topic)
+            .is_some_and(|tables| tables.contains(&event.table))
+        {
+            self.topic_tables
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(event.table.clone());
+        }
         let Some(state) = self.partitions.get_mut(&tp) else {
             return Ok(());
         };
+        state.saw(event.commit_ts_us);
         if state.recent.contains(&id) || !state.batch_ids.insert(id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
             return Ok(());
         }
-        let ts = state.max_ts.entry(event.table.clone()).or_insert(i64::MIN);
-        *ts = (*ts).max(event.commit_ts_us);
         self.batch.push(event, &schema);
         Ok(())
     }
@@ -548,9 +607,11 @@ impl Run<'_> {
                     to_offset: to,
                 }));
             }
-            for (table, ts) in &p.max_ts {
-                let wm = watermarks.entry(table.clone()).or_insert(*ts);
-                *wm = (*wm).min(*ts);
+        }
+        for (topic, ts) in self.topic_watermarks() {
+            for table in self.topic_tables.get(&topic).into_iter().flatten() {
+                let wm = watermarks.entry(table.clone()).or_insert(ts);
+                *wm = (*wm).min(ts);
             }
         }
         if offsets.is_empty() {
@@ -613,6 +674,39 @@ impl Run<'_> {
         }
     }
 
+    /// Per topic whose partitions are all assigned here and understood: the commit time up to
+    /// which every change it carries has been consumed. A partition that is caught up (its
+    /// next offset is the broker's high watermark as last fetched) holds nothing back; one that
+    /// lags holds the watermark at the latest commit time read from it; one that lags and was
+    /// never read leaves the topic without a watermark. Events reach a partition in commit
+    /// order, so everything up to a partition's latest commit time has been read from it.
+    fn topic_watermarks(&self) -> Vec<(String, i64)> {
+        let mut topics: BTreeMap<&str, TopicProgress> = BTreeMap::new();
+        for ((topic, partition), p) in &self.partitions {
+            let progress = topics.entry(topic.as_str()).or_default();
+            progress.latest = progress.latest.max(p.read_ts);
+            let caught_up = self
+                .consumer
+                .context()
+                .high_watermark(topic, *partition)
+                .is_some_and(|(low, high)| p.next.unwrap_or(low) >= high);
+            if caught_up {
+                continue;
+            }
+            match p.read_ts {
+                Some(ts) => progress.lagging = Some(progress.lagging.map_or(ts, |l| l.min(ts))),
+                None => progress.unknown = true,
+            }
+        }
+        topics
+            .into_iter()
+            .filter(|(_, progress)| !progress.unknown)
+            .filter_map(|(topic, progress)| {
+                Some((topic.to_owned(), progress.lagging.or(progress.latest)?))
+            })
+            .collect()
+    }
+
     /// Best effort: removes segments written for a batch that was not committed. (After an
     /// unknown outcome the commit may have landed: then the catalog names them, keep them.)
     async fn delete_orphans(&self, written: &[strata_catalog::Segment]) {
@@ -635,6 +729,17 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// How far a topic's assigned partitions have been read (see `Run::topic_watermarks`).
+#[derive(Debug, Default)]
+struct TopicProgress {
+    /// The lowest latest-read commit time among partitions that lag.
+    lagging: Option<i64>,
+    /// The latest commit time read from any partition.
+    latest: Option<i64>,
+    /// A partition lags and nothing was read from it: no watermark.
+    unknown: bool,
 }
 
 /// The highest schema id of a table and that schema, if readable.

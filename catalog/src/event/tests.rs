@@ -591,3 +591,46 @@ proptest! {
         prop_assert_eq!(expected, key_of(&[json!(a), json!(x)]).cmp(&key_of(&[json!(b), json!(y)])));
     }
 }
+
+#[test]
+fn a_schema_cache_changes_no_result_and_follows_schema_changes() {
+    let mut cache = SchemaCache::default();
+    let records = [
+        debezium_value("c", Value::Null, json!({"id": 1, "note": "a"}), 10),
+        debezium_value(
+            "u",
+            json!({"id": 1, "note": "a"}),
+            json!({"id": 1, "note": "b"}),
+            11,
+        ),
+        // The table gains columns: a new schema text, new columns.
+        debezium_value_with(
+            debezium_numeric_fields(),
+            "c",
+            Value::Null,
+            json!({"id": 2, "score": 1.5, "f4": 0.5, "amount": "Awk=",
+                   "ratio": {"scale": 1, "value": "TQ=="}}),
+            12,
+        ),
+        debezium_value("d", json!({"id": 1, "note": "b"}), Value::Null, 13),
+        b"{\"schema\": oops".to_vec(),
+        b"[1]".to_vec(),
+        b"null".to_vec(),
+    ];
+    for (i, value) in records.iter().enumerate() {
+        for key in [Some(key_doc(1)), None] {
+            let plain = decode_debezium(key.as_deref(), value, TOPIC);
+            let cached = decode_debezium_cached(key.as_deref(), value, TOPIC, &mut cache);
+            assert_eq!(format!("{plain:?}"), format!("{cached:?}"), "record {i}");
+        }
+    }
+    let wide = event(
+        decode_debezium_cached(Some(&key_doc(2)), &records[2], TOPIC, &mut cache).unwrap(),
+    );
+    assert!(wide.schema.column("score").is_some());
+    let narrow = event(
+        decode_debezium_cached(Some(&key_doc(1)), &records[0], TOPIC, &mut cache).unwrap(),
+    );
+    assert!(narrow.schema.column("score").is_none());
+    assert!(narrow.schema.column("id").is_some_and(|c| c.key));
+}
