@@ -42,8 +42,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use strata_catalog::{
-    Catalog, CatalogConfig, ChangeEvent, Decoded, TableSchema, decode_debezium, encode_segment,
-    events_to_record_batch,
+    Catalog, CatalogConfig, ChangeEvent, Decoded, SchemaCache, TableSchema, decode_debezium_cached,
+    encode_segment, events_to_record_batch,
 };
 use strata_compactor::{Compactor, CompactorConfig};
 use tokio_util::sync::CancellationToken;
@@ -546,6 +546,7 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
     let mut start_index = 0_usize;
     reset_peak_rss();
     let mut write_cpu = 0.0;
+    let mut cache = SchemaCache::default();
     for (s, rows) in segments.iter().enumerate() {
         let records: Vec<_> = (start_index..start_index + *rows as usize)
             .map(|i| w.record(i))
@@ -556,7 +557,7 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
         let mut schema: Option<TableSchema> = None;
         let mut events: Vec<ChangeEvent> = Vec::with_capacity(records.len());
         for (_, key, value) in &records {
-            match decode_debezium(Some(key), value, &w.topic).expect("decodes") {
+            match decode_debezium_cached(Some(key), value, &w.topic, &mut cache).expect("decodes") {
                 Decoded::Event(d) => {
                     let sch = schema.get_or_insert_with(|| d.schema.clone());
                     sch.check_event(&d.event).expect("fits its schema");

@@ -624,13 +624,11 @@ fn a_schema_cache_changes_no_result_and_follows_schema_changes() {
             assert_eq!(format!("{plain:?}"), format!("{cached:?}"), "record {i}");
         }
     }
-    let wide = event(
-        decode_debezium_cached(Some(&key_doc(2)), &records[2], TOPIC, &mut cache).unwrap(),
-    );
+    let wide =
+        event(decode_debezium_cached(Some(&key_doc(2)), &records[2], TOPIC, &mut cache).unwrap());
     assert!(wide.schema.column("score").is_some());
-    let narrow = event(
-        decode_debezium_cached(Some(&key_doc(1)), &records[0], TOPIC, &mut cache).unwrap(),
-    );
+    let narrow =
+        event(decode_debezium_cached(Some(&key_doc(1)), &records[0], TOPIC, &mut cache).unwrap());
     assert!(narrow.schema.column("score").is_none());
     assert!(narrow.schema.column("id").is_some_and(|c| c.key));
 }
