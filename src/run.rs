@@ -10,7 +10,6 @@ use prometheus_client::registry::Registry;
 use rdkafka::ClientConfig;
 use strata_capture::postgres::{CaptureStats, PostgresCapture};
 use strata_capture::sink::SinkConfig;
-use strata_catalog::{Catalog, CatalogConfig};
 use strata_compactor::Compactor;
 use strata_query::Snapshotter;
 use tokio::task::JoinSet;
@@ -82,13 +81,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
 
     if config.run.parts.contains(&RunPart::Compactor) {
         let storage = Storage::open(&config.storage)?;
-        let catalog = Catalog::open(
-            Arc::clone(&storage.store),
-            storage.root.clone(),
-            CatalogConfig::default(),
-        )
-        .await
-        .with_context(|| format!("cannot open the catalog in {}", storage.display))?;
+        let catalog = storage.catalog().await?;
         let catalog = Arc::new(catalog);
         let compactor = Compactor::new(
             config.compactor.clone(),

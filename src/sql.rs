@@ -3,9 +3,7 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use arrow::array::RecordBatch;
-use strata_catalog::{Catalog, CatalogConfig};
 use strata_query::StrataContext;
 
 use crate::cli::OutputFormat;
@@ -22,13 +20,7 @@ pub(crate) async fn sql(
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     let storage = Storage::open(&config.storage)?;
-    let catalog = Catalog::open(
-        Arc::clone(&storage.store),
-        storage.root.clone(),
-        CatalogConfig::default(),
-    )
-    .await
-    .with_context(|| format!("cannot open the catalog in {}", storage.display))?;
+    let catalog = storage.catalog().await?;
     let strata = StrataContext::new(Arc::new(catalog), Arc::clone(&storage.store))?;
     match query {
         Some(query) => run(&strata, &query, format).await,

@@ -1,9 +1,7 @@
 //! `strata status`: where each listener stands at its source, and what the history holds.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use strata_catalog::{Catalog, CatalogConfig, QuarantinedObject};
+use strata_catalog::QuarantinedObject;
 
 use crate::config::{Config, redact_url};
 use crate::storage::Storage;
@@ -20,13 +18,7 @@ pub(crate) async fn status(config: &Config) -> anyhow::Result<bool> {
 /// Per table: segments, change rows, snapshots, watermark; then the quarantine list.
 async fn history_status(config: &Config) -> anyhow::Result<()> {
     let storage = Storage::open(&config.storage)?;
-    let catalog = Catalog::open(
-        Arc::clone(&storage.store),
-        storage.root.clone(),
-        CatalogConfig::default(),
-    )
-    .await
-    .with_context(|| format!("cannot open the catalog in {}", storage.display))?;
+    let catalog = storage.catalog().await?;
     let state = catalog.state();
     println!(
         "history         {} (catalog version {})",

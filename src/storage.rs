@@ -9,6 +9,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use strata_catalog::{Catalog, CatalogConfig};
 
 use crate::config::StorageConfig;
 
@@ -75,6 +76,17 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
+    /// Opens the catalog at the root of this store.
+    pub(crate) async fn catalog(&self) -> anyhow::Result<Catalog> {
+        Catalog::open(
+            Arc::clone(&self.store),
+            self.root.clone(),
+            CatalogConfig::default(),
+        )
+        .await
+        .with_context(|| format!("cannot open the catalog in {}", self.display))
+    }
+
     /// Opens `[storage]`. Local directories are created.
     pub(crate) fn open(config: &StorageConfig) -> anyhow::Result<Self> {
         let location =

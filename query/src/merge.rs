@@ -222,39 +222,48 @@ fn snapshot_rows(
 /// Below this many rows the fold runs on one thread.
 const PARALLEL_MIN_ROWS: usize = 256 * 1024;
 
+/// A fold of one key range: (its runs, the latest truncate's position, strict) -> its rows, or
+/// `None` when strict and a run turns out not to be sorted.
+trait RangeFold:
+    Fn(
+        &[Vec<RecordBatch>],
+        Option<(u64, u64)>,
+        bool,
+    ) -> Result<Option<Vec<RecordBatch>>, ArrowError>
+    + Sync
+{
+}
+
+impl<F> RangeFold for F where
+    F: Fn(
+            &[Vec<RecordBatch>],
+            Option<(u64, u64)>,
+            bool,
+        ) -> Result<Option<Vec<RecordBatch>>, ArrowError>
+        + Sync
+{
+}
+
 /// Runs `fold` over disjoint key ranges of `runs` on all cores and concatenates the results in
 /// key order. Every run is sliced at the same boundary keys (binary search: the runs are sorted
 /// by key), so each key's whole history lands in one range. `fold` gets the latest truncate's
 /// position (it hides earlier changes in every range) and `strict`: when a slice turns out not
 /// to be sorted it returns `None`, and everything is folded again on one thread, where an
 /// unsorted run is sorted in memory.
-fn in_key_ranges<F>(runs: &[Vec<RecordBatch>], fold: F) -> Result<Vec<RecordBatch>, ArrowError>
-where
-    F: Fn(
-            &[Vec<RecordBatch>],
-            Option<(u64, u64)>,
-            bool,
-        ) -> Result<Option<Vec<RecordBatch>>, ArrowError>
-        + Sync,
-{
+fn in_key_ranges<F: RangeFold>(
+    runs: &[Vec<RecordBatch>],
+    fold: F,
+) -> Result<Vec<RecordBatch>, ArrowError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     in_key_ranges_on(runs, threads, PARALLEL_MIN_ROWS, fold)
 }
 
-fn in_key_ranges_on<F>(
+fn in_key_ranges_on<F: RangeFold>(
     runs: &[Vec<RecordBatch>],
     threads: usize,
     min_rows: usize,
     fold: F,
-) -> Result<Vec<RecordBatch>, ArrowError>
-where
-    F: Fn(
-            &[Vec<RecordBatch>],
-            Option<(u64, u64)>,
-            bool,
-        ) -> Result<Option<Vec<RecordBatch>>, ArrowError>
-        + Sync,
-{
+) -> Result<Vec<RecordBatch>, ArrowError> {
     let cut = truncate_cut(runs)?;
     let rows: usize = runs.iter().flatten().map(RecordBatch::num_rows).sum();
     if threads > 1 && rows >= min_rows {
