@@ -528,11 +528,13 @@ impl Snapshotter {
         }
     }
 
-    /// Runs [`round`](Snapshotter::round) every `interval` until `cancel` fires. A failed
-    /// round (the catalog unreadable) is logged and retried.
+    /// Runs [`round`](Snapshotter::round) every `interval` until `cancel` fires (disabled:
+    /// only waits for it). A failed round (the catalog unreadable) is logged and retried.
     pub async fn run(self, cancel: CancellationToken) -> Result<()> {
         if !self.config.enabled {
+            // Stay until cancelled: `strata run` stops when any of its parts ends.
             info!("snapshots disabled");
+            cancel.cancelled().await;
             return Ok(());
         }
         info!(interval = ?self.config.interval, min_changes = self.config.min_changes,

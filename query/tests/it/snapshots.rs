@@ -219,3 +219,31 @@ async fn a_corrupt_segment_is_named_quarantined_and_other_tables_go_on() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_snapshotter_builds_nothing_and_runs_until_cancelled() {
+    let f = fixture().await;
+    let config = SnapshotConfig {
+        enabled: false,
+        interval: std::time::Duration::from_millis(10),
+        min_changes: 1,
+        ..SnapshotConfig::default()
+    };
+    let snapshotter =
+        strata_query::Snapshotter::new(Arc::clone(&f.catalog), Arc::clone(&f.store), config)
+            .expect("snapshotter");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(snapshotter.run(cancel.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "`strata run` stops when a part ends");
+    cancel.cancel();
+    task.await.expect("join").expect("run");
+    let state = f.catalog.state();
+    assert!(
+        state
+            .table(&orders())
+            .expect("orders")
+            .snapshots()
+            .is_empty()
+    );
+}
