@@ -137,19 +137,30 @@ pub(crate) async fn read_runs(
     all_ids: bool,
 ) -> Result<Vec<Vec<RecordBatch>>> {
     let spec = Arc::new(spec);
+    let files = segment_files(state, table, &spec, all_ids)
+        .into_iter()
+        .map(|file| (file, Arc::clone(&spec)))
+        .collect();
+    read_files(shared, table, files).await
+}
+
+/// The segments of `table` that may hold changes `spec` wants, in commit order; `all_ids`: every
+/// one reads `_event_id` (else only where copies may be, see [`mark_copies`]).
+pub(crate) fn segment_files(
+    state: &CatalogState,
+    table: &TableId,
+    spec: &ReadSpec,
+    all_ids: bool,
+) -> Vec<FileRef> {
     let mut files: Vec<FileRef> = state
         .segments_between(table, spec.after.unwrap_or(i64::MIN), spec.until)
-        .filter(|e| segment_may_match(&e.segment, &spec))
+        .filter(|e| segment_may_match(&e.segment, spec))
         .map(|e| FileRef::from(&e.segment))
         .collect();
     if !all_ids {
         mark_copies(&mut files);
     }
-    let files = files
-        .into_iter()
-        .map(|file| (file, Arc::clone(&spec)))
-        .collect();
-    read_files(shared, table, files).await
+    files
 }
 
 /// Reads `files`, each with its spec, several at a time; one run per file, in order.

@@ -42,8 +42,8 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_snapshot};
-use crate::provider::{Shared, read_files, read_runs, table_fields, table_schema};
-use crate::read::{FileRef, ReadSpec, mark_copies, object_path, segment_may_match};
+use crate::provider::{Shared, read_files, read_runs, segment_files, table_fields, table_schema};
+use crate::read::{FileRef, ReadSpec, object_path};
 
 /// When and how snapshots are built (`[snapshots]` in strata's configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,14 +182,7 @@ pub(crate) async fn read_state_runs(
             (file, Arc::clone(&whole))
         })
         .collect();
-    let mut segments: Vec<FileRef> = state
-        .segments_between(table, snapshot.as_of_ts, after.until)
-        .filter(|e| segment_may_match(&e.segment, &after))
-        .map(|e| FileRef::from(&e.segment))
-        .collect();
-    if !all_ids {
-        mark_copies(&mut segments);
-    }
+    let segments = segment_files(state, table, &after, all_ids);
     files.extend(segments.into_iter().map(|f| (f, Arc::clone(&after))));
     read_files(shared, table, files).await
 }
