@@ -38,7 +38,7 @@
 //! messages are not changes: they decode to [`Decoded::Skip`], never to an error.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -218,19 +218,27 @@ impl ChangeEvent {
     /// reported by several replicas, or resent after a capture restart, share it.
     pub fn event_id(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
-        let mut put = |bytes: &[u8]| {
+        let put = |h: &mut blake3::Hasher, bytes: &[u8]| {
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(bytes);
         };
-        put(b"strata.event.v1");
-        put(self.table.source.as_bytes());
-        put(self.table.namespace.as_bytes());
-        put(self.table.table.as_bytes());
-        put(self.op.code().as_bytes());
-        put(&(self.key.len() as u64).to_le_bytes());
+        // One buffer for every value's JSON text (the bytes `Value::to_string` gives).
+        let mut text = Vec::with_capacity(64);
+        let mut put_value = |h: &mut blake3::Hasher, value: &Value| {
+            text.clear();
+            // Writing a `Value` to a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut text, value);
+            put(h, &text);
+        };
+        put(&mut h, b"strata.event.v1");
+        put(&mut h, self.table.source.as_bytes());
+        put(&mut h, self.table.namespace.as_bytes());
+        put(&mut h, self.table.table.as_bytes());
+        put(&mut h, self.op.code().as_bytes());
+        put(&mut h, &(self.key.len() as u64).to_le_bytes());
         for (name, value) in self.key.iter() {
-            put(name.as_bytes());
-            put(canonical_json(value).as_bytes());
+            put(&mut h, name.as_bytes());
+            put_value(&mut h, value);
         }
         let mut cells: Vec<(&str, &Value)> = self
             .image()
@@ -241,14 +249,14 @@ impl ChangeEvent {
             })
             .unwrap_or_default();
         cells.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put(&(cells.len() as u64).to_le_bytes());
+        put(&mut h, &(cells.len() as u64).to_le_bytes());
         for (name, value) in cells {
-            put(name.as_bytes());
-            put(canonical_json(value).as_bytes());
+            put(&mut h, name.as_bytes());
+            put_value(&mut h, value);
         }
-        put(&self.commit_ts_us.to_le_bytes());
-        put(&self.position.commit.to_le_bytes());
-        put(&self.position.seq.to_le_bytes());
+        put(&mut h, &self.commit_ts_us.to_le_bytes());
+        put(&mut h, &self.position.commit.to_le_bytes());
+        put(&mut h, &self.position.seq.to_le_bytes());
         *h.finalize().as_bytes()
     }
 
@@ -336,8 +344,9 @@ pub enum Decoded {
 pub struct DecodedEvent {
     /// The change.
     pub event: ChangeEvent,
-    /// The columns as the envelope's schema declares them.
-    pub schema: TableSchema,
+    /// The columns as the envelope's schema declares them (shared by the events decoded
+    /// under one envelope schema).
+    pub schema: Arc<TableSchema>,
 }
 
 /// Records that carry no change.
@@ -402,6 +411,8 @@ impl DecodeError {
 pub struct SchemaCache {
     /// Hash of the schema text -> (text, parsed) pairs with that hash.
     parsed: HashMap<u64, Vec<ParsedSchema>>,
+    /// The schemas most recently met, newest first, for [`SchemaCache::split`].
+    recent: VecDeque<ParsedSchema>,
     columns: HashMap<ColumnsKey, Arc<DerivedColumns>>,
     len: usize,
 }
@@ -412,13 +423,19 @@ type ParsedSchema = (Box<str>, Arc<Value>);
 /// The columns of a table as an envelope schema declares them, and its variable-scale decimals.
 #[derive(Debug)]
 struct DerivedColumns {
-    columns: Vec<ColumnSchema>,
+    schema: Arc<TableSchema>,
     variable_scale: Vec<String>,
 }
+
+/// How the JSON converter starts a document, and what follows the schema.
+const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
+const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
 impl SchemaCache {
     /// Distinct schemas kept before the cache starts over.
     pub const CAPACITY: usize = 1024;
+    /// Schemas tried by [`SchemaCache::split`].
+    const RECENT: usize = 8;
 
     /// The parsed schema of `text`.
     fn parse(&mut self, text: &str) -> Result<Arc<Value>, serde_json::Error> {
@@ -426,25 +443,47 @@ impl SchemaCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         text.hash(&mut hasher);
         let hash = hasher.finish();
-        if let Some(found) = self
+        let found = self
             .parsed
             .get(&hash)
             .and_then(|v| v.iter().find(|(t, _)| **t == *text))
-        {
-            return Ok(Arc::clone(&found.1));
+            .cloned();
+        let parsed = match found {
+            Some(parsed) => parsed,
+            None => {
+                let value = Arc::new(serde_json::from_str::<Value>(text)?);
+                if self.len >= Self::CAPACITY {
+                    self.parsed.clear();
+                    self.recent.clear();
+                    self.columns.clear();
+                    self.len = 0;
+                }
+                self.len += 1;
+                let parsed: ParsedSchema = (text.into(), value);
+                self.parsed.entry(hash).or_default().push(parsed.clone());
+                parsed
+            }
+        };
+        if !self.recent.iter().any(|(t, _)| **t == *text) {
+            self.recent.push_front(parsed.clone());
+            self.recent.truncate(Self::RECENT);
         }
-        let value = Arc::new(serde_json::from_str::<Value>(text)?);
-        if self.len >= Self::CAPACITY {
-            self.parsed.clear();
-            self.columns.clear();
-            self.len = 0;
-        }
-        self.len += 1;
-        self.parsed
-            .entry(hash)
-            .or_default()
-            .push((text.into(), Arc::clone(&value)));
-        Ok(value)
+        Ok(parsed.1)
+    }
+
+    /// A document laid out as the JSON converter writes it, `{"schema":S,"payload":P}` with a
+    /// schema text S met recently: S parsed, and the bytes of P. Anything else: `None` (the
+    /// caller parses the document in full).
+    fn split<'a>(&self, document: &'a [u8]) -> Option<(Arc<Value>, &'a [u8])> {
+        let rest = document.strip_prefix(SCHEMA_PREFIX)?;
+        self.recent.iter().find_map(|(text, schema)| {
+            let payload = rest
+                .strip_prefix(text.as_bytes())?
+                .strip_prefix(PAYLOAD_INFIX)?
+                .trim_ascii_end()
+                .strip_suffix(b"}")?;
+            Some((Arc::clone(schema), payload))
+        })
     }
 }
 
@@ -472,37 +511,49 @@ pub fn decode_debezium_cached(
     if value.iter().all(u8::is_ascii_whitespace) {
         return Ok(Decoded::Skip(Skip::Tombstone));
     }
-    // The top level without parsing the schema: it is looked up in the cache by its text.
-    let top: HashMap<Cow<'_, str>, &RawValue> = match serde_json::from_slice(value) {
-        Ok(top) => top,
-        Err(_) => {
-            // Say precisely what is wrong.
-            let document: Value = serde_json::from_slice(value)
-                .map_err(|e| err(format!("value is not JSON: {e}")))?;
-            return match document {
-                Value::Null => Ok(Decoded::Skip(Skip::Tombstone)),
-                _ => Err(err("value is not a JSON object".into())),
+    // Known schema text: only the payload is parsed. Otherwise the top level without
+    // parsing the schema, which is looked up in the cache by its text.
+    let fast = cache.split(value).and_then(|(schema, payload)| {
+        serde_json::from_slice::<Value>(payload)
+            .ok()
+            .map(|payload| (schema, payload))
+    });
+    let (schema, payload) = match fast {
+        Some(found) => found,
+        None => {
+            let top: HashMap<Cow<'_, str>, &RawValue> = match serde_json::from_slice(value) {
+                Ok(top) => top,
+                Err(_) => {
+                    // Say precisely what is wrong.
+                    let document: Value = serde_json::from_slice(value)
+                        .map_err(|e| err(format!("value is not JSON: {e}")))?;
+                    return match document {
+                        Value::Null => Ok(Decoded::Skip(Skip::Tombstone)),
+                        _ => Err(err("value is not a JSON object".into())),
+                    };
+                }
             };
+            let (Some(schema), Some(payload)) = (top.get("schema"), top.get("payload")) else {
+                return Err(err(
+                    "value has no \"schema\" and \"payload\" (expected the JSON converter with \
+                     schemas.enable=true)"
+                        .into(),
+                ));
+            };
+            let payload: Value = serde_json::from_str(payload.get())
+                .map_err(|e| err(format!("value is not JSON: {e}")))?;
+            let schema = cache
+                .parse(schema.get())
+                .map_err(|e| err(format!("value is not JSON: {e}")))?;
+            (schema, payload)
         }
     };
-    let (Some(schema), Some(payload)) = (top.get("schema"), top.get("payload")) else {
-        return Err(err(
-            "value has no \"schema\" and \"payload\" (expected the JSON converter with \
-             schemas.enable=true)"
-                .into(),
-        ));
-    };
-    let payload: Value =
-        serde_json::from_str(payload.get()).map_err(|e| err(format!("value is not JSON: {e}")))?;
     let payload = match payload {
         Value::Null => return Ok(Decoded::Skip(Skip::Tombstone)),
         Value::Object(map) => map,
         _ => return Err(err("payload is not an object".into())),
     };
     let payload = &payload;
-    let schema = cache
-        .parse(schema.get())
-        .map_err(|e| err(format!("value is not JSON: {e}")))?;
     let schema = schema.as_ref();
     let schema_name = schema.get("name").and_then(Value::as_str).unwrap_or("");
     if schema_name.contains("Heartbeat") {
@@ -556,7 +607,7 @@ pub fn decode_debezium_cached(
     // The key document.
     let key_row = match key {
         Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
-            Some(decode_key(bytes).map_err(|r| err(format!("key: {r}")))?)
+            Some(decode_key(bytes, cache).map_err(|r| err(format!("key: {r}")))?)
         }
         _ => None,
     };
@@ -568,16 +619,13 @@ pub fn decode_debezium_cached(
     let derived = match cache.columns.get(&columns_key) {
         Some(derived) => Arc::clone(derived),
         None => {
-            let derived = Arc::new(derive_columns(schema, &columns_key.2).map_err(&err)?);
+            let derived = Arc::new(derive_columns(schema, &table, &columns_key.2).map_err(&err)?);
             cache.columns.insert(columns_key, Arc::clone(&derived));
             derived
         }
     };
     let variable_scale = &derived.variable_scale;
-    let table_schema = TableSchema {
-        table: table.clone(),
-        columns: derived.columns.clone(),
-    };
+    let table_schema = Arc::clone(&derived.schema);
 
     let mut unchanged: Vec<String> = match source.get("unchanged_toast") {
         Some(Value::Array(names)) => names
@@ -589,7 +637,7 @@ pub fn decode_debezium_cached(
     let image = |field: &str| -> Result<Option<Row>, DecodeError> {
         match payload.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(ordered_row(map, &table_schema))),
+            Some(Value::Object(map)) => Ok(Some(ordered_row(map, table_schema.as_ref()))),
             Some(_) => Err(err(format!("payload.{field} is not an object or null"))),
         }
     };
@@ -658,7 +706,11 @@ pub fn decode_debezium_cached(
 
 /// The columns an envelope schema declares (from its before/after struct), marking
 /// `key_names` as the key.
-fn derive_columns(schema: &Value, key_names: &[String]) -> Result<DerivedColumns, String> {
+fn derive_columns(
+    schema: &Value,
+    table: &TableId,
+    key_names: &[String],
+) -> Result<DerivedColumns, String> {
     let row_schema = envelope_row_schema(schema).ok_or_else(|| {
         "value schema has no before/after struct (not a Debezium envelope)".to_owned()
     })?;
@@ -694,7 +746,10 @@ fn derive_columns(schema: &Value, key_names: &[String]) -> Result<DerivedColumns
         })
         .collect();
     Ok(DerivedColumns {
-        columns,
+        schema: Arc::new(TableSchema {
+            table: table.clone(),
+            columns,
+        }),
         variable_scale,
     })
 }
@@ -770,16 +825,41 @@ fn column_type(field: &Value) -> Result<ColumnType, String> {
 }
 
 /// The key document's payload, in key-schema order.
-fn decode_key(bytes: &[u8]) -> Result<Row, String> {
-    let document: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let payload = document
-        .get("payload")
-        .ok_or("no \"payload\" (expected the JSON converter with schemas.enable=true)")?;
+fn decode_key(bytes: &[u8], cache: &mut SchemaCache) -> Result<Row, String> {
+    let fast = cache.split(bytes).and_then(|(schema, payload)| {
+        serde_json::from_slice::<Value>(payload)
+            .ok()
+            .map(|payload| (Some(schema), payload))
+    });
+    let (schema, payload) = match fast {
+        Some(found) => found,
+        None => {
+            let document: HashMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(bytes)
+                .map_err(|e| match serde_json::from_slice::<Value>(bytes) {
+                    Err(e) => format!("not JSON: {e}"),
+                    Ok(_) => format!("not a JSON object: {e}"),
+                })?;
+            let payload = document
+                .get("payload")
+                .ok_or("no \"payload\" (expected the JSON converter with schemas.enable=true)")?;
+            let payload: Value =
+                serde_json::from_str(payload.get()).map_err(|e| format!("not JSON: {e}"))?;
+            let schema = match document.get("schema") {
+                Some(schema) => Some(
+                    cache
+                        .parse(schema.get())
+                        .map_err(|e| format!("not JSON: {e}"))?,
+                ),
+                None => None,
+            };
+            (schema, payload)
+        }
+    };
     let Value::Object(payload) = payload else {
         return Err("payload is not an object".into());
     };
-    let order: Vec<&str> = document
-        .get("schema")
+    let order: Vec<&str> = schema
+        .as_deref()
         .and_then(|s| s.get("fields"))
         .and_then(Value::as_array)
         .map(|fields| {
@@ -797,7 +877,7 @@ fn decode_key(bytes: &[u8]) -> Result<Row, String> {
     }
     for (name, value) in payload {
         if !order.contains(&name.as_str()) {
-            row.insert(name.clone(), value.clone());
+            row.insert(name, value);
         }
     }
     Ok(row)

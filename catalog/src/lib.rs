@@ -100,7 +100,7 @@ pub use crate::log::{
     Snapshot, TableState, Watermark,
 };
 pub use crate::schema::{
-    ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema, encode_segment,
-    events_to_record_batch,
+    ColumnSchema, ColumnType, ConnectType, EventChecker, SchemaError, TableSchema, encode_segment,
+    events_to_record_batch, events_to_record_batch_with_ids,
 };
 pub use crate::table::TableId;

@@ -54,7 +54,8 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
     Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray, UInt64Array,
+    RecordBatch, StringArray, StringBuilder, Time64MicrosecondArray, TimestampMicrosecondArray,
+    UInt64Array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
@@ -306,27 +307,82 @@ impl TableSchema {
     }
 
     /// Checks that the event's stored image converts under this schema (the check
-    /// [`events_to_record_batch`] would make, for one event).
+    /// [`events_to_record_batch`] would make, for one event). A consumer checking many events
+    /// of one schema should use an [`EventChecker`].
     pub fn check_event(&self, event: &ChangeEvent) -> Result<(), SchemaError> {
-        let Some(image) = event.image() else {
-            return Ok(());
-        };
-        for (name, value) in image.iter() {
-            let Some(column) = self.column(name) else {
-                return Err(SchemaError::BadValue {
-                    column: name.to_owned(),
-                    reason: "not declared in the envelope's schema".into(),
-                });
-            };
-            let data_type =
-                arrow_type(&column.column_type).map_err(|reason| SchemaError::Unmappable {
-                    column: name.to_owned(),
-                    reason,
-                })?;
-            build_array(name, &column.column_type, &data_type, &[Some(value)])?;
-        }
-        Ok(())
+        check_image(self, &column_types(self)?, event)
     }
+}
+
+/// Checks events against one schema, each column's Arrow type worked out once.
+#[derive(Debug, Clone)]
+pub struct EventChecker {
+    schema: Arc<TableSchema>,
+    types: Vec<DataType>,
+}
+
+impl EventChecker {
+    /// A checker of `schema`, which must map to a segment schema.
+    pub fn new(schema: Arc<TableSchema>) -> Result<Self, SchemaError> {
+        schema.segment_schema()?;
+        let types = column_types(&schema)?;
+        Ok(Self { schema, types })
+    }
+
+    /// The schema it checks against.
+    pub fn schema(&self) -> &Arc<TableSchema> {
+        &self.schema
+    }
+
+    /// [`TableSchema::check_event`], without working out the Arrow types again.
+    pub fn check(&self, event: &ChangeEvent) -> Result<(), SchemaError> {
+        check_image(&self.schema, &self.types, event)
+    }
+}
+
+/// Each column's Arrow type.
+fn column_types(schema: &TableSchema) -> Result<Vec<DataType>, SchemaError> {
+    schema
+        .columns
+        .iter()
+        .map(|c| {
+            arrow_type(&c.column_type).map_err(|reason| SchemaError::Unmappable {
+                column: c.name.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// Checks every cell of the event's stored image; `types` are the columns' Arrow types.
+fn check_image(
+    schema: &TableSchema,
+    types: &[DataType],
+    event: &ChangeEvent,
+) -> Result<(), SchemaError> {
+    let Some(image) = event.image() else {
+        return Ok(());
+    };
+    for (i, (name, value)) in image.iter().enumerate() {
+        // The decoder orders images like the schema: try the same place first.
+        let index = match schema.columns.get(i) {
+            Some(c) if c.name == name => Some(i),
+            _ => schema.columns.iter().position(|c| c.name == name),
+        };
+        let (Some(column), Some(data_type)) = (
+            index.and_then(|i| schema.columns.get(i)),
+            index.and_then(|i| types.get(i)),
+        ) else {
+            return Err(SchemaError::BadValue {
+                column: name.to_owned(),
+                reason: "not declared in the envelope's schema".into(),
+            });
+        };
+        if !value.is_null() {
+            check_value(name, &column.column_type, data_type, value)?;
+        }
+    }
+    Ok(())
 }
 
 /// The system columns every change segment starts with.
@@ -415,6 +471,22 @@ pub fn events_to_record_batch(
     schema: &TableSchema,
     events: &[&ChangeEvent],
 ) -> Result<RecordBatch, SchemaError> {
+    let ids: Vec<[u8; 32]> = events.iter().map(|e| e.event_id()).collect();
+    events_to_record_batch_with_ids(schema, events, &ids)
+}
+
+/// [`events_to_record_batch`] with the events' ids ([`ChangeEvent::event_id`]) already
+/// worked out, one per event.
+pub fn events_to_record_batch_with_ids(
+    schema: &TableSchema,
+    events: &[&ChangeEvent],
+    ids: &[[u8; 32]],
+) -> Result<RecordBatch, SchemaError> {
+    if ids.len() != events.len() {
+        return Err(SchemaError::Arrow {
+            reason: format!("{} event ids for {} events", ids.len(), events.len()),
+        });
+    }
     let arrow_schema = schema.segment_schema()?;
     let arrow_err = |e: arrow::error::ArrowError| SchemaError::Arrow {
         reason: e.to_string(),
@@ -437,8 +509,7 @@ pub fn events_to_record_batch(
         events.iter().map(|e| e.tx_id.as_deref()),
     )));
     columns.push(Arc::new(
-        FixedSizeBinaryArray::try_from_iter(events.iter().map(|e| e.event_id()))
-            .map_err(arrow_err)?,
+        FixedSizeBinaryArray::try_from_iter(ids.iter()).map_err(arrow_err)?,
     ));
     let mut offsets = Vec::with_capacity(events.len() + 1);
     offsets.push(0_i32);
@@ -493,6 +564,110 @@ pub fn events_to_record_batch(
     RecordBatch::try_new(arrow_schema, columns).map_err(arrow_err)
 }
 
+/// Checks one non-NULL value the way [`build_array`] converts it, without building anything.
+fn check_value(
+    column: &str,
+    ty: &ColumnType,
+    data_type: &DataType,
+    v: &Value,
+) -> Result<(), SchemaError> {
+    let bad = |reason: String| SchemaError::BadValue {
+        column: column.to_owned(),
+        reason,
+    };
+    match data_type {
+        DataType::Boolean => to_bool(v, &bad).map(drop),
+        DataType::Int8 => {
+            to_int_in(v, i64::from(i8::MIN), i64::from(i8::MAX), data_type, &bad).map(drop)
+        }
+        DataType::Int16 => {
+            to_int_in(v, i64::from(i16::MIN), i64::from(i16::MAX), data_type, &bad).map(drop)
+        }
+        DataType::Int32 | DataType::Date32 => {
+            to_int_in(v, i64::from(i32::MIN), i64::from(i32::MAX), data_type, &bad).map(drop)
+        }
+        DataType::Int64 => to_int(v, &bad).map(drop),
+        DataType::Float32 | DataType::Float64 => to_float(v, &bad).map(drop),
+        DataType::Utf8 => check_text(v, ty, &bad),
+        DataType::Binary => bytes(v, &bad).map(drop),
+        DataType::Decimal128(..) => to_decimal(v, &bad).map(drop),
+        DataType::Timestamp(TimeUnit::Microsecond, _) | DataType::Time64(TimeUnit::Microsecond) => {
+            temporal_micros(ty, v).map(drop).map_err(&bad)
+        }
+        DataType::List(item_field) => {
+            let Value::Array(elements) = v else {
+                return Err(bad(format!("expected an array, got {}", preview(v))));
+            };
+            let item_type = ty.items.as_deref().ok_or_else(|| SchemaError::Unmappable {
+                column: column.to_owned(),
+                reason: "array without an element type".into(),
+            })?;
+            elements
+                .iter()
+                .filter(|e| !e.is_null())
+                .try_for_each(|e| check_value(column, item_type, item_field.data_type(), e))
+        }
+        other => Err(SchemaError::Unmappable {
+            column: column.to_owned(),
+            reason: format!("no converter for {other}"),
+        }),
+    }
+}
+
+type Bad<'a> = &'a dyn Fn(String) -> SchemaError;
+
+fn to_bool(v: &Value, bad: Bad<'_>) -> Result<bool, SchemaError> {
+    v.as_bool()
+        .ok_or_else(|| bad(format!("expected a boolean, got {}", preview(v))))
+}
+
+fn to_int(v: &Value, bad: Bad<'_>) -> Result<i64, SchemaError> {
+    v.as_i64()
+        .ok_or_else(|| bad(format!("expected an integer, got {}", preview(v))))
+}
+
+fn to_int_in(
+    v: &Value,
+    min: i64,
+    max: i64,
+    data_type: &DataType,
+    bad: Bad<'_>,
+) -> Result<i64, SchemaError> {
+    let i = to_int(v, bad)?;
+    if (min..=max).contains(&i) {
+        Ok(i)
+    } else {
+        Err(bad(format!("{i} is out of range for {data_type}")))
+    }
+}
+
+fn to_float(v: &Value, bad: Bad<'_>) -> Result<f64, SchemaError> {
+    float(v).ok_or_else(|| bad(format!("expected a number, got {}", preview(v))))
+}
+
+/// A `Utf8` column holds strings, and structs and maps as their JSON.
+fn check_text(v: &Value, ty: &ColumnType, bad: Bad<'_>) -> Result<(), SchemaError> {
+    match (v, ty.connect) {
+        (Value::String(_), _) | (_, ConnectType::Map | ConnectType::Struct) => Ok(()),
+        (other, _) => Err(bad(format!("expected a string, got {}", preview(other)))),
+    }
+}
+
+/// A Connect `Decimal`: base64 of a big-endian two's-complement unscaled integer.
+fn to_decimal(v: &Value, bad: Bad<'_>) -> Result<i128, SchemaError> {
+    let raw = bytes(v, bad)?;
+    if raw.is_empty() || raw.len() > 16 {
+        return Err(bad(format!(
+            "decimal of {} bytes does not fit 128 bits",
+            raw.len()
+        )));
+    }
+    let fill = if raw[0] & 0x80 != 0 { 0xff } else { 0 };
+    let mut buf = [fill; 16];
+    buf[16 - raw.len()..].copy_from_slice(&raw);
+    Ok(i128::from_be_bytes(buf))
+}
+
 /// One Arrow array of `values` (None = NULL) of a column.
 fn build_array(
     column: &str,
@@ -513,22 +688,9 @@ fn build_array(
             Arc::new(<$array>::from(converted?)) as ArrayRef
         }};
     }
-    let int = |v: &Value| -> Result<i64, SchemaError> {
-        v.as_i64()
-            .ok_or_else(|| bad(format!("expected an integer, got {}", preview(v))))
-    };
-    let narrow = |v: &Value, min: i64, max: i64| -> Result<i64, SchemaError> {
-        let i = int(v)?;
-        if (min..=max).contains(&i) {
-            Ok(i)
-        } else {
-            Err(bad(format!("{i} is out of range for {data_type}")))
-        }
-    };
+    let narrow = |v: &Value, min: i64, max: i64| to_int_in(v, min, max, data_type, &bad);
     Ok(match data_type {
-        DataType::Boolean => collect!(BooleanArray, |v: &Value| v
-            .as_bool()
-            .ok_or_else(|| bad(format!("expected a boolean, got {}", preview(v))))),
+        DataType::Boolean => collect!(BooleanArray, |v: &Value| to_bool(v, &bad)),
         DataType::Int8 => collect!(Int8Array, |v: &Value| narrow(v, -128, 127).map(|i| i as i8)),
         DataType::Int16 => collect!(Int16Array, |v: &Value| narrow(
             v,
@@ -542,19 +704,26 @@ fn build_array(
             i64::from(i32::MAX)
         )
         .map(|i| i as i32)),
-        DataType::Int64 => collect!(Int64Array, int),
-        DataType::Float32 => collect!(Float32Array, |v: &Value| float(v)
-            .map(|f| f as f32)
-            .ok_or_else(|| bad(format!("expected a number, got {}", preview(v))))),
-        DataType::Float64 => collect!(Float64Array, |v: &Value| float(v)
-            .ok_or_else(|| bad(format!("expected a number, got {}", preview(v))))),
-        DataType::Utf8 => collect!(StringArray, |v: &Value| -> Result<String, SchemaError> {
-            match (v, ty.connect) {
-                (Value::String(s), _) => Ok(s.clone()),
-                (other, ConnectType::Map | ConnectType::Struct) => Ok(other.to_string()),
-                (other, _) => Err(bad(format!("expected a string, got {}", preview(other)))),
+        DataType::Int64 => collect!(Int64Array, |v: &Value| to_int(v, &bad)),
+        DataType::Float32 => {
+            collect!(Float32Array, |v: &Value| to_float(v, &bad)
+                .map(|f| f as f32))
+        }
+        DataType::Float64 => collect!(Float64Array, |v: &Value| to_float(v, &bad)),
+        DataType::Utf8 => {
+            let mut builder = StringBuilder::with_capacity(values.len(), values.len() * 16);
+            for v in values {
+                match v.filter(|v| !v.is_null()) {
+                    None => builder.append_null(),
+                    Some(Value::String(s)) => builder.append_value(s),
+                    Some(other) => {
+                        check_text(other, ty, &bad)?;
+                        builder.append_value(other.to_string());
+                    }
+                }
             }
-        }),
+            Arc::new(builder.finish()) as ArrayRef
+        }
         DataType::Binary => {
             let converted: Result<Vec<Option<Vec<u8>>>, SchemaError> = values
                 .iter()
@@ -572,19 +741,7 @@ fn build_array(
                 .iter()
                 .map(|v| {
                     v.filter(|v| !v.is_null())
-                        .map(|v| {
-                            let raw = bytes(v, &bad)?;
-                            if raw.is_empty() || raw.len() > 16 {
-                                return Err(bad(format!(
-                                    "decimal of {} bytes does not fit 128 bits",
-                                    raw.len()
-                                )));
-                            }
-                            let fill = if raw[0] & 0x80 != 0 { 0xff } else { 0 };
-                            let mut buf = [fill; 16];
-                            buf[16 - raw.len()..].copy_from_slice(&raw);
-                            Ok(i128::from_be_bytes(buf))
-                        })
+                        .map(|v| to_decimal(v, &bad))
                         .transpose()
                 })
                 .collect();
@@ -688,7 +845,7 @@ fn float(v: &Value) -> Option<f64> {
 }
 
 /// A `bytes` value: base64 text (the JSON converter's encoding).
-fn bytes(v: &Value, bad: &dyn Fn(String) -> SchemaError) -> Result<Vec<u8>, SchemaError> {
+fn bytes(v: &Value, bad: Bad<'_>) -> Result<Vec<u8>, SchemaError> {
     let text = v
         .as_str()
         .ok_or_else(|| bad(format!("expected base64 text, got {}", preview(v))))?;

@@ -42,8 +42,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use strata_catalog::{
-    Catalog, CatalogConfig, ChangeEvent, Decoded, SchemaCache, TableSchema, decode_debezium_cached,
-    encode_segment, events_to_record_batch,
+    Catalog, CatalogConfig, ChangeEvent, Decoded, EventChecker, SchemaCache, TableSchema,
+    decode_debezium_cached, encode_segment, events_to_record_batch_with_ids,
 };
 use strata_compactor::{Compactor, CompactorConfig};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 struct Args {
     events: usize,
     partitions: i32,
+    /// Only the steps without Kafka (decode, Arrow, raw write), segments of 100,000 events:
+    /// for profiling the pure parts.
+    split_only: bool,
 }
 
 fn args() -> Args {
@@ -65,6 +68,7 @@ fn args() -> Args {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(4),
+        split_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -78,6 +82,7 @@ fn args() -> Args {
                     .and_then(|v| v.parse().ok())
                     .expect("--partitions P");
             }
+            "--split-only" => args.split_only = true,
             _ => {} // `--bench` from cargo, filters
         }
     }
@@ -407,6 +412,8 @@ fn local_store(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
 
 struct CompactorRun {
     part: Part,
+    /// When the first record was consumed (group join, assignment, first fetch).
+    first_at: f64,
     consumed_at: f64,
     segments: Vec<u64>,
     parquet_bytes: u64,
@@ -441,10 +448,15 @@ async fn run_compactor(w: &Workload, ends: &[i64], dir: &std::path::Path) -> Com
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(compactor.run(cancel.clone()));
     let mut consumed_at = f64::NAN;
+    let mut first_at = f64::NAN;
     let deadline = start + Duration::from_secs(1800);
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if consumed_at.is_nan() && stats.snapshot().records_in >= w.n as u64 {
+        let records_in = stats.snapshot().records_in;
+        if first_at.is_nan() && records_in > 0 {
+            first_at = start.elapsed().as_secs_f64();
+        }
+        if consumed_at.is_nan() && records_in >= w.n as u64 {
             consumed_at = start.elapsed().as_secs_f64();
         }
         watcher.refresh().await.expect("refresh catalog");
@@ -483,6 +495,7 @@ async fn run_compactor(w: &Workload, ends: &[i64], dir: &std::path::Path) -> Com
     let parquet_bytes = state.segments(&table).iter().map(|e| e.segment.bytes).sum();
     CompactorRun {
         part,
+        first_at,
         consumed_at,
         rows: segments.iter().sum(),
         segments,
@@ -554,30 +567,34 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
         start_index += *rows as usize;
 
         let t = Instant::now();
-        let mut schema: Option<TableSchema> = None;
-        let mut events: Vec<ChangeEvent> = Vec::with_capacity(records.len());
+        let mut checker: Option<EventChecker> = None;
+        let mut events: Vec<(ChangeEvent, [u8; 32])> = Vec::with_capacity(records.len());
         for (_, key, value) in &records {
             match decode_debezium_cached(Some(key), value, &w.topic, &mut cache).expect("decodes") {
                 Decoded::Event(d) => {
-                    let sch = schema.get_or_insert_with(|| d.schema.clone());
-                    sch.check_event(&d.event).expect("fits its schema");
-                    std::hint::black_box(d.event.event_id());
-                    events.push(d.event);
+                    let checker = checker.get_or_insert_with(|| {
+                        EventChecker::new(d.schema.clone()).expect("a segment schema")
+                    });
+                    checker.check(&d.event).expect("fits its schema");
+                    let id = d.event.event_id();
+                    events.push((d.event, id));
                 }
                 Decoded::Skip(skip) => panic!("unexpected skip {skip:?}"),
             }
         }
         decode += t.elapsed().as_secs_f64();
         drop(records);
-        let schema = schema.expect("a schema");
-        schema.segment_schema().expect("segment schema");
+        let schema: TableSchema = (**checker.expect("a schema").schema()).clone();
 
         let t = Instant::now();
-        let mut keyed: Vec<(String, ChangeEvent)> =
-            events.drain(..).map(|e| (e.sort_key(), e)).collect();
+        let mut keyed: Vec<(String, ChangeEvent, [u8; 32])> = events
+            .drain(..)
+            .map(|(e, id)| (e.sort_key(), e, id))
+            .collect();
         keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
-        let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e)| e).collect();
-        let batch = events_to_record_batch(&schema, &refs).expect("record batch");
+        let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e, _)| e).collect();
+        let ids: Vec<[u8; 32]> = keyed.iter().map(|(_, _, id)| *id).collect();
+        let batch = events_to_record_batch_with_ids(&schema, &refs, &ids).expect("record batch");
         arrow += t.elapsed().as_secs_f64();
         drop(refs);
         drop(keyed);
@@ -622,6 +639,25 @@ async fn main() {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let w = Workload::new(&server, args.events, args.partitions);
+    if args.split_only {
+        let work = tempfile::tempdir().expect("temp dir");
+        let cuts: Vec<u64> = (0..w.n)
+            .step_by(100_000)
+            .map(|start| (w.n - start).min(100_000) as u64)
+            .collect();
+        let s = split(&w, &cuts, work.path()).await;
+        let n = w.n as f64;
+        println!("| step | events | seconds | events/s |");
+        println!("|---|---:|---:|---:|");
+        for (name, secs) in [
+            ("JSON decode + schema check + event id", s.decode),
+            ("sort + events_to_record_batch", s.arrow),
+            ("Parquet encode + put (the raw write)", s.write.seconds),
+        ] {
+            println!("| {name} | {} | {secs:.2} | {} |", w.n, rate(n, secs));
+        }
+        return;
+    }
     let (sample_key, sample_value) = {
         let (_, k, v) = w.record(w.inserts);
         (k.len(), v.len())
@@ -676,11 +712,14 @@ async fn main() {
         d.max_segment_bytes, d.row_group_rows, d.zstd_level, d.flush_interval, d.dedup_window
     );
     println!(
-        "compactor: {} segments in {} commits, all {} records consumed at {:.2} s, last commit seen at {:.2} s",
+        "compactor: {} segments in {} commits, first record consumed at {:.2} s, all {} at {:.2} s \
+         (steady {} events/s), last commit seen at {:.2} s",
         c.segments.len(),
         c.commits,
+        c.first_at,
         w.n,
         c.consumed_at,
+        rate(n, c.consumed_at - c.first_at),
         c.part.seconds
     );
     println!();

@@ -2,6 +2,7 @@
 //! buffered events grouped by schema, quarantined records.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use serde_json::Value;
 use strata_catalog::{ChangeEvent, QuarantineEntry, TableId, TableSchema};
@@ -53,10 +54,21 @@ pub(crate) struct PartitionState {
     pub(crate) recent: RecentIds,
     /// Ids of events in the unflushed batch.
     pub(crate) batch_ids: HashSet<[u8; 32]>,
+    /// The part of this partition in the flush being committed, if any.
+    pub(crate) flushing: Option<Flushing>,
     /// Latest source commit time consumed from this partition (any table), for watermarks.
     pub(crate) read_ts: Option<i64>,
     /// `read_ts` as of the last commit: where a replay starts from.
     pub(crate) committed_ts: Option<i64>,
+}
+
+/// What a partition has in a flush that is being written and committed.
+#[derive(Debug, Default)]
+pub(crate) struct Flushing {
+    /// The ids of its events.
+    pub(crate) ids: HashSet<[u8; 32]>,
+    /// `read_ts` when the flush began.
+    pub(crate) read_ts: Option<i64>,
 }
 
 impl PartitionState {
@@ -74,8 +86,15 @@ impl PartitionState {
         matches!((self.from, self.next), (Some(f), Some(n)) if n > f)
     }
 
-    /// Forgets the unflushed part and restarts at `next` (after a conflict or a failed
-    /// commit), keeping the committed ids.
+    /// True if the event was committed, is in the flush being committed, or is in the batch.
+    pub(crate) fn has_seen(&self, id: &[u8; 32]) -> bool {
+        self.recent.contains(id)
+            || self.flushing.as_ref().is_some_and(|f| f.ids.contains(id))
+            || self.batch_ids.contains(id)
+    }
+
+    /// Forgets the unflushed part (and any flush in progress) and restarts at `next` (after
+    /// a conflict or a failed commit), keeping the committed ids.
     /// Seeks only if the consumer is not already there.
     pub(crate) fn restart_at(&mut self, next: Option<i64>) {
         if self.from != next || self.next != next {
@@ -84,6 +103,7 @@ impl PartitionState {
         self.from = next;
         self.next = next;
         self.batch_ids.clear();
+        self.flushing = None;
         self.read_ts = self.committed_ts;
     }
 
@@ -92,21 +112,33 @@ impl PartitionState {
         self.read_ts = self.read_ts.max(Some(commit_ts));
     }
 
-    /// After a successful commit: the unflushed range is committed.
-    pub(crate) fn committed(&mut self, dedup_window: usize) {
+    /// A flush takes the unflushed range: the next batch starts where it ends.
+    pub(crate) fn begin_flush(&mut self) {
         self.from = self.next;
-        for id in self.batch_ids.drain() {
-            self.recent.insert(id, dedup_window);
+        self.flushing = Some(Flushing {
+            ids: std::mem::take(&mut self.batch_ids),
+            read_ts: self.read_ts,
+        });
+    }
+
+    /// After the flush's commit succeeded: its ids are committed ones.
+    pub(crate) fn flush_committed(&mut self, dedup_window: usize) {
+        if let Some(flushing) = self.flushing.take() {
+            for id in flushing.ids {
+                self.recent.insert(id, dedup_window);
+            }
+            self.committed_ts = flushing.read_ts;
         }
-        self.committed_ts = self.read_ts;
     }
 }
 
 /// Events of one table under one schema: one segment when flushed.
 #[derive(Debug)]
 pub(crate) struct PendingSegment {
-    pub(crate) schema: TableSchema,
+    pub(crate) schema: Arc<TableSchema>,
     pub(crate) events: Vec<ChangeEvent>,
+    /// `events`' ids, in the same order.
+    pub(crate) ids: Vec<[u8; 32]>,
     pub(crate) bytes: u64,
 }
 
@@ -126,17 +158,28 @@ impl Batch {
         self.records == 0
     }
 
-    /// Adds an event to its table under `schema`; returns the size of the table's current
-    /// segment.
-    pub(crate) fn push(&mut self, event: ChangeEvent, schema: &TableSchema) -> u64 {
+    /// Adds an event (with its id) to its table under `schema`; returns the size of the
+    /// table's current segment.
+    pub(crate) fn push(
+        &mut self,
+        event: ChangeEvent,
+        id: [u8; 32],
+        schema: &Arc<TableSchema>,
+    ) -> u64 {
         let size = event_size(&event);
-        let segments = self.tables.entry(event.table.clone()).or_default();
+        let segments = match self.tables.get_mut(&event.table) {
+            Some(segments) => segments,
+            None => self.tables.entry(event.table.clone()).or_default(),
+        };
         let current = match segments.last_mut() {
-            Some(segment) if segment.schema == *schema => segment,
+            Some(segment) if Arc::ptr_eq(&segment.schema, schema) || segment.schema == *schema => {
+                segment
+            }
             _ => {
                 segments.push(PendingSegment {
-                    schema: schema.clone(),
+                    schema: Arc::clone(schema),
                     events: Vec::new(),
+                    ids: Vec::new(),
                     bytes: 0,
                 });
                 // Just pushed: `last_mut` is Some.
@@ -147,6 +190,7 @@ impl Batch {
             }
         };
         current.events.push(event);
+        current.ids.push(id);
         current.bytes += size;
         current.bytes
     }
@@ -203,12 +247,13 @@ mod tests {
             optional: false,
             key: name == "id",
         };
-        let v1 = TableSchema {
+        let v1 = Arc::new(TableSchema {
             table: table.clone(),
             columns: vec![column("id")],
-        };
-        let mut v2 = v1.clone();
+        });
+        let mut v2 = (*v1).clone();
         v2.columns.push(column("extra"));
+        let v2 = Arc::new(v2);
         let event = |seq| ChangeEvent {
             table: table.clone(),
             op: Operation::Create,
@@ -222,14 +267,15 @@ mod tests {
             origin: None,
         };
         let mut batch = Batch::default();
-        let first = batch.push(event(1), &v1);
-        assert!(batch.push(event(2), &v1) > first, "sizes add up");
-        batch.push(event(3), &v2);
-        batch.push(event(4), &v2);
+        let first = batch.push(event(1), [1; 32], &v1);
+        assert!(batch.push(event(2), [2; 32], &v1) > first, "sizes add up");
+        batch.push(event(3), [3; 32], &v2);
+        batch.push(event(4), [4; 32], &v2);
         let segments = &batch.tables[&table];
         assert_eq!(segments.len(), 2);
         assert_eq!((segments[0].events.len(), segments[1].events.len()), (2, 2));
         assert_eq!(segments[1].schema, v2);
+        assert_eq!(segments[1].ids, [[3; 32], [4; 32]]);
         assert_eq!(batch.events(), 4);
     }
 
@@ -253,12 +299,31 @@ mod tests {
         p.next = Some(15);
         p.batch_ids.insert([1; 32]);
         assert!(p.has_unflushed());
-        p.committed(10);
+        p.begin_flush();
         assert_eq!((p.from, p.next), (Some(15), Some(15)));
-        assert!(p.recent.contains(&[1; 32]) && p.batch_ids.is_empty());
+        assert!(
+            !p.has_unflushed() && p.has_seen(&[1; 32]),
+            "in flight, still a duplicate"
+        );
+        p.next = Some(17);
+        p.batch_ids.insert([5; 32]);
+        p.flush_committed(10);
+        assert!(p.recent.contains(&[1; 32]) && p.flushing.is_none());
+        assert!(
+            p.has_unflushed() && p.batch_ids.contains(&[5; 32]),
+            "the next batch stays"
+        );
+        p.begin_flush();
+        p.flush_committed(10);
         p.next = Some(20);
         p.batch_ids.insert([2; 32]);
+        p.begin_flush();
+        p.next = Some(22);
         p.restart_at(Some(15));
+        assert!(
+            p.flushing.is_none() && !p.has_seen(&[2; 32]),
+            "a failed flush is forgotten"
+        );
         assert_eq!(
             (p.from, p.next, p.seek_pending),
             (Some(15), Some(15), Some(Some(15)))

@@ -3,8 +3,9 @@
 //! ```text
 //!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets)
 //!        │
-//!  recv record ──► decode ──► dedup (partition's recent ids + batch ids) ──► buffer per table
-//!        │            └─ bad input: raw bytes to _quarantine/, Quarantine action
+//!  recv a chunk of records ──► decode (threads) ──► dedup (partition's recent ids + batch ids)
+//!        │                          │              ──► buffer per table
+//!        │                          └─ bad input: raw bytes to _quarantine/, Quarantine action
 //!  size or time ──► write segments ──► ONE catalog commit:
 //!                    AddSegment* SetSchema* ConsumeOffsets* Quarantine* SetWatermark*
 //!        ok ──► batch acknowledged (ids remembered; offsets also committed to Kafka, for lag
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::FutureExt as _;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -24,16 +26,16 @@ use rdkafka::consumer::{
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use strata_catalog::{
-    Action, Catalog, CommitInfo, DecodeError, Decoded, OffsetRange, QuarantineEntry,
-    QuarantinedObject, SchemaCache, SchemaVersion, TableId, TableSchema, Watermark,
-    decode_debezium_cached,
+    Action, Catalog, CommitInfo, DecodeError, OffsetRange, QuarantineEntry, QuarantinedObject,
+    SchemaVersion, TableId, TableSchema, Watermark,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
-use crate::batch::{Batch, PartitionState, TopicPartition};
+use crate::batch::{Batch, PartitionState, PendingSegment, TopicPartition};
 use crate::config::CompactorConfig;
+use crate::decode::{Decoder, Outcome, RawRecord, decode_all};
 use crate::error::{Error, Result};
 use crate::segment;
 use crate::stats::CompactorStats;
@@ -42,6 +44,8 @@ use crate::stats::CompactorStats;
 const TICK: Duration = Duration::from_millis(200);
 /// Attempts at refreshing the catalog after a failed commit before giving up.
 const REFRESH_ATTEMPTS: u32 = 5;
+/// The most records taken from the consumer's queue at once, to decode side by side.
+const CHUNK_RECORDS: usize = 2048;
 
 /// Consumes Debezium change topics and turns them into Parquet change segments committed to
 /// the catalog together with the offsets they came from.
@@ -136,8 +140,10 @@ impl Compactor {
             batch: Batch::default(),
             deadline: None,
             topic_tables: HashMap::new(),
-            schemas: SchemaCache::default(),
-            checked: HashMap::new(),
+            decoders: (0..self.config.effective_decode_threads())
+                .map(|_| Decoder::default())
+                .collect(),
+            in_flight: None,
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,25 +154,62 @@ impl Compactor {
                 _ = tick.tick() => {}
                 received = consumer.recv() => match received {
                     Ok(message) => {
+                        // And whatever else is already waiting, up to a chunk.
+                        let mut messages = vec![message];
+                        while messages.len() < CHUNK_RECORDS {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(message)) => messages.push(message),
+                                Some(Err(e)) => {
+                                    warn!(error = %e, "kafka consumer error");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
                         // Rebalance notes first: they say which partitions are ours and from where.
                         run.apply_rebalance_notes().await?;
-                        run.on_record(
-                            message.topic(),
-                            message.partition(),
-                            message.offset(),
-                            message.key(),
-                            message.payload(),
-                        )
-                        .await?;
+                        let records: Vec<RawRecord<'_>> = messages
+                            .iter()
+                            .map(|m| RawRecord {
+                                topic: m.topic(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                key: m.key(),
+                                value: m.payload(),
+                            })
+                            .collect();
+                        let outcomes = decode_all(&mut run.decoders, &records);
+                        for (record, outcome) in records.iter().zip(outcomes) {
+                            run.on_record(record, outcome).await?;
+                            if run.over_size() {
+                                run.flush().await?;
+                            }
+                        }
                     }
                     Err(e) => warn!(error = %e, "kafka consumer error"),
                 },
             }
             run.apply_rebalance_notes().await?;
             run.retry_seeks();
+            if run.flush_done() {
+                run.finish_flush().await?;
+            }
             let due = run.deadline.is_some_and(|d| Instant::now() >= d);
             if due || run.over_size() {
                 run.flush().await?;
+            }
+        }
+        // A flush in flight is let finish: it commits, or it leaves nothing behind.
+        if let Some(in_flight) = run.in_flight.take() {
+            match in_flight.task.await {
+                Ok(FlushOutcome::Committed { version, .. }) => {
+                    info!(version, "the last flush committed");
+                }
+                Ok(FlushOutcome::Failed { written, error, .. }) => {
+                    warn!(error, "the last flush failed; it will be replayed");
+                    run.delete_orphans(&written).await;
+                }
+                Err(e) => warn!(error = %e, "the last flush task failed"),
             }
         }
         info!(
@@ -268,10 +311,103 @@ struct Run<'a> {
     deadline: Option<Instant>,
     /// The tables seen on each topic (for watermarks).
     topic_tables: HashMap<String, BTreeSet<TableId>>,
-    /// The envelope schemas seen, parsed once.
-    schemas: SchemaCache,
-    /// Per table the last schema whose Arrow form was checked.
-    checked: HashMap<TableId, TableSchema>,
+    /// One per decoding thread.
+    decoders: Vec<Decoder>,
+    /// The flush being written and committed, if any.
+    in_flight: Option<InFlight>,
+}
+
+/// A flush whose task is running.
+struct InFlight {
+    task: tokio::task::JoinHandle<FlushOutcome>,
+    /// The offsets it commits, to tell Kafka (for lag monitoring) once it has.
+    kafka_offsets: TopicPartitionList,
+}
+
+/// What a flush commits, in order: schema changes and segments per table, then `tail`
+/// (consumed offsets, quarantined records, watermarks).
+enum Planned {
+    Action(Action),
+    Segment(PendingSegment),
+}
+
+/// The work of one flush, done by a task of its own.
+struct FlushWork {
+    store: Arc<dyn ObjectStore>,
+    catalog: Arc<Catalog>,
+    config: CompactorConfig,
+    records: u64,
+    plan: Vec<Planned>,
+    tail: Vec<Action>,
+}
+
+/// How a flush ended.
+enum FlushOutcome {
+    Committed {
+        version: u64,
+        written: Vec<strata_catalog::Segment>,
+    },
+    /// Nothing was committed (or the outcome is unknown); `written` segments may be orphans.
+    Failed {
+        written: Vec<strata_catalog::Segment>,
+        conflict: bool,
+        error: String,
+    },
+}
+
+impl FlushWork {
+    async fn run(self) -> FlushOutcome {
+        let config = &self.config;
+        let mut actions = Vec::with_capacity(self.plan.len() + self.tail.len());
+        let mut written = Vec::new();
+        for step in self.plan {
+            let pending = match step {
+                Planned::Action(action) => {
+                    actions.push(action);
+                    continue;
+                }
+                Planned::Segment(pending) => pending,
+            };
+            let result = segment::write(
+                &self.store,
+                self.catalog.root(),
+                pending.schema,
+                pending.events,
+                pending.ids,
+                config.row_group_rows,
+                config.zstd_level,
+            )
+            .await;
+            match result {
+                Ok(segment) => {
+                    written.push(segment.clone());
+                    actions.push(Action::AddSegment(segment));
+                }
+                Err(e) => {
+                    return FlushOutcome::Failed {
+                        written,
+                        conflict: false,
+                        error: format!("writing a segment failed: {e}"),
+                    };
+                }
+            }
+        }
+        actions.extend(self.tail);
+        let info = CommitInfo::new(&config.writer_id, "compact").with_app_metadata(
+            serde_json::json!({"records": self.records, "segments": written.len()}),
+        );
+        match self.catalog.commit(actions, info).await {
+            Ok(version) => FlushOutcome::Committed {
+                version: version.get(),
+                written,
+            },
+            Err(e) => FlushOutcome::Failed {
+                written,
+                conflict: e.is_conflict(),
+                error: e.to_string(),
+            },
+        }
+    }
 }
 
 impl Run<'_> {
@@ -303,7 +439,7 @@ impl Run<'_> {
                         if let Some(state) = self.partitions.remove(&tp) {
                             // Its records cannot be committed by us any more; the batch
                             // goes, and the partitions we keep restart from the catalog.
-                            must_reset |= state.has_unflushed();
+                            must_reset |= state.has_unflushed() || state.flushing.is_some();
                         }
                     }
                 }
@@ -326,6 +462,20 @@ impl Run<'_> {
     /// Refreshes the catalog, drops the batch, and restarts every partition at the
     /// catalog's offset.
     async fn reset(&mut self) -> Result<()> {
+        // A flush in flight may still land; its outcome must be in the catalog we reload.
+        if let Some(in_flight) = self.in_flight.take() {
+            match in_flight.task.await {
+                Ok(FlushOutcome::Committed { version, .. }) => {
+                    info!(version, "the flush in flight committed before the reset");
+                    CompactorStats::add(&self.stats().commits, 1);
+                }
+                Ok(FlushOutcome::Failed { written, error, .. }) => {
+                    warn!(error, "the flush in flight failed");
+                    self.delete_orphans(&written).await;
+                }
+                Err(e) => warn!(error = %e, "the flush task failed"),
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -386,14 +536,15 @@ impl Run<'_> {
             .any(|segment| segment.bytes >= max)
     }
 
-    async fn on_record(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> Result<()> {
+    /// Takes one decoded record into the batch, in the order of its partition.
+    async fn on_record(&mut self, record: &RawRecord<'_>, outcome: Outcome) -> Result<()> {
+        let RawRecord {
+            topic,
+            partition,
+            offset,
+            key,
+            value,
+        } = *record;
         let tp = (topic.to_owned(), partition);
         let Some(state) = self.partitions.get_mut(&tp) else {
             debug!(
@@ -426,47 +577,19 @@ impl Run<'_> {
         }
         CompactorStats::add(&self.compactor.stats.records_in, 1);
 
-        let decoded =
-            decode_debezium_cached(key, value.unwrap_or_default(), topic, &mut self.schemas)
-                .map_err(|e| e.at(partition, offset));
-        let decoded = match decoded {
-            Ok(Decoded::Skip(_)) => {
+        let (event, schema, id) = match outcome {
+            Outcome::Skip => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
                 return Ok(());
             }
-            Ok(Decoded::Event(decoded)) => decoded,
-            Err(e) => {
+            Outcome::Event { event, schema, id } => (event, schema, id),
+            Outcome::Bad(e) => {
                 return self
                     .quarantine(topic, partition, offset, key, value, &e)
                     .await;
             }
         };
-        let event = decoded.event;
-        let schema = decoded.schema;
-        let known = self.checked.get(&event.table) == Some(&schema);
-        let checked = if known {
-            schema.check_event(&event)
-        } else {
-            schema
-                .segment_schema()
-                .and_then(|_| schema.check_event(&event))
-        };
-        if checked.is_ok() && !known {
-            self.checked.insert(event.table.clone(), schema.clone());
-        }
-        if let Err(e) = checked {
-            let e = DecodeError {
-                topic: topic.to_owned(),
-                partition: Some(partition),
-                offset: Some(offset),
-                reason: format!("table {}: {e}", event.table),
-            };
-            return self
-                .quarantine(topic, partition, offset, key, value, &e)
-                .await;
-        }
         CompactorStats::add(&self.compactor.stats.events_in, 1);
-        let id = event.event_id();
         if !self
             .topic_tables
             .get(topic)
@@ -481,11 +604,12 @@ impl Run<'_> {
             return Ok(());
         };
         state.saw(event.commit_ts_us);
-        if state.recent.contains(&id) || !state.batch_ids.insert(id) {
+        if state.has_seen(&id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
             return Ok(());
         }
-        self.batch.push(event, &schema);
+        state.batch_ids.insert(id);
+        self.batch.push(event, id, &schema);
         Ok(())
     }
 
@@ -537,25 +661,30 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes the batch's segments and commits them with the consumed offsets.
+    /// Starts writing and committing the batch (after the previous flush has finished): the
+    /// segments are encoded, stored and committed with the consumed offsets by a task of their
+    /// own while the loop goes on consuming into the next batch. At most one flush is in
+    /// flight; its outcome is taken by [`Run::finish_flush`].
     #[instrument(skip_all, fields(records = self.batch.records, events = self.batch.events()))]
     async fn flush(&mut self) -> Result<()> {
         self.deadline = None;
         if self.batch.is_empty() {
             return Ok(());
         }
+        if !self.finish_flush().await? {
+            return Ok(()); // it failed: the batch was dropped and everything restarts
+        }
         let config = self.compactor.config.clone();
         let state = self.compactor.catalog.state();
         let batch = std::mem::take(&mut self.batch);
-        let mut actions = Vec::new();
-        let mut written = Vec::new();
+        let mut plan = Vec::new();
         let mut known: HashMap<TableId, (u64, Option<TableSchema>)> = HashMap::new();
         for (table, segments) in batch.tables {
             for pending in segments {
                 let (last_id, last_schema) = known.entry(table.clone()).or_insert_with(|| {
                     latest_schema(state.table(&table).map(|t| t.schemas()).unwrap_or(&[]))
                 });
-                if last_schema.as_ref() != Some(&pending.schema) {
+                if last_schema.as_ref() != Some(&*pending.schema) {
                     *last_id += 1;
                     let effective_from_ts = pending
                         .events
@@ -563,39 +692,27 @@ impl Run<'_> {
                         .map(|e| e.commit_ts_us)
                         .min()
                         .unwrap_or_default();
-                    actions.push(Action::SetSchema(SchemaVersion {
+                    plan.push(Planned::Action(Action::SetSchema(SchemaVersion {
                         table: table.clone(),
                         schema_id: *last_id,
                         effective_from_ts,
                         schema: pending.schema.to_catalog_json(),
-                    }));
-                    *last_schema = Some(pending.schema.clone());
+                    })));
+                    *last_schema = Some((*pending.schema).clone());
                 }
-                let result = segment::write(
-                    &self.compactor.store,
-                    self.compactor.catalog.root(),
-                    pending.schema,
-                    pending.events,
-                    config.row_group_rows,
-                    config.zstd_level,
-                )
-                .await;
-                match result {
-                    Ok(segment) => {
-                        written.push(segment.clone());
-                        actions.push(Action::AddSegment(segment));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "writing a segment failed; replaying the batch");
-                        self.delete_orphans(&written).await;
-                        return self.reset().await;
-                    }
-                }
+                plan.push(Planned::Segment(pending));
             }
         }
         let mut watermarks: BTreeMap<TableId, i64> = BTreeMap::new();
+        for (topic, ts) in self.topic_watermarks() {
+            for table in self.topic_tables.get(&topic).into_iter().flatten() {
+                let wm = watermarks.entry(table.clone()).or_insert(ts);
+                *wm = (*wm).min(ts);
+            }
+        }
         let mut offsets = Vec::new();
-        for ((topic, partition), p) in &self.partitions {
+        let mut kafka_offsets = TopicPartitionList::new();
+        for ((topic, partition), p) in &mut self.partitions {
             if let (Some(from), Some(to)) = (p.from, p.next)
                 && to > from
             {
@@ -606,70 +723,94 @@ impl Run<'_> {
                     from_offset: from,
                     to_offset: to,
                 }));
-            }
-        }
-        for (topic, ts) in self.topic_watermarks() {
-            for table in self.topic_tables.get(&topic).into_iter().flatten() {
-                let wm = watermarks.entry(table.clone()).or_insert(ts);
-                *wm = (*wm).min(ts);
+                let _ = kafka_offsets.add_partition_offset(topic, *partition, Offset::Offset(to));
+                p.begin_flush();
             }
         }
         if offsets.is_empty() {
             return Ok(());
         }
-        actions.extend(offsets);
-        actions.extend(batch.quarantine.into_iter().map(Action::Quarantine));
-        actions.extend(
+        let mut tail = offsets;
+        tail.extend(batch.quarantine.into_iter().map(Action::Quarantine));
+        tail.extend(
             watermarks
                 .into_iter()
                 .filter(|(table, ts)| state.watermark(table).is_none_or(|w| *ts > w))
                 .map(|(table, ts)| Action::SetWatermark(Watermark { table, ts })),
         );
-        let info = CommitInfo::new(&config.writer_id, "compact").with_app_metadata(
-            serde_json::json!({"records": batch.records, "segments": written.len()}),
-        );
-        match self.compactor.catalog.commit(actions, info).await {
-            Ok(version) => {
+        let work = FlushWork {
+            store: Arc::clone(&self.compactor.store),
+            catalog: Arc::clone(&self.compactor.catalog),
+            config,
+            records: batch.records,
+            plan,
+            tail,
+        };
+        self.in_flight = Some(InFlight {
+            task: tokio::spawn(work.run()),
+            kafka_offsets,
+        });
+        Ok(())
+    }
+
+    /// True when a flush is in flight and its task has ended.
+    fn flush_done(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished())
+    }
+
+    /// Waits for the flush in flight, if any, and takes its outcome. Returns false when it
+    /// failed: then its segments were cleaned up, the batch dropped, and every partition
+    /// restarts at the catalog's offsets.
+    async fn finish_flush(&mut self) -> Result<bool> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(true);
+        };
+        let outcome = in_flight
+            .task
+            .await
+            .unwrap_or_else(|e| FlushOutcome::Failed {
+                written: Vec::new(),
+                conflict: false,
+                error: format!("flush task failed: {e}"),
+            });
+        match outcome {
+            FlushOutcome::Committed { version, written } => {
                 let stats = self.stats();
                 CompactorStats::add(&stats.commits, 1);
                 CompactorStats::add(&stats.segments_written, written.len() as u64);
                 CompactorStats::add(&stats.rows_written, written.iter().map(|s| s.rows).sum());
                 CompactorStats::add(&stats.bytes_written, written.iter().map(|s| s.bytes).sum());
-                info!(
-                    version = version.get(),
-                    segments = written.len(),
-                    "committed"
-                );
-                let mut kafka_offsets = TopicPartitionList::new();
-                for ((topic, partition), p) in &mut self.partitions {
-                    if p.has_unflushed()
-                        && let Some(next) = p.next
-                    {
-                        let _ = kafka_offsets.add_partition_offset(
-                            topic,
-                            *partition,
-                            Offset::Offset(next),
-                        );
-                    }
-                    p.committed(config.dedup_window);
+                info!(version, segments = written.len(), "committed");
+                let window = self.config().dedup_window;
+                for p in self.partitions.values_mut() {
+                    p.flush_committed(window);
                 }
                 // For lag monitoring only; positions come from the catalog.
-                if kafka_offsets.count() > 0
-                    && let Err(e) = self.consumer.commit(&kafka_offsets, CommitMode::Async)
+                if in_flight.kafka_offsets.count() > 0
+                    && let Err(e) = self
+                        .consumer
+                        .commit(&in_flight.kafka_offsets, CommitMode::Async)
                 {
                     debug!(error = %e, "committing offsets to Kafka (monitoring only) failed");
                 }
-                Ok(())
+                Ok(true)
             }
-            Err(e) => {
-                if e.is_conflict() {
+            FlushOutcome::Failed {
+                written,
+                conflict,
+                error,
+            } => {
+                if conflict {
                     CompactorStats::add(&self.stats().conflicts, 1);
-                    info!(error = %e, "another compactor committed first; replaying");
+                    info!(error, "another compactor committed first; replaying");
                 } else {
-                    warn!(error = %e, "catalog commit failed; replaying from the catalog");
+                    warn!(error, "flush failed; replaying from the catalog");
                 }
                 self.delete_orphans(&written).await;
-                self.reset().await
+                self.reset().await?;
+                Ok(false)
             }
         }
     }

@@ -20,6 +20,8 @@ pub const DEFAULT_DEDUP_WINDOW: usize = 100_000;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Default for [`CompactorConfig::zstd_level`].
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// The most threads [`CompactorConfig::decode_threads`] may ask for.
+pub const MAX_DECODE_THREADS: usize = 64;
 
 /// The compactor's settings. Kafka connection settings (brokers, security) come separately,
 /// as an `rdkafka::ClientConfig`, from the process's Kafka configuration.
@@ -47,6 +49,9 @@ pub struct CompactorConfig {
     pub zstd_level: i32,
     /// Who commits, as recorded in the catalog. Default `strata-compactor`.
     pub writer_id: String,
+    /// Threads decoding records side by side (the compactor's main CPU cost); 0: one per
+    /// core. Default 0.
+    pub decode_threads: usize,
 }
 
 impl Default for CompactorConfig {
@@ -60,6 +65,7 @@ impl Default for CompactorConfig {
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             writer_id: DEFAULT_GROUP_ID.into(),
+            decode_threads: 0,
         }
     }
 }
@@ -94,7 +100,18 @@ impl CompactorConfig {
         if self.writer_id.is_empty() {
             return invalid("writer_id", "must not be empty");
         }
+        if self.decode_threads > MAX_DECODE_THREADS {
+            return invalid("decode_threads", "must be at most 64 (0: one per core)");
+        }
         Ok(())
+    }
+
+    /// How many decoding threads to run: `decode_threads`, or one per core when 0.
+    pub fn effective_decode_threads(&self) -> usize {
+        match self.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 }
 

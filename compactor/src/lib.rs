@@ -1,7 +1,8 @@
 //! # strata-compactor
 //!
 //! The Kafka consumer group that turns Debezium change topics into history: it decodes
-//! each record ([`strata_catalog::decode_debezium`]), drops copies of a mutation already
+//! each record ([`strata_catalog::decode_debezium`]; chunks of records on several threads,
+//! `decode_threads`), drops copies of a mutation already
 //! seen in the partition (replica copies and resends share an event id), buffers events per
 //! table, writes sorted zstd Parquet change segments under
 //! `<root>/<source>/<namespace>/<table>/changes/<uuid>.parquet`, and commits them to the
@@ -51,6 +52,7 @@
 mod batch;
 mod compactor;
 pub mod config;
+mod decode;
 pub mod error;
 mod segment;
 pub mod stats;

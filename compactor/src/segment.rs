@@ -7,7 +7,8 @@ use std::sync::Arc;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use strata_catalog::{
-    ChangeEvent, Segment, SourcePosition, TableSchema, encode_segment, events_to_record_batch,
+    ChangeEvent, Segment, SourcePosition, TableSchema, encode_segment,
+    events_to_record_batch_with_ids,
 };
 use tracing::instrument;
 
@@ -31,11 +32,13 @@ pub(crate) fn segment_relative_path(schema: &TableSchema) -> String {
     )
 }
 
-/// Encodes `events` (one table, one schema) as a sorted Parquet segment; returns the bytes
-/// and the segment's catalog entry (path relative to the catalog root).
+/// Encodes `events` (one table, one schema; `ids` their event ids) as a sorted Parquet
+/// segment; returns the bytes and the segment's catalog entry (path relative to the catalog
+/// root).
 pub(crate) fn encode(
     schema: &TableSchema,
-    mut events: Vec<ChangeEvent>,
+    events: &[ChangeEvent],
+    ids: &[[u8; 32]],
     row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<(Vec<u8>, Segment)> {
@@ -46,11 +49,16 @@ pub(crate) fn encode(
     if events.is_empty() {
         return Err(fail("no events".into()));
     }
-    let mut keyed: Vec<(String, ChangeEvent)> =
-        events.drain(..).map(|e| (e.sort_key(), e)).collect();
+    let mut keyed: Vec<(String, &ChangeEvent, [u8; 32])> = events
+        .iter()
+        .zip(ids)
+        .map(|(e, id)| (e.sort_key(), e, *id))
+        .collect();
     keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
-    let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e)| e).collect();
-    let batch = events_to_record_batch(schema, &refs).map_err(|e| fail(e.to_string()))?;
+    let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e, _)| *e).collect();
+    let sorted_ids: Vec<[u8; 32]> = keyed.iter().map(|(_, _, id)| *id).collect();
+    let batch = events_to_record_batch_with_ids(schema, &refs, &sorted_ids)
+        .map_err(|e| fail(e.to_string()))?;
 
     let bytes =
         encode_segment(&batch, zstd_level, row_group_rows).map_err(|e| fail(e.to_string()))?;
@@ -91,19 +99,21 @@ pub(crate) fn encode(
 pub(crate) async fn write(
     store: &Arc<dyn ObjectStore>,
     root: &Path,
-    schema: TableSchema,
+    schema: Arc<TableSchema>,
     events: Vec<ChangeEvent>,
+    ids: Vec<[u8; 32]>,
     row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<Segment> {
     let table = schema.table.to_string();
-    let (bytes, segment) =
-        tokio::task::spawn_blocking(move || encode(&schema, events, row_group_rows, zstd_level))
-            .await
-            .map_err(|e| Error::Segment {
-                table,
-                reason: format!("encoder task failed: {e}"),
-            })??;
+    let (bytes, segment) = tokio::task::spawn_blocking(move || {
+        encode(&schema, &events, &ids, row_group_rows, zstd_level)
+    })
+    .await
+    .map_err(|e| Error::Segment {
+        table,
+        reason: format!("encoder task failed: {e}"),
+    })??;
     let path = object_path(root, &segment.path);
     tracing::Span::current().record("path", path.as_ref());
     store

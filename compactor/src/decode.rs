@@ -1,0 +1,198 @@
+//! The decoding stage (pure, no I/O): Kafka records in, checked change events with their
+//! ids out, on several threads.
+//!
+//! Decoding is most of the compactor's CPU (JSON, schema checks, blake3 ids) and each record
+//! decodes on its own, so a chunk of records is cut into contiguous slices decoded side by
+//! side, one [`Decoder`] (with its own caches) per thread. The outcomes come back in the
+//! records' order; everything that depends on order (offsets, dedup, batching) stays on the
+//! compactor's loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use strata_catalog::{
+    ChangeEvent, DecodeError, Decoded, DecodedEvent, EventChecker, SchemaCache, SchemaError,
+    TableId, TableSchema, decode_debezium_cached,
+};
+
+/// Below this many records per thread, a chunk is decoded on the caller's thread.
+const MIN_RECORDS_PER_THREAD: usize = 64;
+
+/// The parts of a Kafka record the decoder reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawRecord<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+}
+
+/// What became of one record.
+// Almost every outcome is an event: boxing it would add an allocation per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Not a change (tombstone, transaction metadata, heartbeat, message).
+    Skip,
+    /// A change that fits its schema, with its id.
+    Event {
+        event: ChangeEvent,
+        schema: Arc<TableSchema>,
+        id: [u8; 32],
+    },
+    /// Bad input, to be quarantined.
+    Bad(DecodeError),
+}
+
+/// One thread's decoding state: the envelope schemas seen, and per table the checker of
+/// its latest schema.
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    schemas: SchemaCache,
+    checkers: HashMap<TableId, EventChecker>,
+}
+
+impl Decoder {
+    /// Decodes, checks and names one record.
+    pub(crate) fn decode(&mut self, record: &RawRecord<'_>) -> Outcome {
+        let decoded = decode_debezium_cached(
+            record.key,
+            record.value.unwrap_or_default(),
+            record.topic,
+            &mut self.schemas,
+        );
+        let DecodedEvent { event, schema } = match decoded {
+            Ok(Decoded::Skip(_)) => return Outcome::Skip,
+            Ok(Decoded::Event(decoded)) => *decoded,
+            Err(e) => return Outcome::Bad(e.at(record.partition, record.offset)),
+        };
+        if let Err(e) = self.check(&event, &schema) {
+            return Outcome::Bad(
+                DecodeError {
+                    topic: record.topic.to_owned(),
+                    partition: None,
+                    offset: None,
+                    reason: format!("table {}: {e}", event.table),
+                }
+                .at(record.partition, record.offset),
+            );
+        }
+        let id = event.event_id();
+        Outcome::Event { event, schema, id }
+    }
+
+    /// Checks that the event converts to its schema's segment columns; the schema's own
+    /// mapping is checked once, when a table's schema is first met or changes.
+    fn check(&mut self, event: &ChangeEvent, schema: &Arc<TableSchema>) -> Result<(), SchemaError> {
+        if let Some(checker) = self.checkers.get(&event.table)
+            && (Arc::ptr_eq(checker.schema(), schema) || **checker.schema() == **schema)
+        {
+            return checker.check(event);
+        }
+        let checker = EventChecker::new(Arc::clone(schema))?;
+        checker.check(event)?;
+        self.checkers.insert(event.table.clone(), checker);
+        Ok(())
+    }
+}
+
+/// Decodes `records`, in their order, on up to `decoders.len()` threads.
+pub(crate) fn decode_all(decoders: &mut [Decoder], records: &[RawRecord<'_>]) -> Vec<Outcome> {
+    let threads = decoders
+        .len()
+        .min(records.len() / MIN_RECORDS_PER_THREAD)
+        .max(1);
+    let Some(first) = decoders.first_mut() else {
+        return Vec::new();
+    };
+    if threads == 1 {
+        return records.iter().map(|r| first.decode(r)).collect();
+    }
+    let per_thread = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = decoders
+            .iter_mut()
+            .zip(records.chunks(per_thread))
+            .map(|(decoder, slice)| {
+                scope.spawn(move || slice.iter().map(|r| decoder.decode(r)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: i64) -> (Vec<u8>, Vec<u8>) {
+        let key = format!(
+            r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","optional":false,"field":"id"}}]}},"payload":{{"id":{i}}}}}"#
+        );
+        let row = r#"{"type":"struct","optional":true,"fields":[{"type":"int64","optional":false,"field":"id"},{"type":"int32","optional":true,"field":"n"}]}"#;
+        let schema = format!(
+            r#"{{"type":"struct","fields":[{},{},{{"type":"struct","field":"source","fields":[]}},{{"type":"string","field":"op"}}]}}"#,
+            row.replacen('{', r#"{"field":"before","#, 1),
+            row.replacen('{', r#"{"field":"after","#, 1)
+        );
+        // Every 7th record's `n` does not fit int32: quarantined, not a failure.
+        let n = if i % 7 == 3 { 1_i64 << 40 } else { i };
+        let value = format!(
+            r#"{{"schema":{schema},"payload":{{"before":null,"after":{{"id":{i},"n":{n}}},"op":"c","source":{{"name":"s","schema":"public","table":"t","ts_us":{ts},"lsn":{lsn}}}}}}}"#,
+            ts = 1_000 + i,
+            lsn = 100 + i
+        );
+        (key.into_bytes(), value.into_bytes())
+    }
+
+    #[test]
+    fn threads_give_the_outcomes_of_one_thread_in_order() {
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = (0..1000).map(record).collect();
+        let records: Vec<RawRecord<'_>> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| RawRecord {
+                topic: "s.public.t",
+                partition: 0,
+                offset: i as i64,
+                key: Some(key),
+                value: if i == 500 { None } else { Some(value) },
+            })
+            .collect();
+        let summary = |outcomes: Vec<Outcome>| -> Vec<String> {
+            outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::Skip => "skip".to_owned(),
+                    Outcome::Event { event, id, .. } => {
+                        assert_eq!(id, event.event_id());
+                        format!("{} {:?}", event.position.seq, &id[..4])
+                    }
+                    Outcome::Bad(e) => e.to_string(),
+                })
+                .collect()
+        };
+        let one = summary(decode_all(&mut [Decoder::default()], &records));
+        let mut four: Vec<Decoder> = (0..4).map(|_| Decoder::default()).collect();
+        let many = summary(decode_all(&mut four, &records));
+        assert_eq!(one, many);
+        assert_eq!(one[500], "skip", "a null value is a tombstone");
+        assert!(one[1].starts_with("101 "), "{}", one[1]);
+        assert!(
+            one[3]
+                .starts_with("topic s.public.t partition 0 offset 3: table s/public/t: column n:"),
+            "{}",
+            one[3]
+        );
+        let bad = one.iter().filter(|o| o.contains("out of range")).count();
+        assert_eq!(bad, (0..1000).filter(|i| i % 7 == 3 && *i != 500).count());
+    }
+}
