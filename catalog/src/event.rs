@@ -43,8 +43,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::schema::{ColumnSchema, ColumnType, ConnectType, TableSchema};
 use crate::table::TableId;
@@ -143,6 +143,15 @@ impl Row {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
+    /// The value of a column, looked for first at `index` (where it is when the row is in
+    /// its table's column order, as decoded rows are).
+    pub fn get_at(&self, index: usize, name: &str) -> Option<&Value> {
+        match self.0.get(index) {
+            Some((n, v)) if n == name => Some(v),
+            _ => self.get(name),
+        }
+    }
+
     /// Removes a column, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         let index = self.0.iter().position(|(n, _)| n == name)?;
@@ -217,28 +226,30 @@ impl ChangeEvent {
     /// left out), commit time and position. Not the origin: the copies of one mutation
     /// reported by several replicas, or resent after a capture restart, share it.
     pub fn event_id(&self) -> [u8; 32] {
-        let mut h = blake3::Hasher::new();
-        let put = |h: &mut blake3::Hasher, bytes: &[u8]| {
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
+        // Everything length-prefixed into one buffer, hashed at once.
+        let mut buf = Vec::with_capacity(512);
+        let put = |buf: &mut Vec<u8>, bytes: &[u8]| {
+            buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            buf.extend_from_slice(bytes);
         };
-        // One buffer for every value's JSON text (the bytes `Value::to_string` gives).
-        let mut text = Vec::with_capacity(64);
-        let mut put_value = |h: &mut blake3::Hasher, value: &Value| {
-            text.clear();
+        // A value's JSON text (the bytes `Value::to_string` gives), length-prefixed in place.
+        let put_value = |buf: &mut Vec<u8>, value: &Value| {
+            let at = buf.len();
+            buf.extend_from_slice(&[0; 8]);
             // Writing a `Value` to a `Vec` cannot fail.
-            let _ = serde_json::to_writer(&mut text, value);
-            put(h, &text);
+            let _ = serde_json::to_writer(&mut *buf, value);
+            let len = (buf.len() - at - 8) as u64;
+            buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
         };
-        put(&mut h, b"strata.event.v1");
-        put(&mut h, self.table.source.as_bytes());
-        put(&mut h, self.table.namespace.as_bytes());
-        put(&mut h, self.table.table.as_bytes());
-        put(&mut h, self.op.code().as_bytes());
-        put(&mut h, &(self.key.len() as u64).to_le_bytes());
+        put(&mut buf, b"strata.event.v1");
+        put(&mut buf, self.table.source.as_bytes());
+        put(&mut buf, self.table.namespace.as_bytes());
+        put(&mut buf, self.table.table.as_bytes());
+        put(&mut buf, self.op.code().as_bytes());
+        put(&mut buf, &(self.key.len() as u64).to_le_bytes());
         for (name, value) in self.key.iter() {
-            put(&mut h, name.as_bytes());
-            put_value(&mut h, value);
+            put(&mut buf, name.as_bytes());
+            put_value(&mut buf, value);
         }
         let mut cells: Vec<(&str, &Value)> = self
             .image()
@@ -249,15 +260,15 @@ impl ChangeEvent {
             })
             .unwrap_or_default();
         cells.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put(&mut h, &(cells.len() as u64).to_le_bytes());
+        put(&mut buf, &(cells.len() as u64).to_le_bytes());
         for (name, value) in cells {
-            put(&mut h, name.as_bytes());
-            put_value(&mut h, value);
+            put(&mut buf, name.as_bytes());
+            put_value(&mut buf, value);
         }
-        put(&mut h, &self.commit_ts_us.to_le_bytes());
-        put(&mut h, &self.position.commit.to_le_bytes());
-        put(&mut h, &self.position.seq.to_le_bytes());
-        *h.finalize().as_bytes()
+        put(&mut buf, &self.commit_ts_us.to_le_bytes());
+        put(&mut buf, &self.position.commit.to_le_bytes());
+        put(&mut buf, &self.position.seq.to_le_bytes());
+        *blake3::hash(&buf).as_bytes()
     }
 
     /// The order-preserving encoding of the key (the `_key` column); see [`encode_key`].
@@ -513,11 +524,9 @@ pub fn decode_debezium_cached(
     }
     // Known schema text: only the payload is parsed. Otherwise the top level without
     // parsing the schema, which is looked up in the cache by its text.
-    let fast = cache.split(value).and_then(|(schema, payload)| {
-        serde_json::from_slice::<Value>(payload)
-            .ok()
-            .map(|payload| (schema, payload))
-    });
+    let fast = cache
+        .split(value)
+        .and_then(|(schema, payload)| Some((schema, PayloadView::parse(payload).ok()?)));
     let (schema, payload) = match fast {
         Some(found) => found,
         None => {
@@ -540,69 +549,82 @@ pub fn decode_debezium_cached(
                         .into(),
                 ));
             };
-            let payload: Value = serde_json::from_str(payload.get())
-                .map_err(|e| err(format!("value is not JSON: {e}")))?;
+            let payload = match PayloadView::parse(payload.get().as_bytes()) {
+                Ok(view) => view,
+                Err(e) => {
+                    let document: Value = serde_json::from_str(payload.get())
+                        .map_err(|e| err(format!("value is not JSON: {e}")))?;
+                    return match document {
+                        Value::Null => Ok(Decoded::Skip(Skip::Tombstone)),
+                        Value::Object(_) => Err(err(format!("payload: {e}"))),
+                        _ => Err(err("payload is not an object".into())),
+                    };
+                }
+            };
             let schema = cache
                 .parse(schema.get())
                 .map_err(|e| err(format!("value is not JSON: {e}")))?;
             (schema, payload)
         }
     };
-    let payload = match payload {
-        Value::Null => return Ok(Decoded::Skip(Skip::Tombstone)),
-        Value::Object(map) => map,
-        _ => return Err(err("payload is not an object".into())),
-    };
-    let payload = &payload;
     let schema = schema.as_ref();
     let schema_name = schema.get("name").and_then(Value::as_str).unwrap_or("");
     if schema_name.contains("Heartbeat") {
         return Ok(Decoded::Skip(Skip::Heartbeat));
     }
-    if !payload.contains_key("op") && payload.contains_key("status") {
+    if payload.op.is_none() && payload.status.is_some() {
         return Ok(Decoded::Skip(Skip::TransactionMetadata));
     }
-    let op_code = str_field(payload, "op").ok_or_else(|| err("payload.op is missing".into()))?;
+    let op_code = payload
+        .op
+        .and_then(raw_str)
+        .ok_or_else(|| err("payload.op is missing".into()))?;
     if op_code == "m" {
         return Ok(Decoded::Skip(Skip::Message));
     }
-    let op = Operation::from_code(op_code).ok_or_else(|| {
+    let op = Operation::from_code(&op_code).ok_or_else(|| {
         err(format!(
             "payload.op {op_code:?} is not one of c, u, d, r, t"
         ))
     })?;
 
     let source = payload
-        .get("source")
-        .and_then(Value::as_object)
+        .source
+        .and_then(|raw| serde_json::from_str::<SourceView<'_>>(raw.get()).ok())
         .ok_or_else(|| err("payload.source is missing".into()))?;
-    let table = table_id(source).map_err(&err)?;
+    let table = source.table_id().map_err(&err)?;
 
-    let commit_ts_us = match (int_field(source, "ts_us"), int_field(source, "ts_ms")) {
+    let commit_ts_us = match (
+        source.ts_us.and_then(raw_i64),
+        source.ts_ms.and_then(raw_i64),
+    ) {
         (Some(us), _) => us,
         (None, Some(ms)) => ms
             .checked_mul(1000)
             .ok_or_else(|| err(format!("source.ts_ms {ms} is out of range")))?,
         (None, None) => return Err(err("source has neither ts_us nor ts_ms".into())),
     };
-    let seq = uint_field(source, "lsn")
+    let seq = source
+        .lsn
+        .and_then(raw_u64)
         .ok_or_else(|| err("source.lsn is missing or not a non-negative integer".into()))?;
-    let commit = uint_field(source, "commit_lsn")
+    let commit = source
+        .commit_lsn
+        .and_then(raw_u64)
         .or_else(|| {
-            payload
-                .get("transaction")
-                .and_then(|t| t.get("id"))
-                .and_then(Value::as_str)
-                .and_then(|id| id.rsplit_once(':'))
-                .and_then(|(_, lsn)| lsn.parse().ok())
+            let transaction: TransactionView<'_> =
+                serde_json::from_str(payload.transaction?.get()).ok()?;
+            let id = raw_str(transaction.id?)?;
+            id.rsplit_once(':').and_then(|(_, lsn)| lsn.parse().ok())
         })
         .unwrap_or(seq);
-    let tx_id = match source.get("txId") {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let origin = str_field(source, "node").map(str::to_owned);
+    let tx_id = source.tx_id.and_then(|raw| match raw_str(raw) {
+        Some(text) => Some(text.into_owned()),
+        None => serde_json::from_str::<serde_json::Number>(raw.get())
+            .ok()
+            .map(|n| n.to_string()),
+    });
+    let origin = source.node.and_then(raw_str).map(Cow::into_owned);
 
     // The key document.
     let key_row = match key {
@@ -627,22 +649,30 @@ pub fn decode_debezium_cached(
     let variable_scale = &derived.variable_scale;
     let table_schema = Arc::clone(&derived.schema);
 
-    let mut unchanged: Vec<String> = match source.get("unchanged_toast") {
-        Some(Value::Array(names)) => names
-            .iter()
-            .filter_map(|n| n.as_str().map(str::to_owned))
+    let mut unchanged: Vec<String> = match source
+        .unchanged_toast
+        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+    {
+        Some(Ok(Value::Array(names))) => names
+            .into_iter()
+            .filter_map(|n| match n {
+                Value::String(name) => Some(name),
+                _ => None,
+            })
             .collect(),
         _ => Vec::new(),
     };
-    let image = |field: &str| -> Result<Option<Row>, DecodeError> {
-        match payload.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(ordered_row(map, table_schema.as_ref()))),
-            Some(_) => Err(err(format!("payload.{field} is not an object or null"))),
+    let image = |field: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
+        match raw.map(RawValue::get) {
+            None | Some("null") => Ok(None),
+            Some(text) => match serde_json::from_str::<Fields>(text) {
+                Ok(fields) => Ok(Some(ordered_row(fields, table_schema.as_ref()))),
+                Err(_) => Err(err(format!("payload.{field} is not an object or null"))),
+            },
         }
     };
-    let mut before = image("before")?;
-    let mut after = image("after")?;
+    let mut before = image("before", payload.before)?;
+    let mut after = image("after", payload.after)?;
     for row in [&mut before, &mut after].into_iter().flatten() {
         for name in variable_scale {
             if let Some(value) = row.get(name).filter(|v| !v.is_null()) {
@@ -654,6 +684,10 @@ pub fn decode_debezium_cached(
     }
     for (row, record) in [(&mut after, true), (&mut before, false)] {
         let Some(row) = row else { continue };
+        let listed = record && !unchanged.is_empty();
+        if !listed && !row.iter().any(|(_, v)| maybe_unavailable(v)) {
+            continue; // nothing to take out (the usual case)
+        }
         for column in &table_schema.columns {
             let placeholder = row
                 .get(&column.name)
@@ -752,31 +786,6 @@ fn derive_columns(
         }),
         variable_scale,
     })
-}
-
-fn str_field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    map.get(name).and_then(Value::as_str)
-}
-
-fn int_field(map: &Map<String, Value>, name: &str) -> Option<i64> {
-    map.get(name).and_then(Value::as_i64)
-}
-
-fn uint_field(map: &Map<String, Value>, name: &str) -> Option<u64> {
-    map.get(name).and_then(Value::as_u64)
-}
-
-fn table_id(source: &Map<String, Value>) -> Result<TableId, String> {
-    let name = str_field(source, "name").ok_or("source.name is missing")?;
-    let namespace = str_field(source, "schema")
-        .or_else(|| str_field(source, "db"))
-        .ok_or("source has neither schema nor db")?;
-    let table = str_field(source, "table")
-        .or_else(|| str_field(source, "collection"))
-        .ok_or("source.table is missing")?;
-    let id = TableId::new(name, namespace, table);
-    id.validate().map_err(|e| e.to_string())?;
-    Ok(id)
 }
 
 /// The fields of the `after` (else `before`) struct of an envelope schema.
@@ -883,20 +892,161 @@ fn decode_key(bytes: &[u8], cache: &mut SchemaCache) -> Result<Row, String> {
     Ok(row)
 }
 
-/// A payload image in the schema's column order (columns the schema does not name last).
-fn ordered_row(map: &Map<String, Value>, schema: &TableSchema) -> Row {
+/// A payload image in the schema's column order (columns the schema does not name last, by
+/// name). A column named twice keeps its last value, as a JSON object does.
+fn ordered_row(fields: Fields, schema: &TableSchema) -> Row {
     let mut row = Row::new();
-    for column in &schema.columns {
-        if let Some(value) = map.get(&column.name) {
-            row.insert(column.name.clone(), value.clone());
-        }
+    for (name, value) in fields.0 {
+        row.insert(name, value);
     }
-    for (name, value) in map {
-        if schema.column(name).is_none() {
-            row.insert(name.clone(), value.clone());
-        }
+    let place = |name: &str| {
+        schema
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or(usize::MAX)
+    };
+    let in_order = row
+        .0
+        .iter()
+        .enumerate()
+        .all(|(i, (name, _))| schema.columns.get(i).is_some_and(|c| c.name == *name));
+    if !in_order {
+        row.0.sort_by_cached_key(|(name, _)| {
+            let index = place(name);
+            (index, (index == usize::MAX).then(|| name.clone()))
+        });
     }
     row
+}
+
+/// A JSON object's members in document order.
+struct Fields(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Fields(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// The members of an envelope payload the decoder reads, unparsed. A member that is present
+/// is `Some`, even when it is `null` (as `Map::contains_key` would say).
+#[derive(Deserialize)]
+struct PayloadView<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    op: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    before: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    after: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    source: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    transaction: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    status: Option<&'a RawValue>,
+}
+
+impl<'a> PayloadView<'a> {
+    fn parse(payload: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
+/// The members of `payload.source` the decoder reads, unparsed.
+#[derive(Deserialize)]
+struct SourceView<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    schema: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    db: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    table: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    collection: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    ts_us: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    ts_ms: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    lsn: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    commit_lsn: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present", rename = "txId")]
+    tx_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    node: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    unchanged_toast: Option<&'a RawValue>,
+}
+
+impl SourceView<'_> {
+    fn table_id(&self) -> Result<TableId, String> {
+        let name = self
+            .name
+            .and_then(raw_str)
+            .ok_or("source.name is missing")?;
+        let namespace = self
+            .schema
+            .and_then(raw_str)
+            .or_else(|| self.db.and_then(raw_str))
+            .ok_or("source has neither schema nor db")?;
+        let table = self
+            .table
+            .and_then(raw_str)
+            .or_else(|| self.collection.and_then(raw_str))
+            .ok_or("source.table is missing")?;
+        let id = TableId::new(name.as_ref(), namespace.as_ref(), table.as_ref());
+        id.validate().map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+}
+
+/// The member of `payload.transaction` the decoder reads.
+#[derive(Deserialize)]
+struct TransactionView<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// A JSON string's text (`None` for anything else).
+fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A JSON integer in i64 (`None` for anything else).
+fn raw_i64(raw: &RawValue) -> Option<i64> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A JSON integer in u64 (`None` for anything else).
+fn raw_u64(raw: &RawValue) -> Option<u64> {
+    serde_json::from_str(raw.get()).ok()
 }
 
 /// The semantic name of Debezium's unconstrained-numeric struct.
@@ -973,9 +1123,19 @@ fn variable_scale_decimal(value: &Value) -> Result<String, String> {
 }
 
 /// True for Debezium's "value not sent" placeholder in a column of this type.
+/// The placeholder as a `bytes` column carries it (base64).
+const UNAVAILABLE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
+
+/// True if the value could be a placeholder under some column type (see [`is_unavailable`]).
+fn maybe_unavailable(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s == UNAVAILABLE_VALUE || s == UNAVAILABLE_BASE64,
+        Value::Array(items) => items.len() == 1 && maybe_unavailable(&items[0]),
+        _ => false,
+    }
+}
+
 fn is_unavailable(value: &Value, ty: &ColumnType) -> bool {
-    // base64 of the placeholder, as a `bytes` column carries it.
-    const UNAVAILABLE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
     match value {
         Value::String(s) => {
             s == UNAVAILABLE_VALUE || (ty.connect == ConnectType::Bytes && s == UNAVAILABLE_BASE64)

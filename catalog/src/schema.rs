@@ -534,10 +534,11 @@ pub fn events_to_record_batch_with_ids(
         events.iter().map(|e| e.sort_key()),
     )));
 
-    for (column, field) in schema
+    for (index, (column, field)) in schema
         .columns
         .iter()
         .zip(arrow_schema.fields().iter().skip(8))
+        .enumerate()
     {
         let values: Vec<Option<&Value>> = events
             .iter()
@@ -545,12 +546,15 @@ pub fn events_to_record_batch_with_ids(
                 if e.unchanged.contains(&column.name) {
                     return None;
                 }
-                let value = e.image().and_then(|row| row.get(&column.name)).or_else(|| {
-                    // A delete's image may lack key columns the key document has.
-                    (e.op == Operation::Delete)
-                        .then(|| e.key.get(&column.name))
-                        .flatten()
-                });
+                let value = e
+                    .image()
+                    .and_then(|row| row.get_at(index, &column.name))
+                    .or_else(|| {
+                        // A delete's image may lack key columns the key document has.
+                        (e.op == Operation::Delete)
+                            .then(|| e.key.get(&column.name))
+                            .flatten()
+                    });
                 value.filter(|v| !v.is_null())
             })
             .collect();

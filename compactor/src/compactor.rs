@@ -110,6 +110,12 @@ impl Compactor {
         if client.get("session.timeout.ms").is_none() {
             client.set("session.timeout.ms", "10000");
         }
+        // When its local queue is full (queued.max.messages.kbytes, 64 MiB), librdkafka waits
+        // this long before fetching again: 1 s by default, in which a compactor that is
+        // slower than the fetch but faster than 64 MiB/s drains the queue and then idles.
+        if client.get("fetch.queue.backoff.ms").is_none() {
+            client.set("fetch.queue.backoff.ms", "10");
+        }
         // The brokers' high watermarks, for table watermarks (see `topic_watermarks`).
         if client.get("statistics.interval.ms").is_none() {
             client.set("statistics.interval.ms", "1000");

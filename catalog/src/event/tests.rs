@@ -632,3 +632,14 @@ fn a_schema_cache_changes_no_result_and_follows_schema_changes() {
     assert!(narrow.schema.column("score").is_none());
     assert!(narrow.schema.column("id").is_some_and(|c| c.key));
 }
+
+/// Event ids are stored in every segment and compared across versions of strata (a copy
+/// written by an older capture must still be recognised): the bytes hashed must not change.
+#[test]
+fn event_id_is_stable_across_versions() {
+    let hex = |id: [u8; 32]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(sample_event().event_id()),
+        "2001d3e258b44ddeec0a48aebc1accac04c4063115e85f0e158a1587c0576252"
+    );
+}
