@@ -41,7 +41,7 @@ use crate::segment;
 use crate::stats::CompactorStats;
 
 /// How often the loop wakes without records (seek retries, flush deadlines).
-const TICK: Duration = Duration::from_millis(200);
+const TICK: Duration = Duration::from_millis(50);
 /// Attempts at refreshing the catalog after a failed commit before giving up.
 const REFRESH_ATTEMPTS: u32 = 5;
 /// The most records taken from the consumer's queue at once, to decode side by side.
