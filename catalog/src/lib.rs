@@ -101,6 +101,6 @@ pub use crate::log::{
 };
 pub use crate::schema::{
     ColumnSchema, ColumnType, ConnectType, EventChecker, SchemaError, TableSchema, encode_segment,
-    events_to_record_batch, events_to_record_batch_with_ids,
+    events_to_record_batch, events_to_record_batch_with,
 };
 pub use crate::table::TableId;

@@ -472,19 +472,27 @@ pub fn events_to_record_batch(
     events: &[&ChangeEvent],
 ) -> Result<RecordBatch, SchemaError> {
     let ids: Vec<[u8; 32]> = events.iter().map(|e| e.event_id()).collect();
-    events_to_record_batch_with_ids(schema, events, &ids)
+    let keys: Vec<String> = events.iter().map(|e| e.sort_key()).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    events_to_record_batch_with(schema, events, &ids, &keys)
 }
 
-/// [`events_to_record_batch`] with the events' ids ([`ChangeEvent::event_id`]) already
-/// worked out, one per event.
-pub fn events_to_record_batch_with_ids(
+/// [`events_to_record_batch`] with each event's id ([`ChangeEvent::event_id`]) and sort key
+/// ([`ChangeEvent::sort_key`]) already worked out, in the events' order.
+pub fn events_to_record_batch_with(
     schema: &TableSchema,
     events: &[&ChangeEvent],
     ids: &[[u8; 32]],
+    keys: &[&str],
 ) -> Result<RecordBatch, SchemaError> {
-    if ids.len() != events.len() {
+    if ids.len() != events.len() || keys.len() != events.len() {
         return Err(SchemaError::Arrow {
-            reason: format!("{} event ids for {} events", ids.len(), events.len()),
+            reason: format!(
+                "{} event ids and {} keys for {} events",
+                ids.len(),
+                keys.len(),
+                events.len()
+            ),
         });
     }
     let arrow_schema = schema.segment_schema()?;
@@ -530,9 +538,7 @@ pub fn events_to_record_batch_with_ids(
         )
         .map_err(arrow_err)?,
     ));
-    columns.push(Arc::new(StringArray::from_iter_values(
-        events.iter().map(|e| e.sort_key()),
-    )));
+    columns.push(Arc::new(StringArray::from_iter_values(keys)));
 
     for (index, (column, field)) in schema
         .columns

@@ -43,7 +43,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use strata_catalog::{
     Catalog, CatalogConfig, ChangeEvent, Decoded, EventChecker, SchemaCache, TableSchema,
-    decode_debezium_cached, encode_segment, events_to_record_batch_with_ids,
+    decode_debezium_cached, encode_segment, events_to_record_batch_with,
 };
 use strata_compactor::{Compactor, CompactorConfig};
 use tokio_util::sync::CancellationToken;
@@ -594,7 +594,8 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
         keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
         let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e, _)| e).collect();
         let ids: Vec<[u8; 32]> = keyed.iter().map(|(_, _, id)| *id).collect();
-        let batch = events_to_record_batch_with_ids(&schema, &refs, &ids).expect("record batch");
+        let keys: Vec<&str> = keyed.iter().map(|(key, _, _)| key.as_str()).collect();
+        let batch = events_to_record_batch_with(&schema, &refs, &ids, &keys).expect("record batch");
         arrow += t.elapsed().as_secs_f64();
         drop(refs);
         drop(keyed);

@@ -56,6 +56,8 @@ pub(crate) struct PartitionState {
     pub(crate) batch_ids: HashSet<[u8; 32]>,
     /// The part of this partition in the flush being committed, if any.
     pub(crate) flushing: Option<Flushing>,
+    /// The number of the compactor's last reset that sent this partition back with a seek.
+    pub(crate) rewound_at: u64,
     /// Latest source commit time consumed from this partition (any table), for watermarks.
     pub(crate) read_ts: Option<i64>,
     /// `read_ts` as of the last commit: where a replay starts from.
@@ -95,9 +97,10 @@ impl PartitionState {
 
     /// Forgets the unflushed part (and any flush in progress) and restarts at `next` (after
     /// a conflict or a failed commit), keeping the committed ids.
-    /// Seeks only if the consumer is not already there.
-    pub(crate) fn restart_at(&mut self, next: Option<i64>) {
-        if self.from != next || self.next != next {
+    /// Seeks only if the consumer is not already there; returns true if it must.
+    pub(crate) fn restart_at(&mut self, next: Option<i64>) -> bool {
+        let seek = self.from != next || self.next != next || self.flushing.is_some();
+        if seek {
             self.seek_pending = Some(next);
         }
         self.from = next;
@@ -105,6 +108,7 @@ impl PartitionState {
         self.batch_ids.clear();
         self.flushing = None;
         self.read_ts = self.committed_ts;
+        seek
     }
 
     /// A consumed event's source commit time.
@@ -319,7 +323,7 @@ mod tests {
         p.batch_ids.insert([2; 32]);
         p.begin_flush();
         p.next = Some(22);
-        p.restart_at(Some(15));
+        assert!(p.restart_at(Some(15)), "a seek back");
         assert!(
             p.flushing.is_none() && !p.has_seen(&[2; 32]),
             "a failed flush is forgotten"
@@ -329,7 +333,7 @@ mod tests {
             (Some(15), Some(15), Some(Some(15)))
         );
         let mut fresh = PartitionState::starting_at(Some(3));
-        fresh.restart_at(Some(3));
+        assert!(!fresh.restart_at(Some(3)));
         assert_eq!(fresh.seek_pending, None, "already there: no seek");
         assert!(p.batch_ids.is_empty() && p.recent.contains(&[1; 32]));
     }

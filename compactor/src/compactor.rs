@@ -150,6 +150,7 @@ impl Compactor {
                 .map(|_| Decoder::default())
                 .collect(),
             in_flight: None,
+            resets: 0,
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,6 +174,10 @@ impl Compactor {
                             }
                         }
                         // Rebalance notes first: they say which partitions are ours and from where.
+                        // A partition rewound to the catalog's offset from here on (by these
+                        // notes or by a failed flush below) drops the rest of its records in
+                        // this chunk: they were fetched before its seek and come again.
+                        let resets = run.resets;
                         run.apply_rebalance_notes().await?;
                         let records: Vec<RawRecord<'_>> = messages
                             .iter()
@@ -186,6 +191,9 @@ impl Compactor {
                             .collect();
                         let outcomes = decode_all(&mut run.decoders, &records);
                         for (record, outcome) in records.iter().zip(outcomes) {
+                            if run.rewound_since(record, resets) {
+                                continue;
+                            }
                             run.on_record(record, outcome).await?;
                             if run.over_size() {
                                 run.flush().await?;
@@ -321,6 +329,8 @@ struct Run<'a> {
     decoders: Vec<Decoder>,
     /// The flush being written and committed, if any.
     in_flight: Option<InFlight>,
+    /// How many times the partitions were rewound to the catalog's offsets ([`Run::reset`]).
+    resets: u64,
 }
 
 /// A flush whose task is running.
@@ -468,12 +478,13 @@ impl Run<'_> {
     /// Refreshes the catalog, drops the batch, and restarts every partition at the
     /// catalog's offset.
     async fn reset(&mut self) -> Result<()> {
+        self.resets += 1;
         // A flush in flight may still land; its outcome must be in the catalog we reload.
         if let Some(in_flight) = self.in_flight.take() {
             match in_flight.task.await {
-                Ok(FlushOutcome::Committed { version, .. }) => {
+                Ok(FlushOutcome::Committed { version, written }) => {
                     info!(version, "the flush in flight committed before the reset");
-                    CompactorStats::add(&self.stats().commits, 1);
+                    self.flush_committed(version, &written, &in_flight.kafka_offsets);
                 }
                 Ok(FlushOutcome::Failed { written, error, .. }) => {
                     warn!(error, "the flush in flight failed");
@@ -506,7 +517,9 @@ impl Run<'_> {
         let group = &self.compactor.config.group_id;
         for ((topic, partition), p) in &mut self.partitions {
             let next = state.next_offset(group, topic, *partition);
-            p.restart_at(next);
+            if p.restart_at(next) {
+                p.rewound_at = self.resets;
+            }
         }
         self.retry_seeks();
         Ok(())
@@ -531,6 +544,14 @@ impl Run<'_> {
                 Err(e) => debug!(topic, partition, error = %e, "seek not possible yet"),
             }
         }
+    }
+
+    /// True if the record's partition was rewound (sent back to the catalog's offset) after
+    /// reset number `resets`: a record fetched before then is not taken.
+    fn rewound_since(&self, record: &RawRecord<'_>, resets: u64) -> bool {
+        self.partitions
+            .get(&(record.topic.to_owned(), record.partition))
+            .is_some_and(|p| p.rewound_at > resets)
     }
 
     fn over_size(&self) -> bool {
@@ -759,6 +780,32 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// After a flush committed: its ids are remembered as committed, the counters count it,
+    /// and Kafka hears of its offsets.
+    fn flush_committed(
+        &mut self,
+        version: u64,
+        written: &[strata_catalog::Segment],
+        kafka_offsets: &TopicPartitionList,
+    ) {
+        let stats = self.stats();
+        CompactorStats::add(&stats.commits, 1);
+        CompactorStats::add(&stats.segments_written, written.len() as u64);
+        CompactorStats::add(&stats.rows_written, written.iter().map(|s| s.rows).sum());
+        CompactorStats::add(&stats.bytes_written, written.iter().map(|s| s.bytes).sum());
+        debug!(version, "flush acknowledged");
+        let window = self.config().dedup_window;
+        for p in self.partitions.values_mut() {
+            p.flush_committed(window);
+        }
+        // For lag monitoring only; positions come from the catalog.
+        if kafka_offsets.count() > 0
+            && let Err(e) = self.consumer.commit(kafka_offsets, CommitMode::Async)
+        {
+            debug!(error = %e, "committing offsets to Kafka (monitoring only) failed");
+        }
+    }
+
     /// True when a flush is in flight and its task has ended.
     fn flush_done(&self) -> bool {
         self.in_flight
@@ -783,24 +830,8 @@ impl Run<'_> {
             });
         match outcome {
             FlushOutcome::Committed { version, written } => {
-                let stats = self.stats();
-                CompactorStats::add(&stats.commits, 1);
-                CompactorStats::add(&stats.segments_written, written.len() as u64);
-                CompactorStats::add(&stats.rows_written, written.iter().map(|s| s.rows).sum());
-                CompactorStats::add(&stats.bytes_written, written.iter().map(|s| s.bytes).sum());
                 info!(version, segments = written.len(), "committed");
-                let window = self.config().dedup_window;
-                for p in self.partitions.values_mut() {
-                    p.flush_committed(window);
-                }
-                // For lag monitoring only; positions come from the catalog.
-                if in_flight.kafka_offsets.count() > 0
-                    && let Err(e) = self
-                        .consumer
-                        .commit(&in_flight.kafka_offsets, CommitMode::Async)
-                {
-                    debug!(error = %e, "committing offsets to Kafka (monitoring only) failed");
-                }
+                self.flush_committed(version, &written, &in_flight.kafka_offsets);
                 Ok(true)
             }
             FlushOutcome::Failed {

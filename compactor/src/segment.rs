@@ -7,8 +7,7 @@ use std::sync::Arc;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use strata_catalog::{
-    ChangeEvent, Segment, SourcePosition, TableSchema, encode_segment,
-    events_to_record_batch_with_ids,
+    ChangeEvent, Segment, SourcePosition, TableSchema, encode_segment, events_to_record_batch_with,
 };
 use tracing::instrument;
 
@@ -57,7 +56,8 @@ pub(crate) fn encode(
     keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
     let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e, _)| *e).collect();
     let sorted_ids: Vec<[u8; 32]> = keyed.iter().map(|(_, _, id)| *id).collect();
-    let batch = events_to_record_batch_with_ids(schema, &refs, &sorted_ids)
+    let sorted_keys: Vec<&str> = keyed.iter().map(|(key, _, _)| key.as_str()).collect();
+    let batch = events_to_record_batch_with(schema, &refs, &sorted_ids, &sorted_keys)
         .map_err(|e| fail(e.to_string()))?;
 
     let bytes =
