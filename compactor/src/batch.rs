@@ -34,7 +34,6 @@ impl RecentIds {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
@@ -58,6 +57,9 @@ pub(crate) struct PartitionState {
     pub(crate) flushing: Option<Flushing>,
     /// The number of the compactor's last reset that sent this partition back with a seek.
     pub(crate) rewound_at: u64,
+    /// Records before this offset were committed before this compactor took the partition:
+    /// they are read only to remember their ids.
+    pub(crate) warm_until: Option<i64>,
     /// Latest source commit time consumed from this partition (any table), for watermarks.
     pub(crate) read_ts: Option<i64>,
     /// `read_ts` as of the last commit: where a replay starts from.

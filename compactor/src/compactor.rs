@@ -123,6 +123,7 @@ impl Compactor {
         let context = RebalanceContext {
             catalog: Arc::clone(&self.catalog),
             group: self.config.group_id.clone(),
+            replay: i64::try_from(self.config.dedup_window).unwrap_or(i64::MAX),
             notes: Mutex::default(),
             offsets: Mutex::default(),
         };
@@ -237,8 +238,22 @@ impl Compactor {
 /// What a rebalance callback saw, for the loop to act on.
 #[derive(Debug)]
 enum RebalanceNote {
-    Assigned(Vec<(TopicPartition, Option<i64>)>),
+    Assigned(Vec<Assignment>),
     Revoked(Vec<TopicPartition>),
+}
+
+/// A partition given to this compactor.
+#[derive(Debug)]
+struct Assignment {
+    tp: TopicPartition,
+    /// The catalog's next offset (`None`: never committed).
+    next: Option<i64>,
+    /// Where reading starts (`None`: the beginning): up to `dedup_window` records before
+    /// `next`, whose ids are remembered (not stored again) so that late copies of them are
+    /// dropped after a restart too.
+    start: Option<i64>,
+    /// False if librdkafka refused the start offset: the loop seeks there instead.
+    set: bool,
 }
 
 /// Starts assigned partitions at the catalog's offsets (set on the assignment itself,
@@ -246,6 +261,8 @@ enum RebalanceNote {
 struct RebalanceContext {
     catalog: Arc<Catalog>,
     group: String,
+    /// Records re-read before a partition's committed offset (`dedup_window`).
+    replay: i64,
     notes: Mutex<Vec<RebalanceNote>>,
     /// Per partition the broker's (low, high) watermark offsets, from librdkafka's statistics
     /// (`statistics.interval.ms`).
@@ -284,12 +301,23 @@ impl ConsumerContext for RebalanceContext {
                 let mut assigned = Vec::new();
                 for mut element in tpl.elements() {
                     let next = state.next_offset(&self.group, element.topic(), element.partition());
-                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(e) = element.set_offset(offset) {
-                        warn!(topic = element.topic(), partition = element.partition(), error = %e,
-                              "could not set the start offset; will seek");
-                    }
-                    assigned.push(((element.topic().to_owned(), element.partition()), next));
+                    // Before the broker's low watermark, auto.offset.reset=earliest applies.
+                    let start = next.map(|n| n.saturating_sub(self.replay).max(0));
+                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                    let set = match element.set_offset(offset) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(topic = element.topic(), partition = element.partition(), error = %e,
+                                  "could not set the start offset; will seek");
+                            false
+                        }
+                    };
+                    assigned.push(Assignment {
+                        tp: (element.topic().to_owned(), element.partition()),
+                        next,
+                        start,
+                        set,
+                    });
                 }
                 info!(partitions = assigned.len(), "partitions assigned");
                 RebalanceNote::Assigned(assigned)
@@ -460,9 +488,15 @@ impl Run<'_> {
                     }
                 }
                 RebalanceNote::Assigned(assigned) => {
-                    for (tp, next) in assigned {
-                        self.partitions
-                            .insert(tp, PartitionState::starting_at(next));
+                    for a in assigned {
+                        let mut state = PartitionState::starting_at(a.next);
+                        if a.start < a.next {
+                            state.warm_until = a.next;
+                        }
+                        if !a.set {
+                            state.seek_pending = Some(a.start);
+                        }
+                        self.partitions.insert(a.tp, state);
                     }
                     // The offsets were set from the state we had; catch up and correct.
                     must_reset = true;
@@ -583,6 +617,22 @@ impl Run<'_> {
         if state.seek_pending.is_some() {
             // Fetched before the seek we still owe: not ours to count.
             return Ok(());
+        }
+        if let Some(until) = state.warm_until {
+            if offset < until {
+                // Committed before this compactor started: only its id is remembered.
+                if let Outcome::Event { id, .. } = &outcome {
+                    state.recent.insert(*id, self.compactor.config.dedup_window);
+                }
+                return Ok(());
+            }
+            state.warm_until = None;
+            info!(
+                topic,
+                partition,
+                remembered = state.recent.len(),
+                "ids of committed records remembered; consuming from the catalog's offset"
+            );
         }
         match state.next {
             Some(next) if offset < next => return Ok(()), // already consumed (prefetched before a seek)

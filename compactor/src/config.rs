@@ -41,7 +41,8 @@ pub struct CompactorConfig {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// Event ids remembered per partition after they are committed, to drop late copies
-    /// (replica copies, resends). Default 100 000.
+    /// (replica copies, resends). A compactor that takes a partition first re-reads up to this
+    /// many records before the catalog's offset to remember theirs. Default 100 000.
     pub dedup_window: usize,
     /// Rows per Parquet row group. Default 131 072.
     pub row_group_rows: usize,

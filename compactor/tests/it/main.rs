@@ -270,3 +270,50 @@ async fn a_restart_neither_loses_nor_doubles() {
         "several commits across the two runs: {commits}"
     );
 }
+
+/// A copy of an event committed before a restart (a capture that resent its tail, a replica
+/// that reported late) is dropped by the restarted compactor too: on taking a partition it
+/// re-reads the records before the catalog's offset to remember their ids.
+#[tokio::test]
+async fn a_copy_resent_after_a_restart_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+    let root = Path::from("warehouse");
+    let server = unique("strata.it");
+    let topic = format!("{server}.public.items");
+    create_topic(&topic, 2).await;
+    let s = scenario(&server, &topic, 200, false);
+    produce(&topic, &s.records).await;
+    let group = unique("g");
+    let config = test_config(&group, &topic);
+
+    let first = start(config.clone(), Arc::clone(&store), &root).await;
+    wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    first.stop().await;
+
+    // Copies of 20 committed changes, produced after the first compactor stopped.
+    let copies: Vec<Record> = s
+        .records
+        .iter()
+        .filter(|r| r.value.as_ref().is_some_and(|v| v.starts_with(b"{\"schema\":{")))
+        .step_by(7)
+        .take(20)
+        .cloned()
+        .collect();
+    assert_eq!(copies.len(), 20);
+    produce(&topic, &copies).await;
+    let mut ends = s.ends.clone();
+    for copy in &copies {
+        ends[copy.partition as usize] += 1;
+    }
+
+    let second = start(config, Arc::clone(&store), &root).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &ends).await;
+    let stats = second.stats.snapshot();
+    second.stop().await;
+    assert_eq!(stats.duplicates_dropped, 20, "{stats:?}");
+    assert_eq!(stats.records_in, 20, "only the new records count: {stats:?}");
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &s.expected);
+}
