@@ -296,7 +296,11 @@ async fn a_copy_resent_after_a_restart_is_dropped() {
     let copies: Vec<Record> = s
         .records
         .iter()
-        .filter(|r| r.value.as_ref().is_some_and(|v| v.starts_with(b"{\"schema\":{")))
+        .filter(|r| {
+            r.value
+                .as_ref()
+                .is_some_and(|v| v.starts_with(b"{\"schema\":{"))
+        })
         .step_by(7)
         .take(20)
         .cloned()
@@ -313,7 +317,10 @@ async fn a_copy_resent_after_a_restart_is_dropped() {
     let stats = second.stats.snapshot();
     second.stop().await;
     assert_eq!(stats.duplicates_dropped, 20, "{stats:?}");
-    assert_eq!(stats.records_in, 20, "only the new records count: {stats:?}");
+    assert_eq!(
+        stats.records_in, 20,
+        "only the new records count: {stats:?}"
+    );
     let rows = read_segments(&store, &root, &state).await;
     check_rows(&rows, &s.expected);
 }
