@@ -1,16 +1,18 @@
 //! [`Compactor`]: the consume -> buffer -> write -> commit loop.
 //!
 //! ```text
-//!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets)
-//!        │
-//!  recv a chunk of records ──► decode (threads) ──► dedup (partition's recent ids + batch ids)
-//!        │                          │              ──► buffer per table
+//!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets); reading
+//!        │                starts up to dedup_window records earlier, only to remember their ids
+//!  recv a chunk of records ──► decode (threads) ──► dedup (partition's recent ids + ids in the
+//!        │                          │              flush in flight + batch ids) ──► buffer per table
 //!        │                          └─ bad input: raw bytes to _quarantine/, Quarantine action
-//!  size or time ──► write segments ──► ONE catalog commit:
+//!  size or time ──► (previous flush finished) ──► flush task, while the loop consumes on:
+//!                    write segments ──► ONE catalog commit:
 //!                    AddSegment* SetSchema* ConsumeOffsets* Quarantine* SetWatermark*
 //!        ok ──► batch acknowledged (ids remembered; offsets also committed to Kafka, for lag
 //!               monitoring only)
-//!        Conflict / unknown outcome ──► refresh catalog, drop batch, seek to catalog offsets
+//!        Conflict / failure / unknown outcome ──► refresh catalog, drop batch, seek to catalog
+//!               offsets (records of the current chunk fetched before the seek are not taken)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
