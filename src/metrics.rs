@@ -139,6 +139,11 @@ impl Collector for CompactorCollector {
                 "Bytes of change segments written",
                 s.bytes_written,
             ),
+            (
+                "strata_compactor_records_replayed",
+                "Committed records re-read on taking a partition, for their ids (dedup)",
+                s.records_replayed,
+            ),
             ("strata_catalog_commits", "Catalog commits", s.commits),
             (
                 "strata_catalog_commit_conflicts",
@@ -170,6 +175,13 @@ impl Collector for CompactorCollector {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(metric)?;
         }
+        let metric = encoder.encode_descriptor(
+            "strata_compactor_lag_records",
+            "Records in the compactor's partitions not yet consumed",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.lag_records).encode(metric)?;
         Ok(())
     }
 }

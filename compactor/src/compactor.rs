@@ -208,6 +208,7 @@ impl Compactor {
             }
             run.apply_rebalance_notes().await?;
             run.retry_seeks();
+            run.update_lag();
             if run.flush_done() {
                 run.finish_flush().await?;
             }
@@ -590,6 +591,24 @@ impl Run<'_> {
             .is_some_and(|p| p.rewound_at > resets)
     }
 
+    /// Sets the lag gauge: per assigned partition, the broker's high watermark (as of the
+    /// last statistics) minus the next offset to consume.
+    fn update_lag(&self) {
+        let context = self.consumer.context();
+        let lag: i64 = self
+            .partitions
+            .iter()
+            .filter_map(|((topic, partition), p)| {
+                let (low, high) = context.high_watermark(topic, *partition)?;
+                Some((high - p.next.unwrap_or(low)).max(0))
+            })
+            .sum();
+        self.stats().lag_records.store(
+            u64::try_from(lag).unwrap_or_default(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn over_size(&self) -> bool {
         let max = self.config().max_segment_bytes;
         self.batch
@@ -626,6 +645,7 @@ impl Run<'_> {
                 if let Outcome::Event { id, .. } = &outcome {
                     state.recent.insert(*id, self.compactor.config.dedup_window);
                 }
+                CompactorStats::add(&self.compactor.stats.records_replayed, 1);
                 return Ok(());
             }
             state.warm_until = None;

@@ -25,6 +25,11 @@ pub struct CompactorStats {
     pub commits: AtomicU64,
     /// Commits refused because another compactor got there first.
     pub conflicts: AtomicU64,
+    /// Committed records re-read on taking a partition, to remember their ids.
+    pub records_replayed: AtomicU64,
+    /// A gauge: records in the assigned partitions not yet consumed (the brokers' high
+    /// watermarks, as of librdkafka's last statistics, minus the next offsets).
+    pub lag_records: AtomicU64,
 }
 
 /// A copy of [`CompactorStats`] at one moment.
@@ -41,6 +46,8 @@ pub struct CompactorStatsSnapshot {
     pub bytes_written: u64,
     pub commits: u64,
     pub conflicts: u64,
+    pub records_replayed: u64,
+    pub lag_records: u64,
 }
 
 impl CompactorStats {
@@ -58,6 +65,8 @@ impl CompactorStats {
             bytes_written: get(&self.bytes_written),
             commits: get(&self.commits),
             conflicts: get(&self.conflicts),
+            records_replayed: get(&self.records_replayed),
+            lag_records: get(&self.lag_records),
         }
     }
 

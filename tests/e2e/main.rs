@@ -9,6 +9,7 @@ mod cli;
 mod compose;
 mod debezium;
 mod history;
+mod metrics;
 mod pg_capture;
 mod services;
 mod sql;

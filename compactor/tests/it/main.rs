@@ -317,6 +317,12 @@ async fn a_copy_resent_after_a_restart_is_dropped() {
     let stats = second.stats.snapshot();
     second.stop().await;
     assert_eq!(stats.duplicates_dropped, 20, "{stats:?}");
+    let committed: i64 = s.ends.iter().sum();
+    assert_eq!(
+        stats.records_replayed,
+        u64::try_from(committed).unwrap(),
+        "every committed record re-read once for its id"
+    );
     assert_eq!(
         stats.records_in, 20,
         "only the new records count: {stats:?}"
