@@ -6,6 +6,7 @@
 //! CARGO_TARGET_DIR=~/.cache/strata/target-bench cargo bench -p strata-compactor --bench throughput
 //! STRATA_BENCH_EVENTS=200000 cargo bench -p strata-compactor --bench throughput   # quick
 //! cargo bench -p strata-compactor --bench throughput -- --events 200000 --partitions 4
+//! STRATA_BENCH_COMPRESSION=lz4 cargo bench -p strata-compactor --bench throughput  # compressed topic
 //! ```
 //!
 //! 1. Not timed: N Debezium JSON change events (the envelope strata's PostgreSQL capture
@@ -348,6 +349,12 @@ async fn delete_topic(name: &str) {
     }
 }
 
+/// The producer's `compression.type`: `STRATA_BENCH_COMPRESSION`, else `none` (as strata's
+/// capture produces by default).
+fn compression() -> String {
+    std::env::var("STRATA_BENCH_COMPRESSION").unwrap_or_else(|_| "none".to_owned())
+}
+
 /// Produces every record; returns (per-partition end offsets, JSON bytes).
 async fn produce(w: &Workload) -> (Vec<i64>, u64) {
     let producer: FutureProducer = ClientConfig::new()
@@ -358,6 +365,7 @@ async fn produce(w: &Workload) -> (Vec<i64>, u64) {
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.type", compression())
         .create()
         .expect("producer");
     let mut ends = vec![0_i64; w.partitions as usize];
@@ -709,8 +717,13 @@ async fn main() {
     );
     println!(
         "compactor settings (defaults): max_segment_bytes={} row_group_rows={} zstd_level={} \
-         flush_interval={:?} dedup_window={}",
-        d.max_segment_bytes, d.row_group_rows, d.zstd_level, d.flush_interval, d.dedup_window
+         flush_interval={:?} dedup_window={}; topic written with compression.type={}",
+        d.max_segment_bytes,
+        d.row_group_rows,
+        d.zstd_level,
+        d.flush_interval,
+        d.dedup_window,
+        compression()
     );
     println!(
         "compactor: {} segments in {} commits, first record consumed at {:.2} s, all {} at {:.2} s \
