@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::TryStreamExt as _;
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -30,9 +30,6 @@ const FAILURES: usize = 3;
 
 /// Fails `put_opts` of segment files (paths with `/changes/`) while `failures_left` is above
 /// zero, one failure per call, before anything reaches `inner`; forwards everything else.
-///
-/// `ObjectStore` is an `async_trait` trait and this crate does not depend on `async-trait`,
-/// so the async methods are written in the form the macro expands to.
 #[derive(Debug)]
 struct FlakyStore {
     inner: Arc<dyn ObjectStore>,
@@ -64,54 +61,38 @@ impl fmt::Display for FlakyStore {
     }
 }
 
+#[async_trait]
 impl ObjectStore for FlakyStore {
-    fn put_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
+    async fn put_opts(
+        &self,
+        location: &Path,
         payload: PutPayload,
         opts: PutOptions,
-    ) -> BoxFuture<'async_trait, object_store::Result<PutResult>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            if location.as_ref().contains("/changes/") && self.take_failure() {
-                self.refused.fetch_add(1, Ordering::SeqCst);
-                return Err(object_store::Error::Generic {
-                    store: "flaky",
-                    source: format!("injected failure writing {location}").into(),
-                });
-            }
-            self.inner.put_opts(location, payload, opts).await
-        })
+    ) -> object_store::Result<PutResult> {
+        if location.as_ref().contains("/changes/") && self.take_failure() {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: format!("injected failure writing {location}").into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
     }
 
-    fn put_multipart_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
         opts: PutMultipartOptions,
-    ) -> BoxFuture<'async_trait, object_store::Result<Box<dyn MultipartUpload>>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.put_multipart_opts(location, opts)
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
     }
 
-    fn get_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
+    async fn get_opts(
+        &self,
+        location: &Path,
         options: GetOptions,
-    ) -> BoxFuture<'async_trait, object_store::Result<GetResult>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.get_opts(location, options)
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
     }
 
     fn delete_stream(
@@ -133,31 +114,17 @@ impl ObjectStore for FlakyStore {
         self.inner.list_with_offset(prefix, offset)
     }
 
-    fn list_with_delimiter<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        prefix: Option<&'life1 Path>,
-    ) -> BoxFuture<'async_trait, object_store::Result<ListResult>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.list_with_delimiter(prefix)
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
     }
 
-    fn copy_opts<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        from: &'life1 Path,
-        to: &'life2 Path,
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
         options: CopyOptions,
-    ) -> BoxFuture<'async_trait, object_store::Result<()>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.copy_opts(from, to, options)
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
     }
 }
 

@@ -217,17 +217,31 @@ async fn compacts_dedups_and_quarantines_on_s3() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_neither_loses_nor_doubles() {
+/// A local-directory store (its directory, the store, the catalog root) and a fresh
+/// two-partition topic holding a scenario of `n` changes (no duplicates).
+async fn local_topic(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn ObjectStore>,
+    Path,
+    String,
+    Scenario,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
-    let root = Path::from("warehouse");
     let server = unique("strata.it");
     let topic = format!("{server}.public.items");
     create_topic(&topic, 2).await;
-    let s = scenario(&server, &topic, 2_000, false);
+    let s = scenario(&server, &topic, n, false);
     produce(&topic, &s.records).await;
+    (dir, store, Path::from("warehouse"), topic, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_neither_loses_nor_doubles() {
+    let (_dir, store, root, topic, s) = local_topic(2_000).await;
     let group = unique("g");
 
     // First run: flushes by size only; stopped after a few commits, mid-stream.
@@ -276,15 +290,7 @@ async fn a_restart_neither_loses_nor_doubles() {
 /// re-reads the records before the catalog's offset to remember their ids.
 #[tokio::test]
 async fn a_copy_resent_after_a_restart_is_dropped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
-    let root = Path::from("warehouse");
-    let server = unique("strata.it");
-    let topic = format!("{server}.public.items");
-    create_topic(&topic, 2).await;
-    let s = scenario(&server, &topic, 200, false);
-    produce(&topic, &s.records).await;
+    let (_dir, store, root, topic, s) = local_topic(200).await;
     let group = unique("g");
     let config = test_config(&group, &topic);
 
