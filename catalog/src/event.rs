@@ -620,9 +620,10 @@ pub fn decode_debezium_cached(
         .unwrap_or(seq);
     let tx_id = source.tx_id.and_then(|raw| match raw_str(raw) {
         Some(text) => Some(text.into_owned()),
-        None => serde_json::from_str::<serde_json::Number>(raw.get())
+        None if numeric(raw) => serde_json::from_str::<serde_json::Number>(raw.get())
             .ok()
             .map(|n| n.to_string()),
+        None => None,
     });
     let origin = source.node.and_then(raw_str).map(Cow::into_owned);
 
@@ -1034,19 +1035,34 @@ fn present<'de, D: serde::Deserializer<'de>>(
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
+// The first byte says what a JSON value is: no parse (and no costly serde error) for a value
+// of another kind.
+
 /// A JSON string's text (`None` for anything else).
 fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str(raw.get()).ok()
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// True if the raw value could be a JSON number.
+fn numeric(raw: &RawValue) -> bool {
+    raw.get()
+        .as_bytes()
+        .first()
+        .is_some_and(|b| *b == b'-' || b.is_ascii_digit())
 }
 
 /// A JSON integer in i64 (`None` for anything else).
 fn raw_i64(raw: &RawValue) -> Option<i64> {
-    serde_json::from_str(raw.get()).ok()
+    numeric(raw).then(|| serde_json::from_str(raw.get()).ok())?
 }
 
 /// A JSON integer in u64 (`None` for anything else).
 fn raw_u64(raw: &RawValue) -> Option<u64> {
-    serde_json::from_str(raw.get()).ok()
+    numeric(raw).then(|| serde_json::from_str(raw.get()).ok())?
 }
 
 /// The semantic name of Debezium's unconstrained-numeric struct.
