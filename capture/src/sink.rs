@@ -175,6 +175,11 @@ impl EventSink {
         if client.get("batch.size").is_none() {
             client.set("batch.size", "1000000");
         }
+        // Every record carries its Connect schema: batches compress ~20x, and the capture is
+        // faster for it (docs/BENCHMARKS.md). Consumers decompress transparently.
+        if client.get("compression.type").is_none() {
+            client.set("compression.type", "lz4");
+        }
         let context = DeliveryContext::default();
         let producer: ThreadedProducer<DeliveryContext> = client
             .create_with_context(context.clone())

@@ -6,7 +6,7 @@
 //! CARGO_TARGET_DIR=~/.cache/strata/target-bench cargo bench -p strata-compactor --bench throughput
 //! STRATA_BENCH_EVENTS=200000 cargo bench -p strata-compactor --bench throughput   # quick
 //! cargo bench -p strata-compactor --bench throughput -- --events 200000 --partitions 4
-//! STRATA_BENCH_COMPRESSION=lz4 cargo bench -p strata-compactor --bench throughput  # compressed topic
+//! STRATA_BENCH_COMPRESSION=none cargo bench -p strata-compactor --bench throughput  # uncompressed topic
 //! ```
 //!
 //! 1. Not timed: N Debezium JSON change events (the envelope strata's PostgreSQL capture
@@ -349,10 +349,10 @@ async fn delete_topic(name: &str) {
     }
 }
 
-/// The producer's `compression.type`: `STRATA_BENCH_COMPRESSION`, else `none` (as strata's
+/// The producer's `compression.type`: `STRATA_BENCH_COMPRESSION`, else `lz4` (as strata's
 /// capture produces by default).
 fn compression() -> String {
-    std::env::var("STRATA_BENCH_COMPRESSION").unwrap_or_else(|_| "none".to_owned())
+    std::env::var("STRATA_BENCH_COMPRESSION").unwrap_or_else(|_| "lz4".to_owned())
 }
 
 /// Produces every record; returns (per-partition end offsets, JSON bytes).
