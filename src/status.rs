@@ -1,10 +1,17 @@
 //! `strata status`: where each listener stands at its source, and what the history holds.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
-use strata_catalog::QuarantinedObject;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use strata_catalog::{CatalogState, QuarantinedObject};
 
 use crate::config::{Config, redact_url};
+use crate::run::kafka_client;
 use crate::storage::Storage;
+
+/// How long `status` waits for a broker's answer about one partition.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prints the PostgreSQL slot's position and lag, then the history's tables and quarantine.
 /// Returns false when something is wrong.
@@ -13,6 +20,51 @@ pub(crate) async fn status(config: &Config) -> anyhow::Result<bool> {
     println!();
     history_status(config).await?;
     Ok(source)
+}
+
+/// Per topic the compactor group (`compactor.group_id`) has committed: the records the brokers
+/// hold past the catalog's offsets, i.e. what is in Kafka but not yet in the history.
+async fn compactor_lag(config: &Config, state: &CatalogState) {
+    let group = config.compactor.group_id.clone();
+    let offsets: Vec<(String, i32, i64)> = state
+        .group_offsets(&group)
+        .map(|(topic, partition, next)| (topic.to_owned(), partition, next))
+        .collect();
+    if offsets.is_empty() {
+        println!("compactor       group {group}: nothing committed yet");
+        return;
+    }
+    let client = kafka_client(&config.kafka);
+    let lags = tokio::task::spawn_blocking(move || -> Result<Vec<(String, i64)>, String> {
+        let consumer: BaseConsumer = client.create().map_err(|e| e.to_string())?;
+        let mut per_topic: Vec<(String, i64)> = Vec::new();
+        for (topic, partition, next) in offsets {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)
+                .map_err(|e| format!("{topic}/{partition}: {e}"))?;
+            let lag = (high - next).max(0);
+            match per_topic.last_mut() {
+                Some((t, total)) if *t == topic => *total += lag,
+                _ => per_topic.push((topic, lag)),
+            }
+        }
+        Ok(per_topic)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match lags {
+        Ok(lags) => {
+            let total: i64 = lags.iter().map(|(_, lag)| lag).sum();
+            println!(
+                "compactor       group {group}: lag {total} records (in Kafka, not yet in the history)"
+            );
+            for (topic, lag) in lags {
+                println!("  {topic:<52} lag {lag}");
+            }
+        }
+        Err(e) => println!("compactor       group {group}: lag unknown (Kafka: {e})"),
+    }
 }
 
 /// Per table: segments, change rows, snapshots, watermark; then the quarantine list.
@@ -54,6 +106,7 @@ async fn history_status(config: &Config) -> anyhow::Result<()> {
             newest
         );
     }
+    compactor_lag(config, &state).await;
     let quarantine = state.quarantine();
     if quarantine.is_empty() {
         println!("quarantine      empty");

@@ -534,9 +534,13 @@ async fn as_of_equals_postgres_at_five_instants() {
     );
     // `strata status` shows the table's history: every change once, the snapshots.
     let storage = pipeline.storage.path().to_str().unwrap().to_owned();
-    let env = pipeline
-        .capture
-        .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
+    let env = pipeline.capture.env(
+        &["t"],
+        &[
+            ("STRATA_STORAGE__URL", storage.as_str()),
+            ("STRATA_COMPACTOR__GROUP_ID", pipeline.group.as_str()),
+        ],
+    );
     let mut status = pipeline.capture.spawn(&["status"], &env);
     let exit = status.wait_exit(Duration::from_secs(60)).await;
     let out = status.stdout();
@@ -549,6 +553,13 @@ async fn as_of_equals_postgres_at_five_instants() {
     assert_eq!(words[2], total.to_string(), "change rows: {line}");
     assert!(words[3].parse::<usize>().unwrap() >= 2, "snapshots: {line}");
     assert!(out.contains("quarantine      empty"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "compactor       group {}: lag 0 records",
+            pipeline.group
+        )),
+        "caught up, so nothing is in Kafka but not in the history:\n{out}"
+    );
 
     eprintln!(
         "as_of_equals_postgres_at_five_instants: {total} changes in 5 phases, caught up after \
