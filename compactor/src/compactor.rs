@@ -37,7 +37,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::batch::{Batch, PartitionState, PendingSegment, TopicPartition};
 use crate::config::CompactorConfig;
-use crate::decode::{Decoder, Outcome, RawRecord, decode_all};
+use crate::decode::{DecodePool, Outcome, RawRecord};
 use crate::error::{Error, Result};
 use crate::segment;
 use crate::stats::CompactorStats;
@@ -149,9 +149,11 @@ impl Compactor {
             batch: Batch::default(),
             deadline: None,
             topic_tables: HashMap::new(),
-            decoders: (0..self.config.effective_decode_threads())
-                .map(|_| Decoder::default())
-                .collect(),
+            decoders: DecodePool::new(self.config.effective_decode_threads())
+                .map_err(|e| Error::Config {
+                    field: "decode_threads",
+                    reason: format!("could not start the decode threads: {e}"),
+                })?,
             in_flight: None,
             resets: 0,
         };
@@ -192,7 +194,7 @@ impl Compactor {
                                 value: m.payload(),
                             })
                             .collect();
-                        let outcomes = decode_all(&mut run.decoders, &records);
+                        let outcomes = run.decoders.decode_all(&records);
                         for (record, outcome) in records.iter().zip(outcomes) {
                             if run.rewound_since(record, resets) {
                                 continue;
@@ -357,7 +359,7 @@ struct Run<'a> {
     /// The tables seen on each topic (for watermarks).
     topic_tables: HashMap<String, BTreeSet<TableId>>,
     /// One per decoding thread.
-    decoders: Vec<Decoder>,
+    decoders: DecodePool,
     /// The flush being written and committed, if any.
     in_flight: Option<InFlight>,
     /// How many times the partitions were rewound to the catalog's offsets ([`Run::reset`]).

@@ -97,36 +97,61 @@ impl Decoder {
     }
 }
 
-/// Decodes `records`, in their order, on up to `decoders.len()` threads.
-pub(crate) fn decode_all(decoders: &mut [Decoder], records: &[RawRecord<'_>]) -> Vec<Outcome> {
-    let threads = decoders
-        .len()
-        .min(records.len() / MIN_RECORDS_PER_THREAD)
-        .max(1);
-    let Some(first) = decoders.first_mut() else {
-        return Vec::new();
-    };
-    if threads == 1 {
-        return records.iter().map(|r| first.decode(r)).collect();
+/// Decoders, one per thread, and the threads they run on (kept for the compactor's life:
+/// a chunk is a few milliseconds of work, too little to start threads for).
+#[derive(Debug)]
+pub(crate) struct DecodePool {
+    decoders: Vec<Decoder>,
+    /// None with one thread: chunks decode on the caller's thread.
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl DecodePool {
+    /// A pool of `threads` decoders (at least one).
+    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("strata-decode-{i}"))
+                    .build()
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            decoders: (0..threads).map(|_| Decoder::default()).collect(),
+            pool,
+        })
     }
-    let per_thread = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = decoders
-            .iter_mut()
-            .zip(records.chunks(per_thread))
-            .map(|(decoder, slice)| {
-                scope.spawn(move || slice.iter().map(|r| decoder.decode(r)).collect::<Vec<_>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+
+    /// Decodes `records`, in their order, cut into contiguous slices decoded side by side.
+    pub(crate) fn decode_all(&mut self, records: &[RawRecord<'_>]) -> Vec<Outcome> {
+        use rayon::prelude::*;
+        let threads = self
+            .decoders
+            .len()
+            .min(records.len() / MIN_RECORDS_PER_THREAD)
+            .max(1);
+        let (Some(pool), true) = (&self.pool, threads > 1) else {
+            let Some(first) = self.decoders.first_mut() else {
+                return Vec::new();
+            };
+            return records.iter().map(|r| first.decode(r)).collect();
+        };
+        let per_thread = records.len().div_ceil(threads);
+        let decoders = &mut self.decoders;
+        let parts: Vec<Vec<Outcome>> = pool.install(|| {
+            records
+                .par_chunks(per_thread)
+                .zip(decoders.par_iter_mut())
+                .map(|(slice, decoder)| slice.iter().map(|r| decoder.decode(r)).collect())
+                .collect()
+        });
+        parts.into_iter().flatten().collect()
+    }
 }
 
 #[cfg(test)]
@@ -180,9 +205,8 @@ mod tests {
                 })
                 .collect()
         };
-        let one = summary(decode_all(&mut [Decoder::default()], &records));
-        let mut four: Vec<Decoder> = (0..4).map(|_| Decoder::default()).collect();
-        let many = summary(decode_all(&mut four, &records));
+        let one = summary(DecodePool::new(1).expect("pool").decode_all(&records));
+        let many = summary(DecodePool::new(4).expect("pool").decode_all(&records));
         assert_eq!(one, many);
         assert_eq!(one[500], "skip", "a null value is a tombstone");
         assert!(one[1].starts_with("101 "), "{}", one[1]);
