@@ -46,7 +46,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::schema::{ColumnSchema, ColumnType, ConnectType, TableSchema};
+use arrow::datatypes::DataType;
+
+use crate::rows::SegmentRow;
+use crate::schema::{ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema};
 use crate::table::TableId;
 
 /// Debezium's placeholder for a value that was not sent (PostgreSQL unchanged TOAST).
@@ -226,31 +229,7 @@ impl ChangeEvent {
     /// left out), commit time and position. Not the origin: the copies of one mutation
     /// reported by several replicas, or resent after a capture restart, share it.
     pub fn event_id(&self) -> [u8; 32] {
-        // Everything length-prefixed into one buffer, hashed at once.
-        let mut buf = Vec::with_capacity(512);
-        let put = |buf: &mut Vec<u8>, bytes: &[u8]| {
-            buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            buf.extend_from_slice(bytes);
-        };
-        // A value's JSON text (the bytes `Value::to_string` gives), length-prefixed in place.
-        let put_value = |buf: &mut Vec<u8>, value: &Value| {
-            let at = buf.len();
-            buf.extend_from_slice(&[0; 8]);
-            // Writing a `Value` to a `Vec` cannot fail.
-            let _ = serde_json::to_writer(&mut *buf, value);
-            let len = (buf.len() - at - 8) as u64;
-            buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
-        };
-        put(&mut buf, b"strata.event.v1");
-        put(&mut buf, self.table.source.as_bytes());
-        put(&mut buf, self.table.namespace.as_bytes());
-        put(&mut buf, self.table.table.as_bytes());
-        put(&mut buf, self.op.code().as_bytes());
-        put(&mut buf, &(self.key.len() as u64).to_le_bytes());
-        for (name, value) in self.key.iter() {
-            put(&mut buf, name.as_bytes());
-            put_value(&mut buf, value);
-        }
+        let mut id = IdHasher::new(&self.table, self.op, &self.key);
         let mut cells: Vec<(&str, &Value)> = self
             .image()
             .map(|row| {
@@ -260,20 +239,76 @@ impl ChangeEvent {
             })
             .unwrap_or_default();
         cells.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put(&mut buf, &(cells.len() as u64).to_le_bytes());
+        id.count(cells.len());
         for (name, value) in cells {
-            put(&mut buf, name.as_bytes());
-            put_value(&mut buf, value);
+            id.cell(name, |buf| {
+                // Writing a `Value` to a `Vec` cannot fail.
+                let _ = serde_json::to_writer(buf, value);
+            });
         }
-        put(&mut buf, &self.commit_ts_us.to_le_bytes());
-        put(&mut buf, &self.position.commit.to_le_bytes());
-        put(&mut buf, &self.position.seq.to_le_bytes());
-        *blake3::hash(&buf).as_bytes()
+        id.finish(self.commit_ts_us, self.position)
     }
 
     /// The order-preserving encoding of the key (the `_key` column); see [`encode_key`].
     pub fn sort_key(&self) -> String {
         encode_key(&self.key)
+    }
+}
+
+/// The bytes [`ChangeEvent::event_id`] hashes, written into one buffer and hashed at once:
+/// everything length-prefixed; a cell is its name and its value's JSON text (the bytes
+/// `Value::to_string` gives), cells sorted by name.
+pub(crate) struct IdHasher {
+    buf: Vec<u8>,
+}
+
+impl IdHasher {
+    /// Starts with the table, the operation and the key.
+    pub(crate) fn new(table: &TableId, op: Operation, key: &Row) -> Self {
+        let mut id = Self {
+            buf: Vec::with_capacity(512),
+        };
+        id.put(b"strata.event.v1");
+        id.put(table.source.as_bytes());
+        id.put(table.namespace.as_bytes());
+        id.put(table.table.as_bytes());
+        id.put(op.code().as_bytes());
+        id.count(key.len());
+        for (name, value) in key.iter() {
+            id.cell(name, |buf| {
+                let _ = serde_json::to_writer(buf, value);
+            });
+        }
+        id
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// How many cells follow.
+    pub(crate) fn count(&mut self, n: usize) {
+        self.put(&(n as u64).to_le_bytes());
+    }
+
+    /// One cell: its name, and the JSON text `write` appends.
+    pub(crate) fn cell(&mut self, name: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        self.put(name.as_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 8]);
+        write(&mut self.buf);
+        let len = (self.buf.len() - at - 8) as u64;
+        self.buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// Ends with the commit time and position; the id.
+    pub(crate) fn finish(mut self, commit_ts_us: i64, position: SourcePosition) -> [u8; 32] {
+        self.put(&commit_ts_us.to_le_bytes());
+        self.put(&position.commit.to_le_bytes());
+        self.put(&position.seq.to_le_bytes());
+        *blake3::hash(&self.buf).as_bytes()
     }
 }
 
@@ -433,9 +468,13 @@ type ParsedSchema = (Box<str>, Arc<Value>);
 
 /// The columns of a table as an envelope schema declares them, and its variable-scale decimals.
 #[derive(Debug)]
-struct DerivedColumns {
-    schema: Arc<TableSchema>,
-    variable_scale: Vec<String>,
+pub(crate) struct DerivedColumns {
+    pub(crate) schema: Arc<TableSchema>,
+    pub(crate) variable_scale: Vec<String>,
+    /// The columns' Arrow types, or why the schema cannot be a change segment's.
+    pub(crate) types: Result<Vec<DataType>, SchemaError>,
+    /// Column indices in name order (the order [`ChangeEvent::event_id`] hashes cells in).
+    pub(crate) by_name: Vec<usize>,
 }
 
 /// How the JSON converter starts a document, and what follows the schema.
@@ -518,9 +557,100 @@ pub fn decode_debezium_cached(
     topic: &str,
     cache: &mut SchemaCache,
 ) -> Result<Decoded, DecodeError> {
+    match envelope(key, value, topic, cache)? {
+        Envelope::Skip(skip) => Ok(Decoded::Skip(skip)),
+        Envelope::Change(change) => {
+            change_event(change, topic).map(|d| Decoded::Event(Box::new(d)))
+        }
+    }
+}
+
+/// What [`decode_debezium_row`] made of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedRow<'a> {
+    /// A change as its segment stores it, with its table's schema.
+    Row {
+        /// The change.
+        row: SegmentRow<'a>,
+        /// The columns as the envelope's schema declares them (the same `Arc` for the rows
+        /// of one envelope schema and table).
+        schema: Arc<TableSchema>,
+    },
+    /// A record that is not a change; nothing to store.
+    Skip(Skip),
+}
+
+/// Decodes one record straight into the row its change segment stores: the result of
+/// [`decode_debezium_cached`] followed by [`SegmentRow::from_event`], without building the
+/// event when the record allows (the usual case: a known schema, no unchanged-TOAST columns,
+/// no variable-scale decimals). A value that does not fit its column is a [`DecodeError`]
+/// naming the table and column. Strings of the record are borrowed, not copied.
+pub fn decode_debezium_row<'a>(
+    key: Option<&[u8]>,
+    value: &'a [u8],
+    topic: &str,
+    cache: &mut SchemaCache,
+) -> Result<DecodedRow<'a>, DecodeError> {
+    let change = match envelope(key, value, topic, cache)? {
+        Envelope::Skip(skip) => return Ok(DecodedRow::Skip(skip)),
+        Envelope::Change(change) => change,
+    };
+    let unfit = |table: &TableId, e: crate::schema::SchemaError| {
+        DecodeError::new(topic, format!("table {table}: {e}"))
+    };
+    let derived = Arc::clone(&change.derived);
+    let types = derived
+        .types
+        .as_ref()
+        .map_err(|e| unfit(&change.table, e.clone()))?;
+    if let Some(row) = image::direct_row(&change, types) {
+        return Ok(DecodedRow::Row {
+            row,
+            schema: Arc::clone(&derived.schema),
+        });
+    }
+    let table = change.table.clone();
+    let decoded = change_event(change, topic)?;
+    let row = SegmentRow::from_event(&decoded.event, &decoded.schema, types)
+        .map_err(|e| unfit(&table, e))?;
+    Ok(DecodedRow::Row {
+        row,
+        schema: decoded.schema,
+    })
+}
+
+/// A record's envelope read up to its images: a skip, or a change's metadata.
+// Made and taken apart at once, never stored: boxing the change would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Envelope<'a> {
+    Skip(Skip),
+    Change(Change<'a>),
+}
+
+/// A change's envelope: everything but the row images, which are still unparsed.
+pub(crate) struct Change<'a> {
+    pub(crate) payload: PayloadView<'a>,
+    pub(crate) source: SourceView<'a>,
+    pub(crate) table: TableId,
+    pub(crate) op: Operation,
+    pub(crate) commit_ts_us: i64,
+    pub(crate) position: SourcePosition,
+    pub(crate) tx_id: Option<Cow<'a, str>>,
+    pub(crate) origin: Option<String>,
+    /// The key document's payload, if the record has a key.
+    pub(crate) key_row: Option<Row>,
+    pub(crate) derived: Arc<DerivedColumns>,
+}
+
+fn envelope<'a>(
+    key: Option<&[u8]>,
+    value: &'a [u8],
+    topic: &str,
+    cache: &mut SchemaCache,
+) -> Result<Envelope<'a>, DecodeError> {
     let err = |reason: String| DecodeError::new(topic, reason);
     if value.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Decoded::Skip(Skip::Tombstone));
+        return Ok(Envelope::Skip(Skip::Tombstone));
     }
     // Known schema text: only the payload is parsed. Otherwise the top level without
     // parsing the schema, which is looked up in the cache by its text.
@@ -537,7 +667,7 @@ pub fn decode_debezium_cached(
                     let document: Value = serde_json::from_slice(value)
                         .map_err(|e| err(format!("value is not JSON: {e}")))?;
                     return match document {
-                        Value::Null => Ok(Decoded::Skip(Skip::Tombstone)),
+                        Value::Null => Ok(Envelope::Skip(Skip::Tombstone)),
                         _ => Err(err("value is not a JSON object".into())),
                     };
                 }
@@ -555,7 +685,7 @@ pub fn decode_debezium_cached(
                     let document: Value = serde_json::from_str(payload.get())
                         .map_err(|e| err(format!("value is not JSON: {e}")))?;
                     return match document {
-                        Value::Null => Ok(Decoded::Skip(Skip::Tombstone)),
+                        Value::Null => Ok(Envelope::Skip(Skip::Tombstone)),
                         Value::Object(_) => Err(err(format!("payload: {e}"))),
                         _ => Err(err("payload is not an object".into())),
                     };
@@ -570,17 +700,17 @@ pub fn decode_debezium_cached(
     let schema = schema.as_ref();
     let schema_name = schema.get("name").and_then(Value::as_str).unwrap_or("");
     if schema_name.contains("Heartbeat") {
-        return Ok(Decoded::Skip(Skip::Heartbeat));
+        return Ok(Envelope::Skip(Skip::Heartbeat));
     }
     if payload.op.is_none() && payload.status.is_some() {
-        return Ok(Decoded::Skip(Skip::TransactionMetadata));
+        return Ok(Envelope::Skip(Skip::TransactionMetadata));
     }
     let op_code = payload
         .op
         .and_then(raw_str)
         .ok_or_else(|| err("payload.op is missing".into()))?;
     if op_code == "m" {
-        return Ok(Decoded::Skip(Skip::Message));
+        return Ok(Envelope::Skip(Skip::Message));
     }
     let op = Operation::from_code(&op_code).ok_or_else(|| {
         err(format!(
@@ -619,10 +749,14 @@ pub fn decode_debezium_cached(
         })
         .unwrap_or(seq);
     let tx_id = source.tx_id.and_then(|raw| match raw_str(raw) {
-        Some(text) => Some(text.into_owned()),
+        Some(text) => Some(text),
+        // A plain integer is its own text.
+        None if raw.get().bytes().all(|b| b.is_ascii_digit()) && !raw.get().is_empty() => {
+            Some(Cow::Borrowed(raw.get()))
+        }
         None if numeric(raw) => serde_json::from_str::<serde_json::Number>(raw.get())
             .ok()
-            .map(|n| n.to_string()),
+            .map(|n| Cow::Owned(n.to_string())),
         None => None,
     });
     let origin = source.node.and_then(raw_str).map(Cow::into_owned);
@@ -647,6 +781,35 @@ pub fn decode_debezium_cached(
             derived
         }
     };
+    Ok(Envelope::Change(Change {
+        payload,
+        source,
+        table,
+        op,
+        commit_ts_us,
+        position: SourcePosition { commit, seq },
+        tx_id,
+        origin,
+        key_row,
+        derived,
+    }))
+}
+
+/// The change event of an envelope: its images parsed, Debezium's placeholders taken out.
+fn change_event(change: Change<'_>, topic: &str) -> Result<DecodedEvent, DecodeError> {
+    let err = |reason: String| DecodeError::new(topic, reason);
+    let Change {
+        payload,
+        source,
+        table,
+        op,
+        commit_ts_us,
+        position,
+        tx_id,
+        origin,
+        key_row,
+        derived,
+    } = change;
     let variable_scale = &derived.variable_scale;
     let table_schema = Arc::clone(&derived.schema);
 
@@ -722,7 +885,7 @@ pub fn decode_debezium_cached(
         },
     };
 
-    Ok(Decoded::Event(Box::new(DecodedEvent {
+    Ok(DecodedEvent {
         event: ChangeEvent {
             table,
             op,
@@ -731,12 +894,12 @@ pub fn decode_debezium_cached(
             after,
             unchanged,
             commit_ts_us,
-            position: SourcePosition { commit, seq },
-            tx_id,
+            position,
+            tx_id: tx_id.map(Cow::into_owned),
             origin,
         },
         schema: table_schema,
-    })))
+    })
 }
 
 /// The columns an envelope schema declares (from its before/after struct), marking
@@ -780,12 +943,20 @@ fn derive_columns(
             c.name.clone()
         })
         .collect();
+    let schema = TableSchema {
+        table: table.clone(),
+        columns,
+    };
+    let types = schema
+        .segment_schema()
+        .and_then(|_| crate::schema::column_types(&schema));
+    let mut by_name: Vec<usize> = (0..schema.columns.len()).collect();
+    by_name.sort_by(|a, b| schema.columns[*a].name.cmp(&schema.columns[*b].name));
     Ok(DerivedColumns {
-        schema: Arc::new(TableSchema {
-            table: table.clone(),
-            columns,
-        }),
+        schema: Arc::new(schema),
         variable_scale,
+        types,
+        by_name,
     })
 }
 
@@ -950,13 +1121,13 @@ impl<'de> Deserialize<'de> for Fields {
 /// The members of an envelope payload the decoder reads, unparsed. A member that is present
 /// is `Some`, even when it is `null` (as `Map::contains_key` would say).
 #[derive(Deserialize)]
-struct PayloadView<'a> {
+pub(crate) struct PayloadView<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     op: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    before: Option<&'a RawValue>,
+    pub(crate) before: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    after: Option<&'a RawValue>,
+    pub(crate) after: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     source: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -973,7 +1144,7 @@ impl<'a> PayloadView<'a> {
 
 /// The members of `payload.source` the decoder reads, unparsed.
 #[derive(Deserialize)]
-struct SourceView<'a> {
+pub(crate) struct SourceView<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     name: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -997,7 +1168,7 @@ struct SourceView<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     node: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
-    unchanged_toast: Option<&'a RawValue>,
+    pub(crate) unchanged_toast: Option<&'a RawValue>,
 }
 
 impl SourceView<'_> {
@@ -1167,5 +1338,6 @@ fn is_unavailable(value: &Value, ty: &ColumnType) -> bool {
     }
 }
 
+mod image;
 #[cfg(test)]
 mod tests;

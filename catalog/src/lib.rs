@@ -86,21 +86,23 @@
 pub mod error;
 pub mod event;
 pub mod log;
+pub mod rows;
 pub mod schema;
 pub mod table;
 
 pub use crate::error::{ConflictKind, Error, Result};
 pub use crate::event::{
-    ChangeEvent, DecodeError, Decoded, DecodedEvent, Operation, Row, SchemaCache, Skip,
-    SourcePosition, decode_debezium, decode_debezium_cached, encode_key,
+    ChangeEvent, DecodeError, Decoded, DecodedEvent, DecodedRow, Operation, Row, SchemaCache, Skip,
+    SourcePosition, decode_debezium, decode_debezium_cached, decode_debezium_row, encode_key,
 };
 pub use crate::log::{
     Action, Catalog, CatalogConfig, CatalogState, CatalogVersion, Commit, CommitInfo, OffsetRange,
     QuarantineEntry, QuarantinedObject, SchemaVersion, Segment, SegmentEntry, SegmentRemoval,
     Snapshot, TableState, Watermark,
 };
+pub use crate::rows::{Cell, SegmentBuilder, SegmentRow, SegmentSpan};
 pub use crate::schema::{
-    ColumnSchema, ColumnType, ConnectType, EventChecker, SchemaError, TableSchema, encode_segment,
-    events_to_record_batch, events_to_record_batch_with,
+    ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema, encode_segment,
+    events_to_record_batch,
 };
 pub use crate::table::TableId;

@@ -48,22 +48,19 @@
 //! A semantic name not listed falls back to its Connect type's row. A value that does not
 //! fit its column's type is a [`SchemaError::BadValue`] naming the column.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray, StringBuilder, Time64MicrosecondArray, TimestampMicrosecondArray,
-    UInt64Array,
-};
+use arrow::array::{ArrayRef, ListArray, RecordBatch};
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::{ChangeEvent, Operation};
+use crate::event::ChangeEvent;
+use crate::rows::{Cell, ColumnBuilder, SegmentBuilder, SegmentRow};
 use crate::table::TableId;
 
 /// `_op`
@@ -307,41 +304,14 @@ impl TableSchema {
     }
 
     /// Checks that the event's stored image converts under this schema (the check
-    /// [`events_to_record_batch`] would make, for one event). A consumer checking many events
-    /// of one schema should use an [`EventChecker`].
+    /// [`events_to_record_batch`] makes, for one event).
     pub fn check_event(&self, event: &ChangeEvent) -> Result<(), SchemaError> {
-        check_image(self, &column_types(self)?, event)
-    }
-}
-
-/// Checks events against one schema, each column's Arrow type worked out once.
-#[derive(Debug, Clone)]
-pub struct EventChecker {
-    schema: Arc<TableSchema>,
-    types: Vec<DataType>,
-}
-
-impl EventChecker {
-    /// A checker of `schema`, which must map to a segment schema.
-    pub fn new(schema: Arc<TableSchema>) -> Result<Self, SchemaError> {
-        schema.segment_schema()?;
-        let types = column_types(&schema)?;
-        Ok(Self { schema, types })
-    }
-
-    /// The schema it checks against.
-    pub fn schema(&self) -> &Arc<TableSchema> {
-        &self.schema
-    }
-
-    /// [`TableSchema::check_event`], without working out the Arrow types again.
-    pub fn check(&self, event: &ChangeEvent) -> Result<(), SchemaError> {
-        check_image(&self.schema, &self.types, event)
+        SegmentRow::from_event(event, self, &column_types(self)?).map(drop)
     }
 }
 
 /// Each column's Arrow type.
-fn column_types(schema: &TableSchema) -> Result<Vec<DataType>, SchemaError> {
+pub(crate) fn column_types(schema: &TableSchema) -> Result<Vec<DataType>, SchemaError> {
     schema
         .columns
         .iter()
@@ -352,37 +322,6 @@ fn column_types(schema: &TableSchema) -> Result<Vec<DataType>, SchemaError> {
             })
         })
         .collect()
-}
-
-/// Checks every cell of the event's stored image; `types` are the columns' Arrow types.
-fn check_image(
-    schema: &TableSchema,
-    types: &[DataType],
-    event: &ChangeEvent,
-) -> Result<(), SchemaError> {
-    let Some(image) = event.image() else {
-        return Ok(());
-    };
-    for (i, (name, value)) in image.iter().enumerate() {
-        // The decoder orders images like the schema: try the same place first.
-        let index = match schema.columns.get(i) {
-            Some(c) if c.name == name => Some(i),
-            _ => schema.columns.iter().position(|c| c.name == name),
-        };
-        let (Some(column), Some(data_type)) = (
-            index.and_then(|i| schema.columns.get(i)),
-            index.and_then(|i| types.get(i)),
-        ) else {
-            return Err(SchemaError::BadValue {
-                column: name.to_owned(),
-                reason: "not declared in the envelope's schema".into(),
-            });
-        };
-        if !value.is_null() {
-            check_value(name, &column.column_type, data_type, value)?;
-        }
-    }
-    Ok(())
 }
 
 /// The system columns every change segment starts with.
@@ -466,143 +405,73 @@ fn decimal_scale(ty: &ColumnType) -> Result<i8, String> {
 }
 
 /// The change-segment batch of `events` (all of `schema`'s table), in the order given;
-/// callers sort by (`_key`, position) first.
+/// callers sort by (`_key`, position) first. Goes through the [`SegmentBuilder`] the
+/// compactor appends to.
 pub fn events_to_record_batch(
     schema: &TableSchema,
     events: &[&ChangeEvent],
 ) -> Result<RecordBatch, SchemaError> {
-    let ids: Vec<[u8; 32]> = events.iter().map(|e| e.event_id()).collect();
-    let keys: Vec<String> = events.iter().map(|e| e.sort_key()).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    events_to_record_batch_with(schema, events, &ids, &keys)
-}
-
-/// [`events_to_record_batch`] with each event's id ([`ChangeEvent::event_id`]) and sort key
-/// ([`ChangeEvent::sort_key`]) already worked out, in the events' order.
-pub fn events_to_record_batch_with(
-    schema: &TableSchema,
-    events: &[&ChangeEvent],
-    ids: &[[u8; 32]],
-    keys: &[&str],
-) -> Result<RecordBatch, SchemaError> {
-    if ids.len() != events.len() || keys.len() != events.len() {
-        return Err(SchemaError::Arrow {
-            reason: format!(
-                "{} event ids and {} keys for {} events",
-                ids.len(),
-                keys.len(),
-                events.len()
-            ),
-        });
-    }
-    let arrow_schema = schema.segment_schema()?;
-    let arrow_err = |e: arrow::error::ArrowError| SchemaError::Arrow {
-        reason: e.to_string(),
-    };
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(arrow_schema.fields().len());
-    columns.push(Arc::new(StringArray::from_iter_values(
-        events.iter().map(|e| e.op.code()),
-    )));
-    columns.push(Arc::new(
-        TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.commit_ts_us))
-            .with_timezone("UTC"),
-    ));
-    columns.push(Arc::new(UInt64Array::from_iter_values(
-        events.iter().map(|e| e.position.commit),
-    )));
-    columns.push(Arc::new(UInt64Array::from_iter_values(
-        events.iter().map(|e| e.position.seq),
-    )));
-    columns.push(Arc::new(StringArray::from_iter(
-        events.iter().map(|e| e.tx_id.as_deref()),
-    )));
-    columns.push(Arc::new(
-        FixedSizeBinaryArray::try_from_iter(ids.iter()).map_err(arrow_err)?,
-    ));
-    let mut offsets = Vec::with_capacity(events.len() + 1);
-    offsets.push(0_i32);
-    let mut names = Vec::new();
+    let mut builder = SegmentBuilder::new(Arc::new(schema.clone()))?;
     for event in events {
-        names.extend(event.unchanged.iter().map(String::as_str));
-        offsets.push(i32::try_from(names.len()).map_err(|_| SchemaError::Arrow {
-            reason: "too many unchanged column names in one batch".into(),
-        })?);
+        let row = SegmentRow::from_event(event, schema, builder.types())?;
+        builder.push(row)?;
     }
-    let unchanged_field = Arc::new(Field::new_list_field(DataType::Utf8, false));
-    columns.push(Arc::new(
-        ListArray::try_new(
-            unchanged_field,
-            OffsetBuffer::new(offsets.into()),
-            Arc::new(StringArray::from_iter_values(names)),
-            None,
-        )
-        .map_err(arrow_err)?,
-    ));
-    columns.push(Arc::new(StringArray::from_iter_values(keys)));
-
-    for (index, (column, field)) in schema
-        .columns
-        .iter()
-        .zip(arrow_schema.fields().iter().skip(8))
-        .enumerate()
-    {
-        let values: Vec<Option<&Value>> = events
-            .iter()
-            .map(|e| {
-                if e.unchanged.contains(&column.name) {
-                    return None;
-                }
-                let value = e
-                    .image()
-                    .and_then(|row| row.get_at(index, &column.name))
-                    .or_else(|| {
-                        // A delete's image may lack key columns the key document has.
-                        (e.op == Operation::Delete)
-                            .then(|| e.key.get(&column.name))
-                            .flatten()
-                    });
-                value.filter(|v| !v.is_null())
-            })
-            .collect();
-        columns.push(build_array(
-            &column.name,
-            &column.column_type,
-            field.data_type(),
-            &values,
-        )?);
-    }
-    RecordBatch::try_new(arrow_schema, columns).map_err(arrow_err)
+    builder.finish()
 }
 
-/// Checks one non-NULL value the way [`build_array`] converts it, without building anything.
-fn check_value(
+/// One non-NULL value of a column as a cell of the column's Arrow type, checked: a value
+/// that does not fit is a [`SchemaError::BadValue`] naming the column.
+pub(crate) fn cell_from_value(
     column: &str,
     ty: &ColumnType,
     data_type: &DataType,
     v: &Value,
-) -> Result<(), SchemaError> {
+) -> Result<Cell<'static>, SchemaError> {
     let bad = |reason: String| SchemaError::BadValue {
         column: column.to_owned(),
         reason,
     };
-    match data_type {
-        DataType::Boolean => to_bool(v, &bad).map(drop),
-        DataType::Int8 => {
-            to_int_in(v, i64::from(i8::MIN), i64::from(i8::MAX), data_type, &bad).map(drop)
+    let int = |v: &Value| {
+        v.as_i64()
+            .ok_or_else(|| bad(format!("expected an integer, got {}", preview(v))))
+    };
+    Ok(match data_type {
+        DataType::Boolean => Cell::Bool(
+            v.as_bool()
+                .ok_or_else(|| bad(format!("expected a boolean, got {}", preview(v))))?,
+        ),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Date32 => {
+            Cell::Int(int_in_range(int(v)?, data_type).map_err(&bad)?)
         }
-        DataType::Int16 => {
-            to_int_in(v, i64::from(i16::MIN), i64::from(i16::MAX), data_type, &bad).map(drop)
-        }
-        DataType::Int32 | DataType::Date32 => {
-            to_int_in(v, i64::from(i32::MIN), i64::from(i32::MAX), data_type, &bad).map(drop)
-        }
-        DataType::Int64 => to_int(v, &bad).map(drop),
-        DataType::Float32 | DataType::Float64 => to_float(v, &bad).map(drop),
-        DataType::Utf8 => check_text(v, ty, &bad),
-        DataType::Binary => bytes(v, &bad).map(drop),
-        DataType::Decimal128(..) => to_decimal(v, &bad).map(drop),
+        DataType::Float32 | DataType::Float64 => Cell::Float(
+            match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => special_float(s),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("expected a number, got {}", preview(v))))?,
+        ),
+        // A `Utf8` column holds strings, and structs and maps as their JSON.
+        DataType::Utf8 => match (v, ty.connect) {
+            (Value::String(s), _) => Cell::Text(Cow::Owned(s.clone())),
+            (other, ConnectType::Map | ConnectType::Struct) => {
+                Cell::Text(Cow::Owned(other.to_string()))
+            }
+            (other, _) => return Err(bad(format!("expected a string, got {}", preview(other)))),
+        },
+        DataType::Binary => Cell::Bytes(base64_bytes(base64_text(v).map_err(&bad)?).map_err(&bad)?),
+        DataType::Decimal128(..) => Cell::Decimal(
+            decimal_from_bytes(&base64_bytes(base64_text(v).map_err(&bad)?).map_err(&bad)?)
+                .map_err(&bad)?,
+        ),
         DataType::Timestamp(TimeUnit::Microsecond, _) | DataType::Time64(TimeUnit::Microsecond) => {
-            temporal_micros(ty, v).map(drop).map_err(&bad)
+            Cell::Int(
+                match v {
+                    Value::String(s) => temporal_from_text(s),
+                    _ => temporal_from_int(ty, int(v)?),
+                }
+                .map_err(&bad)?,
+            )
         }
         DataType::List(item_field) => {
             let Value::Array(elements) = v else {
@@ -612,177 +481,11 @@ fn check_value(
                 column: column.to_owned(),
                 reason: "array without an element type".into(),
             })?;
-            elements
-                .iter()
-                .filter(|e| !e.is_null())
-                .try_for_each(|e| check_value(column, item_type, item_field.data_type(), e))
-        }
-        other => Err(SchemaError::Unmappable {
-            column: column.to_owned(),
-            reason: format!("no converter for {other}"),
-        }),
-    }
-}
-
-type Bad<'a> = &'a dyn Fn(String) -> SchemaError;
-
-fn to_bool(v: &Value, bad: Bad<'_>) -> Result<bool, SchemaError> {
-    v.as_bool()
-        .ok_or_else(|| bad(format!("expected a boolean, got {}", preview(v))))
-}
-
-fn to_int(v: &Value, bad: Bad<'_>) -> Result<i64, SchemaError> {
-    v.as_i64()
-        .ok_or_else(|| bad(format!("expected an integer, got {}", preview(v))))
-}
-
-fn to_int_in(
-    v: &Value,
-    min: i64,
-    max: i64,
-    data_type: &DataType,
-    bad: Bad<'_>,
-) -> Result<i64, SchemaError> {
-    let i = to_int(v, bad)?;
-    if (min..=max).contains(&i) {
-        Ok(i)
-    } else {
-        Err(bad(format!("{i} is out of range for {data_type}")))
-    }
-}
-
-fn to_float(v: &Value, bad: Bad<'_>) -> Result<f64, SchemaError> {
-    float(v).ok_or_else(|| bad(format!("expected a number, got {}", preview(v))))
-}
-
-/// A `Utf8` column holds strings, and structs and maps as their JSON.
-fn check_text(v: &Value, ty: &ColumnType, bad: Bad<'_>) -> Result<(), SchemaError> {
-    match (v, ty.connect) {
-        (Value::String(_), _) | (_, ConnectType::Map | ConnectType::Struct) => Ok(()),
-        (other, _) => Err(bad(format!("expected a string, got {}", preview(other)))),
-    }
-}
-
-/// A Connect `Decimal`: base64 of a big-endian two's-complement unscaled integer.
-fn to_decimal(v: &Value, bad: Bad<'_>) -> Result<i128, SchemaError> {
-    let raw = bytes(v, bad)?;
-    if raw.is_empty() || raw.len() > 16 {
-        return Err(bad(format!(
-            "decimal of {} bytes does not fit 128 bits",
-            raw.len()
-        )));
-    }
-    let fill = if raw[0] & 0x80 != 0 { 0xff } else { 0 };
-    let mut buf = [fill; 16];
-    buf[16 - raw.len()..].copy_from_slice(&raw);
-    Ok(i128::from_be_bytes(buf))
-}
-
-/// One Arrow array of `values` (None = NULL) of a column.
-fn build_array(
-    column: &str,
-    ty: &ColumnType,
-    data_type: &DataType,
-    values: &[Option<&Value>],
-) -> Result<ArrayRef, SchemaError> {
-    let bad = |reason: String| SchemaError::BadValue {
-        column: column.to_owned(),
-        reason,
-    };
-    macro_rules! collect {
-        ($array:ty, $convert:expr) => {{
-            let converted: Result<Vec<_>, SchemaError> = values
-                .iter()
-                .map(|v| v.filter(|v| !v.is_null()).map($convert).transpose())
-                .collect();
-            Arc::new(<$array>::from(converted?)) as ArrayRef
-        }};
-    }
-    let narrow = |v: &Value, min: i64, max: i64| to_int_in(v, min, max, data_type, &bad);
-    Ok(match data_type {
-        DataType::Boolean => collect!(BooleanArray, |v: &Value| to_bool(v, &bad)),
-        DataType::Int8 => collect!(Int8Array, |v: &Value| narrow(v, -128, 127).map(|i| i as i8)),
-        DataType::Int16 => collect!(Int16Array, |v: &Value| narrow(
-            v,
-            i64::from(i16::MIN),
-            i64::from(i16::MAX)
-        )
-        .map(|i| i as i16)),
-        DataType::Int32 => collect!(Int32Array, |v: &Value| narrow(
-            v,
-            i64::from(i32::MIN),
-            i64::from(i32::MAX)
-        )
-        .map(|i| i as i32)),
-        DataType::Int64 => collect!(Int64Array, |v: &Value| to_int(v, &bad)),
-        DataType::Float32 => {
-            collect!(Float32Array, |v: &Value| to_float(v, &bad)
-                .map(|f| f as f32))
-        }
-        DataType::Float64 => collect!(Float64Array, |v: &Value| to_float(v, &bad)),
-        DataType::Utf8 => {
-            let mut builder = StringBuilder::with_capacity(values.len(), values.len() * 16);
-            for v in values {
-                match v.filter(|v| !v.is_null()) {
-                    None => builder.append_null(),
-                    Some(Value::String(s)) => builder.append_value(s),
-                    Some(other) => {
-                        check_text(other, ty, &bad)?;
-                        builder.append_value(other.to_string());
-                    }
-                }
+            for element in elements.iter().filter(|e| !e.is_null()) {
+                cell_from_value(column, item_type, item_field.data_type(), element)?;
             }
-            Arc::new(builder.finish()) as ArrayRef
+            Cell::List(v.clone())
         }
-        DataType::Binary => {
-            let converted: Result<Vec<Option<Vec<u8>>>, SchemaError> = values
-                .iter()
-                .map(|v| {
-                    v.filter(|v| !v.is_null())
-                        .map(|v| bytes(v, &bad))
-                        .transpose()
-                })
-                .collect();
-            let converted = converted?;
-            Arc::new(BinaryArray::from_iter(converted)) as ArrayRef
-        }
-        DataType::Decimal128(precision, scale) => {
-            let converted: Result<Vec<Option<i128>>, SchemaError> = values
-                .iter()
-                .map(|v| {
-                    v.filter(|v| !v.is_null())
-                        .map(|v| to_decimal(v, &bad))
-                        .transpose()
-                })
-                .collect();
-            Arc::new(
-                Decimal128Array::from(converted?)
-                    .with_precision_and_scale(*precision, *scale)
-                    .map_err(|e| bad(e.to_string()))?,
-            )
-        }
-        DataType::Date32 => collect!(Date32Array, |v: &Value| narrow(
-            v,
-            i64::from(i32::MIN),
-            i64::from(i32::MAX)
-        )
-        .map(|i| i as i32)),
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            let converted: Result<Vec<Option<i64>>, SchemaError> = values
-                .iter()
-                .map(|v| {
-                    v.filter(|v| !v.is_null())
-                        .map(|v| temporal_micros(ty, v).map_err(&bad))
-                        .transpose()
-                })
-                .collect();
-            Arc::new(TimestampMicrosecondArray::from(converted?).with_timezone_opt(tz.clone()))
-        }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            collect!(Time64MicrosecondArray, |v: &Value| temporal_micros(ty, v)
-                .map_err(&bad))
-        }
-        DataType::List(item_field) => build_list(column, ty, item_field, values)?,
         other => {
             return Err(SchemaError::Unmappable {
                 column: column.to_owned(),
@@ -790,6 +493,77 @@ fn build_array(
             });
         }
     })
+}
+
+/// An integer checked against the range of an integer (or `Date32`) column.
+pub(crate) fn int_in_range(i: i64, data_type: &DataType) -> Result<i64, String> {
+    let (min, max) = match data_type {
+        DataType::Int8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        DataType::Int16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        DataType::Int32 | DataType::Date32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => (i64::MIN, i64::MAX),
+    };
+    if (min..=max).contains(&i) {
+        Ok(i)
+    } else {
+        Err(format!("{i} is out of range for {data_type}"))
+    }
+}
+
+/// Debezium's `"NaN"` / `"Infinity"` / `"-Infinity"` for a float column.
+pub(crate) fn special_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+fn base64_text(v: &Value) -> Result<&str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("expected base64 text, got {}", preview(v)))
+}
+
+/// A `bytes` value: base64 text (the JSON converter's encoding).
+pub(crate) fn base64_bytes(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))
+}
+
+/// A Connect `Decimal`: a big-endian two's-complement unscaled integer.
+pub(crate) fn decimal_from_bytes(raw: &[u8]) -> Result<i128, String> {
+    if raw.is_empty() || raw.len() > 16 {
+        return Err(format!(
+            "decimal of {} bytes does not fit 128 bits",
+            raw.len()
+        ));
+    }
+    let fill = if raw[0] & 0x80 != 0 { 0xff } else { 0 };
+    let mut buf = [fill; 16];
+    buf[16 - raw.len()..].copy_from_slice(raw);
+    Ok(i128::from_be_bytes(buf))
+}
+
+/// One Arrow array of `values` (None = NULL) of a column.
+pub(crate) fn build_array(
+    column: &str,
+    ty: &ColumnType,
+    data_type: &DataType,
+    values: &[Option<&Value>],
+) -> Result<ArrayRef, SchemaError> {
+    if let DataType::List(item_field) = data_type {
+        return build_list(column, ty, item_field, values);
+    }
+    let mut builder = ColumnBuilder::new(column, data_type)?;
+    for value in values {
+        builder.append(match value.filter(|v| !v.is_null()) {
+            None => Cell::Null,
+            Some(v) => cell_from_value(column, ty, data_type, v)?,
+        });
+    }
+    builder.finish(column, ty, data_type)
 }
 
 fn build_list(
@@ -840,44 +614,19 @@ fn build_list(
     Ok(Arc::new(array))
 }
 
-/// A JSON number, or Debezium's `"NaN"` / `"Infinity"` / `"-Infinity"`.
-fn float(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.as_str() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            _ => None,
-        },
-        _ => None,
+/// A timestamp or time of day in µs from its text: ISO 8601, or `infinity` / `-infinity`.
+pub(crate) fn temporal_from_text(text: &str) -> Result<i64, String> {
+    match text {
+        "infinity" => Ok(i64::MAX),
+        "-infinity" => Ok(i64::MIN),
+        text => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| format!("{text:?} is not an ISO 8601 timestamp: {e}")),
     }
 }
 
-/// A `bytes` value: base64 text (the JSON converter's encoding).
-fn bytes(v: &Value, bad: Bad<'_>) -> Result<Vec<u8>, SchemaError> {
-    let text = v
-        .as_str()
-        .ok_or_else(|| bad(format!("expected base64 text, got {}", preview(v))))?;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| bad(format!("not base64: {e}")))
-}
-
-/// A timestamp or time of day in µs, from the unit its semantic type says.
-fn temporal_micros(ty: &ColumnType, v: &Value) -> Result<i64, String> {
-    if let Value::String(s) = v {
-        return match s.as_str() {
-            "infinity" => Ok(i64::MAX),
-            "-infinity" => Ok(i64::MIN),
-            text => chrono::DateTime::parse_from_rfc3339(text)
-                .map(|t| t.timestamp_micros())
-                .map_err(|e| format!("{text:?} is not an ISO 8601 timestamp: {e}")),
-        };
-    }
-    let i = v
-        .as_i64()
-        .ok_or_else(|| format!("expected an integer, got {}", preview(v)))?;
+/// A timestamp or time of day in µs from an integer in the unit its semantic type says.
+pub(crate) fn temporal_from_int(ty: &ColumnType, i: i64) -> Result<i64, String> {
     match ty.semantic.as_deref() {
         Some(
             "io.debezium.time.Timestamp"

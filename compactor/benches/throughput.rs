@@ -13,13 +13,13 @@
 //!    writes, with schemas) of `public.orders` (`id` int8 key + 8 columns: int4, text,
 //!    numeric-as-string, int2, text, bool, timestamptz, timestamp), 30% inserts then updates
 //!    and 5% deletes of random keys, keyed by `id` into P partitions of a fresh topic.
-//! 2. Timed: a `strata_compactor::Compactor` with default settings (fresh group, fresh
-//!    local-directory catalog) from its start until the catalog's consumed offsets reach the
-//!    end of every partition.
+//! 2. Timed: a `strata_compactor::Compactor` with default settings but a 1 s flush deadline
+//!    (fresh group, fresh local-directory catalog) from its start until the catalog's
+//!    consumed offsets reach the end of every partition.
 //! 3. Timed, single-threaded, one step at a time, over the same events cut into the same
 //!    segments (row counts of the compactor's segments, in order): Kafka fetch only (no
-//!    decode); JSON decode + schema check + event id; sort + `events_to_record_batch`; and the
-//!    raw write, `encode_segment` (arrow-rs `ArrowWriter`, zstd, the compactor's settings) +
+//!    decode); JSON decode into segment rows (cells, event id, key); `SegmentBuilder` appends
+//!    and the sort; and the raw write of those batches, `encode_segment` (arrow-rs `ArrowWriter`, zstd, the compactor's settings) +
 //!    `put` to a local directory. The raw write is the limit the compactor is compared to.
 //!
 //! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) before each timed part;
@@ -43,8 +43,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use strata_catalog::{
-    Catalog, CatalogConfig, ChangeEvent, Decoded, EventChecker, SchemaCache, TableSchema,
-    decode_debezium_cached, encode_segment, events_to_record_batch_with,
+    Catalog, CatalogConfig, DecodedRow, SchemaCache, SegmentBuilder, decode_debezium_row,
+    encode_segment,
 };
 use strata_compactor::{Compactor, CompactorConfig};
 use tokio_util::sync::CancellationToken;
@@ -444,7 +444,7 @@ async fn run_compactor(w: &Workload, ends: &[i64], dir: &std::path::Path) -> Com
     let config = CompactorConfig {
         group_id: group.clone(),
         topics: vec![w.topic.clone()],
-        ..CompactorConfig::default()
+        ..bench_config()
     };
     let mut kafka = ClientConfig::new();
     kafka.set("bootstrap.servers", brokers());
@@ -551,6 +551,16 @@ async fn fetch_only(w: &Workload, ends: &[i64]) -> Part {
     }
 }
 
+/// The compactor's settings in the bench: the defaults, but a flush deadline of 1 s (the
+/// default is 5 s): the run ends with a partial batch waiting for its deadline, which with
+/// 5 s would be a third of a 1M-event run. Sizes, compression and dedup stay the defaults.
+fn bench_config() -> CompactorConfig {
+    CompactorConfig {
+        flush_interval: Duration::from_secs(1),
+        ..CompactorConfig::default()
+    }
+}
+
 /// Decode, Arrow and raw write times over the same segments (row counts) as the compactor.
 struct Split {
     decode: f64,
@@ -575,38 +585,30 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
         start_index += *rows as usize;
 
         let t = Instant::now();
-        let mut checker: Option<EventChecker> = None;
-        let mut events: Vec<(ChangeEvent, [u8; 32])> = Vec::with_capacity(records.len());
+        let mut schema = None;
+        let mut rows = Vec::with_capacity(records.len());
         for (_, key, value) in &records {
-            match decode_debezium_cached(Some(key), value, &w.topic, &mut cache).expect("decodes") {
-                Decoded::Event(d) => {
-                    let checker = checker.get_or_insert_with(|| {
-                        EventChecker::new(d.schema.clone()).expect("a segment schema")
-                    });
-                    checker.check(&d.event).expect("fits its schema");
-                    let id = d.event.event_id();
-                    events.push((d.event, id));
+            match decode_debezium_row(Some(key), value, &w.topic, &mut cache).expect("decodes") {
+                DecodedRow::Row { row, schema: s } => {
+                    schema.get_or_insert(s);
+                    rows.push(row);
                 }
-                Decoded::Skip(skip) => panic!("unexpected skip {skip:?}"),
+                DecodedRow::Skip(skip) => panic!("unexpected skip {skip:?}"),
             }
         }
         decode += t.elapsed().as_secs_f64();
-        drop(records);
-        let schema: TableSchema = (**checker.expect("a schema").schema()).clone();
 
         let t = Instant::now();
-        let mut keyed: Vec<(String, ChangeEvent, [u8; 32])> = events
-            .drain(..)
-            .map(|(e, id)| (e.sort_key(), e, id))
-            .collect();
-        keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
-        let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e, _)| e).collect();
-        let ids: Vec<[u8; 32]> = keyed.iter().map(|(_, _, id)| *id).collect();
-        let keys: Vec<&str> = keyed.iter().map(|(key, _, _)| key.as_str()).collect();
-        let batch = events_to_record_batch_with(&schema, &refs, &ids, &keys).expect("record batch");
+        let mut builder = SegmentBuilder::new(schema.expect("a schema")).expect("a segment schema");
+        for row in rows {
+            builder.push(row).expect("fits its schema");
+        }
+        let (batch, _) = builder
+            .finish_sorted()
+            .expect("record batch")
+            .expect("rows");
         arrow += t.elapsed().as_secs_f64();
-        drop(refs);
-        drop(keyed);
+        drop(records);
 
         // The raw write: the same batch, the compactor's writer settings, the same kind of store.
         let cpu0 = cpu_seconds();
@@ -659,8 +661,11 @@ async fn main() {
         println!("| step | events | seconds | events/s |");
         println!("|---|---:|---:|---:|");
         for (name, secs) in [
-            ("JSON decode + schema check + event id", s.decode),
-            ("sort + events_to_record_batch", s.arrow),
+            (
+                "JSON decode into segment rows (cells, event id, key)",
+                s.decode,
+            ),
+            ("Arrow builders + sort (SegmentBuilder)", s.arrow),
             ("Parquet encode + put (the raw write)", s.write.seconds),
         ] {
             println!("| {name} | {} | {secs:.2} | {} |", w.n, rate(n, secs));
@@ -704,7 +709,7 @@ async fn main() {
 
     let n = w.n as f64;
     let json_mib = json_bytes as f64 / MIB;
-    let d = CompactorConfig::default();
+    let d = bench_config();
     println!();
     println!(
         "events={} partitions={} table=public.orders (id int8 key + 8 columns) json={:.1} MiB ({:.0} B/event) \
@@ -716,8 +721,8 @@ async fn main() {
         c.parquet_bytes as f64 / MIB
     );
     println!(
-        "compactor settings (defaults): max_segment_bytes={} row_group_rows={} zstd_level={} \
-         flush_interval={:?} dedup_window={}; topic written with compression.type={}",
+        "compactor settings (defaults but flush_interval): max_segment_bytes={} row_group_rows={} \
+         zstd_level={} flush_interval={:?} dedup_window={}; topic written with compression.type={}",
         d.max_segment_bytes,
         d.row_group_rows,
         d.zstd_level,
@@ -779,8 +784,11 @@ async fn main() {
         "Kafka fetch only (StreamConsumer, no decode)",
         fetch.seconds,
     );
-    step("JSON decode + schema check + event id", s.decode);
-    step("sort + events_to_record_batch", s.arrow);
+    step(
+        "JSON decode into segment rows (cells, event id, key)",
+        s.decode,
+    );
+    step("Arrow builders + sort (SegmentBuilder)", s.arrow);
     step("Parquet encode + put (the raw write)", s.write.seconds);
     step(
         "sum of the steps",

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use serde_json::Value;
-use strata_catalog::{ChangeEvent, QuarantineEntry, TableId, TableSchema};
+use strata_catalog::{
+    QuarantineEntry, SchemaError, SegmentBuilder, SegmentRow, TableId, TableSchema,
+};
 
 /// A Kafka partition.
 pub(crate) type TopicPartition = (String, i32);
@@ -138,14 +139,16 @@ impl PartitionState {
     }
 }
 
-/// Events of one table under one schema: one segment when flushed.
+/// Rows of one table under one schema: one segment when flushed.
 #[derive(Debug)]
 pub(crate) struct PendingSegment {
-    pub(crate) schema: Arc<TableSchema>,
-    pub(crate) events: Vec<ChangeEvent>,
-    /// `events`' ids, in the same order.
-    pub(crate) ids: Vec<[u8; 32]>,
-    pub(crate) bytes: u64,
+    pub(crate) builder: SegmentBuilder,
+}
+
+impl PendingSegment {
+    pub(crate) fn schema(&self) -> &Arc<TableSchema> {
+        self.builder.schema()
+    }
 }
 
 /// Everything consumed since the last commit.
@@ -164,76 +167,45 @@ impl Batch {
         self.records == 0
     }
 
-    /// Adds an event (with its id) to its table under `schema`; returns the size of the
-    /// table's current segment.
+    /// Appends a row to its table's segment under `schema`; returns the size of that
+    /// segment. Fails only if the row does not fit the schema (the decoder makes rows that
+    /// do) or the schema has no segment schema (checked by the decoder too).
     pub(crate) fn push(
         &mut self,
-        event: ChangeEvent,
-        id: [u8; 32],
+        row: SegmentRow<'_>,
         schema: &Arc<TableSchema>,
-    ) -> u64 {
-        let size = event_size(&event);
-        let segments = match self.tables.get_mut(&event.table) {
+    ) -> Result<u64, SchemaError> {
+        let segments = match self.tables.get_mut(&schema.table) {
             Some(segments) => segments,
-            None => self.tables.entry(event.table.clone()).or_default(),
+            None => self.tables.entry(schema.table.clone()).or_default(),
         };
         let current = match segments.last_mut() {
-            Some(segment) if Arc::ptr_eq(&segment.schema, schema) || segment.schema == *schema => {
+            Some(segment)
+                if Arc::ptr_eq(segment.schema(), schema) || **segment.schema() == **schema =>
+            {
                 segment
             }
             _ => {
                 segments.push(PendingSegment {
-                    schema: Arc::clone(schema),
-                    events: Vec::new(),
-                    ids: Vec::new(),
-                    bytes: 0,
+                    builder: SegmentBuilder::new(Arc::clone(schema))?,
                 });
                 // Just pushed: `last_mut` is Some.
                 let Some(segment) = segments.last_mut() else {
-                    return 0;
+                    return Ok(0);
                 };
                 segment
             }
         };
-        current.events.push(event);
-        current.ids.push(id);
-        current.bytes += size;
-        current.bytes
+        current.builder.push(row)?;
+        Ok(current.builder.bytes())
     }
 
     pub(crate) fn events(&self) -> usize {
         self.tables
             .values()
             .flatten()
-            .map(|segment| segment.events.len())
+            .map(|segment| segment.builder.len())
             .sum()
-    }
-}
-
-/// The uncompressed size of an event, roughly its JSON size.
-pub(crate) fn event_size(event: &ChangeEvent) -> u64 {
-    let row = |row: Option<&strata_catalog::Row>| {
-        row.map_or(0, |r| {
-            r.iter()
-                .map(|(name, value)| name.len() as u64 + 2 + value_size(value))
-                .sum()
-        })
-    };
-    64 + row(Some(&event.key)) + row(event.image())
-}
-
-fn value_size(value: &Value) -> u64 {
-    match value {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 8,
-        Value::String(s) => s.len() as u64 + 2,
-        Value::Array(items) => 2 + items.iter().map(value_size).sum::<u64>(),
-        Value::Object(map) => {
-            2 + map
-                .iter()
-                .map(|(k, v)| k.len() as u64 + 3 + value_size(v))
-                .sum::<u64>()
-        }
     }
 }
 
@@ -244,7 +216,7 @@ mod tests {
     #[test]
     fn a_schema_change_starts_a_new_segment() {
         use strata_catalog::{
-            ColumnSchema, ColumnType, ConnectType, Operation, Row, SourcePosition,
+            Cell, ColumnSchema, ColumnType, ConnectType, Operation, SourcePosition,
         };
         let table = TableId::new("s", "n", "t");
         let column = |name: &str| ColumnSchema {
@@ -260,28 +232,32 @@ mod tests {
         let mut v2 = (*v1).clone();
         v2.columns.push(column("extra"));
         let v2 = Arc::new(v2);
-        let event = |seq| ChangeEvent {
-            table: table.clone(),
+        let row = |seq: u64, columns: usize| SegmentRow {
             op: Operation::Create,
-            key: Row::from_iter([("id", serde_json::json!(1))]),
-            before: None,
-            after: Some(Row::from_iter([("id", serde_json::json!(1))])),
-            unchanged: vec![],
             commit_ts_us: 0,
             position: SourcePosition { commit: seq, seq },
             tx_id: None,
-            origin: None,
+            id: [seq as u8; 32],
+            key: "i1".into(),
+            unchanged: vec![],
+            cells: vec![Cell::Int(1); columns],
         };
         let mut batch = Batch::default();
-        let first = batch.push(event(1), [1; 32], &v1);
-        assert!(batch.push(event(2), [2; 32], &v1) > first, "sizes add up");
-        batch.push(event(3), [3; 32], &v2);
-        batch.push(event(4), [4; 32], &v2);
+        let first = batch.push(row(1, 1), &v1).unwrap();
+        assert!(batch.push(row(2, 1), &v1).unwrap() > first, "sizes add up");
+        batch.push(row(3, 2), &v2).unwrap();
+        batch.push(row(4, 2), &v2).unwrap();
+        assert!(
+            batch.push(row(5, 1), &v2).is_err(),
+            "a row of the wrong width"
+        );
         let segments = &batch.tables[&table];
         assert_eq!(segments.len(), 2);
-        assert_eq!((segments[0].events.len(), segments[1].events.len()), (2, 2));
-        assert_eq!(segments[1].schema, v2);
-        assert_eq!(segments[1].ids, [[3; 32], [4; 32]]);
+        assert_eq!(
+            (segments[0].builder.len(), segments[1].builder.len()),
+            (2, 2)
+        );
+        assert_eq!(*segments[1].schema(), v2);
         assert_eq!(batch.events(), 4);
     }
 

@@ -149,11 +149,12 @@ impl Compactor {
             batch: Batch::default(),
             deadline: None,
             topic_tables: HashMap::new(),
-            decoders: DecodePool::new(self.config.effective_decode_threads())
-                .map_err(|e| Error::Config {
+            decoders: DecodePool::new(self.config.effective_decode_threads()).map_err(|e| {
+                Error::Config {
                     field: "decode_threads",
                     reason: format!("could not start the decode threads: {e}"),
-                })?,
+                }
+            })?,
             in_flight: None,
             resets: 0,
         };
@@ -375,6 +376,8 @@ struct InFlight {
 
 /// What a flush commits, in order: schema changes and segments per table, then `tail`
 /// (consumed offsets, quarantined records, watermarks).
+// A flush plans a handful of these: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Planned {
     Action(Action),
     Segment(PendingSegment),
@@ -420,9 +423,7 @@ impl FlushWork {
             let result = segment::write(
                 &self.store,
                 self.catalog.root(),
-                pending.schema,
-                pending.events,
-                pending.ids,
+                pending.builder,
                 config.row_group_rows,
                 config.zstd_level,
             )
@@ -617,11 +618,11 @@ impl Run<'_> {
             .tables
             .values()
             .flatten()
-            .any(|segment| segment.bytes >= max)
+            .any(|segment| segment.builder.bytes() >= max)
     }
 
     /// Takes one decoded record into the batch, in the order of its partition.
-    async fn on_record(&mut self, record: &RawRecord<'_>, outcome: Outcome) -> Result<()> {
+    async fn on_record(&mut self, record: &RawRecord<'_>, outcome: Outcome<'_>) -> Result<()> {
         let RawRecord {
             topic,
             partition,
@@ -644,8 +645,10 @@ impl Run<'_> {
         if let Some(until) = state.warm_until {
             if offset < until {
                 // Committed before this compactor started: only its id is remembered.
-                if let Outcome::Event { id, .. } = &outcome {
-                    state.recent.insert(*id, self.compactor.config.dedup_window);
+                if let Outcome::Row { row, .. } = &outcome {
+                    state
+                        .recent
+                        .insert(row.id, self.compactor.config.dedup_window);
                 }
                 CompactorStats::add(&self.compactor.stats.records_replayed, 1);
                 return Ok(());
@@ -678,12 +681,12 @@ impl Run<'_> {
         }
         CompactorStats::add(&self.compactor.stats.records_in, 1);
 
-        let (event, schema, id) = match outcome {
+        let (row, schema) = match outcome {
             Outcome::Skip => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
                 return Ok(());
             }
-            Outcome::Event { event, schema, id } => (event, schema, id),
+            Outcome::Row { row, schema } => (row, schema),
             Outcome::Bad(e) => {
                 return self
                     .quarantine(topic, partition, offset, key, value, &e)
@@ -694,23 +697,26 @@ impl Run<'_> {
         if !self
             .topic_tables
             .get(topic)
-            .is_some_and(|tables| tables.contains(&event.table))
+            .is_some_and(|tables| tables.contains(&schema.table))
         {
             self.topic_tables
                 .entry(topic.to_owned())
                 .or_default()
-                .insert(event.table.clone());
+                .insert(schema.table.clone());
         }
         let Some(state) = self.partitions.get_mut(&tp) else {
             return Ok(());
         };
-        state.saw(event.commit_ts_us);
-        if state.has_seen(&id) {
+        state.saw(row.commit_ts_us);
+        if state.has_seen(&row.id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
             return Ok(());
         }
-        state.batch_ids.insert(id);
-        self.batch.push(event, id, &schema);
+        state.batch_ids.insert(row.id);
+        self.batch.push(row, &schema).map_err(|e| Error::Segment {
+            table: schema.table.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -785,21 +791,16 @@ impl Run<'_> {
                 let (last_id, last_schema) = known.entry(table.clone()).or_insert_with(|| {
                     latest_schema(state.table(&table).map(|t| t.schemas()).unwrap_or(&[]))
                 });
-                if last_schema.as_ref() != Some(&*pending.schema) {
+                if last_schema.as_ref() != Some(&**pending.schema()) {
                     *last_id += 1;
-                    let effective_from_ts = pending
-                        .events
-                        .iter()
-                        .map(|e| e.commit_ts_us)
-                        .min()
-                        .unwrap_or_default();
+                    let effective_from_ts = pending.builder.min_commit_ts().unwrap_or_default();
                     plan.push(Planned::Action(Action::SetSchema(SchemaVersion {
                         table: table.clone(),
                         schema_id: *last_id,
                         effective_from_ts,
-                        schema: pending.schema.to_catalog_json(),
+                        schema: pending.schema().to_catalog_json(),
                     })));
-                    *last_schema = Some((*pending.schema).clone());
+                    *last_schema = Some((**pending.schema()).clone());
                 }
                 plan.push(Planned::Segment(pending));
             }

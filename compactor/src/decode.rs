@@ -7,12 +7,10 @@
 //! records' order; everything that depends on order (offsets, dedup, batching) stays on the
 //! compactor's loop.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_catalog::{
-    ChangeEvent, DecodeError, Decoded, DecodedEvent, EventChecker, SchemaCache, SchemaError,
-    TableId, TableSchema, decode_debezium_cached,
+    DecodeError, DecodedRow, SchemaCache, SegmentRow, TableSchema, decode_debezium_row,
 };
 
 /// Below this many records per thread, a chunk is decoded on the caller's thread.
@@ -29,71 +27,35 @@ pub(crate) struct RawRecord<'a> {
 }
 
 /// What became of one record.
-// Almost every outcome is an event: boxing it would add an allocation per record.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<'a> {
     /// Not a change (tombstone, transaction metadata, heartbeat, message).
     Skip,
-    /// A change that fits its schema, with its id.
-    Event {
-        event: ChangeEvent,
+    /// A change that fits its schema, as its segment stores it (strings borrowed from the
+    /// record).
+    Row {
+        row: SegmentRow<'a>,
         schema: Arc<TableSchema>,
-        id: [u8; 32],
     },
     /// Bad input, to be quarantined.
     Bad(DecodeError),
 }
 
-/// One thread's decoding state: the envelope schemas seen, and per table the checker of
-/// its latest schema.
+/// One thread's decoding state: the envelope schemas seen.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     schemas: SchemaCache,
-    checkers: HashMap<TableId, EventChecker>,
 }
 
 impl Decoder {
     /// Decodes, checks and names one record.
-    pub(crate) fn decode(&mut self, record: &RawRecord<'_>) -> Outcome {
-        let decoded = decode_debezium_cached(
-            record.key,
-            record.value.unwrap_or_default(),
-            record.topic,
-            &mut self.schemas,
-        );
-        let DecodedEvent { event, schema } = match decoded {
-            Ok(Decoded::Skip(_)) => return Outcome::Skip,
-            Ok(Decoded::Event(decoded)) => *decoded,
-            Err(e) => return Outcome::Bad(e.at(record.partition, record.offset)),
-        };
-        if let Err(e) = self.check(&event, &schema) {
-            return Outcome::Bad(
-                DecodeError {
-                    topic: record.topic.to_owned(),
-                    partition: None,
-                    offset: None,
-                    reason: format!("table {}: {e}", event.table),
-                }
-                .at(record.partition, record.offset),
-            );
+    pub(crate) fn decode<'a>(&mut self, record: &RawRecord<'a>) -> Outcome<'a> {
+        let value = record.value.unwrap_or_default();
+        match decode_debezium_row(record.key, value, record.topic, &mut self.schemas) {
+            Ok(DecodedRow::Skip(_)) => Outcome::Skip,
+            Ok(DecodedRow::Row { row, schema }) => Outcome::Row { row, schema },
+            Err(e) => Outcome::Bad(e.at(record.partition, record.offset)),
         }
-        let id = event.event_id();
-        Outcome::Event { event, schema, id }
-    }
-
-    /// Checks that the event converts to its schema's segment columns; the schema's own
-    /// mapping is checked once, when a table's schema is first met or changes.
-    fn check(&mut self, event: &ChangeEvent, schema: &Arc<TableSchema>) -> Result<(), SchemaError> {
-        if let Some(checker) = self.checkers.get(&event.table)
-            && (Arc::ptr_eq(checker.schema(), schema) || **checker.schema() == **schema)
-        {
-            return checker.check(event);
-        }
-        let checker = EventChecker::new(Arc::clone(schema))?;
-        checker.check(event)?;
-        self.checkers.insert(event.table.clone(), checker);
-        Ok(())
     }
 }
 
@@ -128,7 +90,7 @@ impl DecodePool {
     }
 
     /// Decodes `records`, in their order, cut into contiguous slices decoded side by side.
-    pub(crate) fn decode_all(&mut self, records: &[RawRecord<'_>]) -> Vec<Outcome> {
+    pub(crate) fn decode_all<'a>(&mut self, records: &[RawRecord<'a>]) -> Vec<Outcome<'a>> {
         use rayon::prelude::*;
         let threads = self
             .decoders
@@ -143,7 +105,7 @@ impl DecodePool {
         };
         let per_thread = records.len().div_ceil(threads);
         let decoders = &mut self.decoders;
-        let parts: Vec<Vec<Outcome>> = pool.install(|| {
+        let parts: Vec<Vec<Outcome<'a>>> = pool.install(|| {
             records
                 .par_chunks(per_thread)
                 .zip(decoders.par_iter_mut())
@@ -192,15 +154,12 @@ mod tests {
                 value: if i == 500 { None } else { Some(value) },
             })
             .collect();
-        let summary = |outcomes: Vec<Outcome>| -> Vec<String> {
+        let summary = |outcomes: Vec<Outcome<'_>>| -> Vec<String> {
             outcomes
                 .into_iter()
                 .map(|o| match o {
                     Outcome::Skip => "skip".to_owned(),
-                    Outcome::Event { event, id, .. } => {
-                        assert_eq!(id, event.event_id());
-                        format!("{} {:?}", event.position.seq, &id[..4])
-                    }
+                    Outcome::Row { row, .. } => format!("{} {:?}", row.position.seq, &row.id[..4]),
                     Outcome::Bad(e) => e.to_string(),
                 })
                 .collect()

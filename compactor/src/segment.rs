@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use strata_catalog::{
-    ChangeEvent, Segment, SourcePosition, TableSchema, encode_segment, events_to_record_batch_with,
-};
+use strata_catalog::{Segment, SegmentBuilder, SourcePosition, TableSchema, encode_segment};
 use tracing::instrument;
 
 use crate::error::{Error, Result};
@@ -31,89 +29,56 @@ pub(crate) fn segment_relative_path(schema: &TableSchema) -> String {
     )
 }
 
-/// Encodes `events` (one table, one schema; `ids` their event ids) as a sorted Parquet
-/// segment; returns the bytes and the segment's catalog entry (path relative to the catalog
-/// root).
+/// Encodes the rows of `builder` (one table, one schema) as a sorted Parquet segment;
+/// returns the bytes and the segment's catalog entry (path relative to the catalog root).
 pub(crate) fn encode(
-    schema: &TableSchema,
-    events: &[ChangeEvent],
-    ids: &[[u8; 32]],
+    builder: SegmentBuilder,
     row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<(Vec<u8>, Segment)> {
+    let schema = Arc::clone(builder.schema());
     let fail = |reason: String| Error::Segment {
         table: schema.table.to_string(),
         reason,
     };
-    if events.is_empty() {
-        return Err(fail("no events".into()));
-    }
-    let mut keyed: Vec<(String, &ChangeEvent, [u8; 32])> = events
-        .iter()
-        .zip(ids)
-        .map(|(e, id)| (e.sort_key(), e, *id))
-        .collect();
-    keyed.sort_by(|a, b| (&a.0, a.1.position).cmp(&(&b.0, b.1.position)));
-    let refs: Vec<&ChangeEvent> = keyed.iter().map(|(_, e, _)| *e).collect();
-    let sorted_ids: Vec<[u8; 32]> = keyed.iter().map(|(_, _, id)| *id).collect();
-    let sorted_keys: Vec<&str> = keyed.iter().map(|(key, _, _)| key.as_str()).collect();
-    let batch = events_to_record_batch_with(schema, &refs, &sorted_ids, &sorted_keys)
-        .map_err(|e| fail(e.to_string()))?;
-
+    let (batch, span) = builder
+        .finish_sorted()
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail("no events".into()))?;
     let bytes =
         encode_segment(&batch, zstd_level, row_group_rows).map_err(|e| fail(e.to_string()))?;
-
-    let (first, last) = match (keyed.first(), keyed.last()) {
-        (Some(first), Some(last)) => (first, last),
-        _ => return Err(fail("no events".into())),
-    };
-    let min_ts = refs
-        .iter()
-        .map(|e| e.commit_ts_us)
-        .min()
-        .unwrap_or_default();
-    let max_ts = refs
-        .iter()
-        .map(|e| e.commit_ts_us)
-        .max()
-        .unwrap_or_default();
-    let min_pos = refs.iter().map(|e| e.position).min().unwrap_or_default();
-    let max_pos = refs.iter().map(|e| e.position).max().unwrap_or_default();
     let segment = Segment {
         table: schema.table.clone(),
-        path: segment_relative_path(schema),
-        rows: refs.len() as u64,
+        path: segment_relative_path(&schema),
+        rows: span.rows as u64,
         bytes: bytes.len() as u64,
-        min_key: first.0.clone(),
-        max_key: last.0.clone(),
-        min_commit_ts: min_ts,
-        max_commit_ts: max_ts,
-        min_position: position_string(min_pos),
-        max_position: position_string(max_pos),
+        min_key: span.min_key,
+        max_key: span.max_key,
+        min_commit_ts: span.min_commit_ts,
+        max_commit_ts: span.max_commit_ts,
+        min_position: position_string(span.min_position),
+        max_position: position_string(span.max_position),
     };
     Ok((bytes, segment))
 }
 
 /// Encodes (on a blocking thread) and stores one segment.
-#[instrument(skip_all, fields(table = %schema.table, rows = events.len(), path))]
+#[instrument(skip_all, fields(table = %builder.schema().table, rows = builder.len(), path))]
 pub(crate) async fn write(
     store: &Arc<dyn ObjectStore>,
     root: &Path,
-    schema: Arc<TableSchema>,
-    events: Vec<ChangeEvent>,
-    ids: Vec<[u8; 32]>,
+    builder: SegmentBuilder,
     row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<Segment> {
-    let table = schema.table.to_string();
-    let (bytes, segment) = tokio::task::spawn_blocking(move || {
-        encode(&schema, &events, &ids, row_group_rows, zstd_level)
-    })
-    .await
-    .map_err(|e| Error::Segment {
-        table,
-        reason: format!("encoder task failed: {e}"),
-    })??;
+    let table = builder.schema().table.to_string();
+    let (bytes, segment) =
+        tokio::task::spawn_blocking(move || encode(builder, row_group_rows, zstd_level))
+            .await
+            .map_err(|e| Error::Segment {
+                table,
+                reason: format!("encoder task failed: {e}"),
+            })??;
     let path = object_path(root, &segment.path);
     tracing::Span::current().record("path", path.as_ref());
     store

@@ -667,3 +667,324 @@ fn event_id_is_stable_across_versions() {
         "2001d3e258b44ddeec0a48aebc1accac04c4063115e85f0e158a1587c0576252"
     );
 }
+
+/// Every column type the decoder maps (see the `schema` module doc).
+fn wide_fields() -> Value {
+    let f = |ty: &str, name: Option<&str>, field: &str| {
+        let mut c = json!({"type": ty, "optional": field != "id", "field": field});
+        if let Some(name) = name {
+            c["name"] = json!(name);
+        }
+        c
+    };
+    json!([
+        f("int32", None, "id"),
+        f("int8", None, "i8"),
+        f("int16", None, "i16"),
+        f("int64", None, "i64"),
+        f("float", None, "f32"),
+        f("double", None, "f64"),
+        f("boolean", None, "flag"),
+        f("string", None, "text"),
+        f("bytes", None, "blob"),
+        {"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+         "parameters": {"scale": "2"}, "field": "price"},
+        f("int32", Some("io.debezium.time.Date"), "day"),
+        f("int64", Some("io.debezium.time.MicroTimestamp"), "micro_ts"),
+        f("int64", Some("io.debezium.time.Timestamp"), "milli_ts"),
+        f("int64", Some("io.debezium.time.NanoTimestamp"), "nano_ts"),
+        f("string", Some("io.debezium.time.ZonedTimestamp"), "zoned"),
+        f("int64", Some("io.debezium.time.MicroTime"), "tod"),
+        {"type": "array", "items": {"type": "int64", "optional": true}, "optional": true,
+         "field": "tags"},
+        {"type": "struct", "optional": true, "field": "extra",
+         "fields": [{"type": "int32", "optional": true, "field": "a"}]},
+    ])
+}
+
+/// `decode_debezium_row` and the general path (the event, then `SegmentRow::from_event`)
+/// on one record, with whether the direct path took it.
+fn rows_both_ways(
+    key: Option<&[u8]>,
+    value: &[u8],
+) -> (
+    Result<DecodedRow<'static>, DecodeError>,
+    Result<DecodedRow<'static>, DecodeError>,
+    bool,
+) {
+    let owned = |row: SegmentRow<'_>| SegmentRow {
+        tx_id: row.tx_id.map(|t| Cow::Owned(t.into_owned())),
+        cells: row
+            .cells
+            .into_iter()
+            .map(|c| match c {
+                crate::rows::Cell::Text(t) => crate::rows::Cell::Text(Cow::Owned(t.into_owned())),
+                other => to_static(other),
+            })
+            .collect(),
+        ..row
+    };
+    fn to_static(cell: crate::rows::Cell<'_>) -> crate::rows::Cell<'static> {
+        use crate::rows::Cell;
+        match cell {
+            Cell::Null => Cell::Null,
+            Cell::Bool(b) => Cell::Bool(b),
+            Cell::Int(i) => Cell::Int(i),
+            Cell::Float(f) => Cell::Float(f),
+            Cell::Text(t) => Cell::Text(Cow::Owned(t.into_owned())),
+            Cell::Bytes(b) => Cell::Bytes(b),
+            Cell::Decimal(d) => Cell::Decimal(d),
+            Cell::List(v) => Cell::List(v),
+        }
+    }
+    let mut cache = SchemaCache::default();
+    let direct = match envelope(key, value, TOPIC, &mut cache) {
+        Ok(Envelope::Change(change)) => change
+            .derived
+            .types
+            .as_ref()
+            .ok()
+            .is_some_and(|types| image::direct_row(&change, types).is_some()),
+        _ => false,
+    };
+    let fast = decode_debezium_row(key, value, TOPIC, &mut cache).map(|d| match d {
+        DecodedRow::Row { row, schema } => DecodedRow::Row {
+            row: owned(row),
+            schema,
+        },
+        DecodedRow::Skip(s) => DecodedRow::Skip(s),
+    });
+    let general = decode_debezium(key, value, TOPIC).and_then(|d| match d {
+        Decoded::Skip(s) => Ok(DecodedRow::Skip(s)),
+        Decoded::Event(d) => {
+            let types = crate::schema::column_types(&d.schema)
+                .map_err(|e| DecodeError::new(TOPIC, format!("table {}: {e}", d.event.table)))?;
+            d.schema
+                .segment_schema()
+                .map_err(|e| DecodeError::new(TOPIC, format!("table {}: {e}", d.event.table)))?;
+            SegmentRow::from_event(&d.event, &d.schema, &types)
+                .map(|row| DecodedRow::Row {
+                    row,
+                    schema: d.schema.clone(),
+                })
+                .map_err(|e| DecodeError::new(TOPIC, format!("table {}: {e}", d.event.table)))
+        }
+    });
+    (fast, general, direct)
+}
+
+#[test]
+fn rows_decoded_directly_equal_rows_of_decoded_events() {
+    let full = json!({
+        "id": 7, "i8": -5, "i16": 300, "i64": -9_000_000_000_i64, "f32": 0.5, "f64": 1e300,
+        "flag": true, "text": "tab\there \"quoted\" ünïcode", "blob": "AAEC", "price": "Awk=",
+        "day": 20_000, "micro_ts": 1_764_064_800_000_123_i64, "milli_ts": 1_764_064_800_000_i64,
+        "nano_ts": 1_764_064_800_000_123_456_i64, "zoned": "2026-11-25T10:00:00.5+01:00",
+        "tod": 36_000_000_000_i64, "tags": [1, null, 3], "extra": {"a": 1}
+    });
+    let key = key_doc(7);
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "insert",
+            debezium_value_with(wide_fields(), "c", Value::Null, full.clone(), 10),
+            true,
+        ),
+        (
+            "update, some columns absent",
+            debezium_value_with(
+                wide_fields(),
+                "u",
+                Value::Null,
+                json!({"id": 7, "text": null, "f64": 3, "f32": "NaN", "zoned": "infinity"}),
+                11,
+            ),
+            true,
+        ),
+        (
+            "delete, key-only before",
+            debezium_value_with(wide_fields(), "d", json!({"id": 7}), Value::Null, 12),
+            true,
+        ),
+        (
+            "delete, no image",
+            debezium_value_with(wide_fields(), "d", Value::Null, Value::Null, 13),
+            true,
+        ),
+        (
+            "a snapshot read",
+            debezium_value_with(wide_fields(), "r", Value::Null, full.clone(), 14),
+            true,
+        ),
+        (
+            "placeholder",
+            debezium_value_with(
+                wide_fields(),
+                "u",
+                Value::Null,
+                json!({"id": 7, "text": UNAVAILABLE_VALUE}),
+                15,
+            ),
+            false,
+        ),
+        (
+            "unchanged toast",
+            strata_value(
+                "u",
+                Value::Null,
+                json!({"id": 7, "note": "a", "total": "1.00", "at": null, "tags": [1]}),
+                json!(["note"]),
+            ),
+            false,
+        ),
+        (
+            "out of range",
+            debezium_value_with(
+                wide_fields(),
+                "c",
+                Value::Null,
+                json!({"id": 7, "i8": 300}),
+                16,
+            ),
+            false,
+        ),
+        (
+            "undeclared column",
+            debezium_value_with(
+                wide_fields(),
+                "c",
+                Value::Null,
+                json!({"id": 7, "nope": 1}),
+                17,
+            ),
+            false,
+        ),
+        (
+            "truncate",
+            debezium_value_with(wide_fields(), "t", Value::Null, Value::Null, 18),
+            false,
+        ),
+        (
+            "variable-scale decimal",
+            debezium_value_with(
+                debezium_numeric_fields(),
+                "c",
+                Value::Null,
+                json!({"id": 7, "score": 1.5, "ratio": {"scale": 1, "value": "TQ=="}}),
+                19,
+            ),
+            false,
+        ),
+    ];
+    for (what, value, direct) in cases {
+        let (fast, general, took) = rows_both_ways(Some(&key), &value);
+        assert_eq!(fast, general, "{what}");
+        assert_eq!(took, direct, "{what}: direct path taken");
+    }
+    // The row holds converted cells: spot-check the insert.
+    let value = debezium_value_with(wide_fields(), "c", Value::Null, full, 10);
+    let Ok(DecodedRow::Row { row, schema }) =
+        decode_debezium_row(Some(&key), &value, TOPIC, &mut SchemaCache::default())
+    else {
+        panic!("a row");
+    };
+    let cell = |name: &str| &row.cells[schema.columns.iter().position(|c| c.name == name).unwrap()];
+    use crate::rows::Cell;
+    assert_eq!(cell("price"), &Cell::Decimal(777));
+    assert_eq!(cell("milli_ts"), &Cell::Int(1_764_064_800_000_000));
+    assert_eq!(cell("nano_ts"), &Cell::Int(1_764_064_800_000_123));
+    assert_eq!(cell("zoned"), &Cell::Int(1_795_597_200_500_000));
+    assert_eq!(cell("blob"), &Cell::Bytes(vec![0, 1, 2]));
+    assert_eq!(cell("extra"), &Cell::Text(Cow::Borrowed("{\"a\":1}")));
+}
+
+/// One column's value for the proptest below: mostly fitting, sometimes not.
+fn wide_value(column: usize) -> BoxedStrategy<Option<Value>> {
+    let fitting: BoxedStrategy<Value> = match column {
+        1 => (-200_i64..200).prop_map(Value::from).boxed(),
+        2 => any::<i32>().prop_map(Value::from).boxed(),
+        3 | 11 | 13 | 15 => any::<i64>().prop_map(Value::from).boxed(),
+        4 | 5 => prop_oneof![
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            Just(json!("NaN")),
+            Just(json!("-Infinity")),
+        ]
+        .boxed(),
+        6 => any::<bool>().prop_map(Value::from).boxed(),
+        7 => ".{0,12}".prop_map(Value::from).boxed(),
+        8 | 9 => proptest::collection::vec(any::<u8>(), 0..20)
+            .prop_map(|b| {
+                use base64::Engine as _;
+                Value::from(base64::engine::general_purpose::STANDARD.encode(b))
+            })
+            .boxed(),
+        10 => any::<i32>().prop_map(Value::from).boxed(),
+        12 => (-1_i64 << 53..1_i64 << 53).prop_map(Value::from).boxed(),
+        14 => prop_oneof![
+            (0_i64..4_000_000_000_000_000).prop_map(|us| {
+                Value::from(
+                    chrono::DateTime::from_timestamp_micros(us)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                )
+            }),
+            Just(json!("infinity")),
+            Just(json!("yesterday")),
+        ]
+        .boxed(),
+        16 => proptest::collection::vec(proptest::option::of(any::<i64>()), 0..4)
+            .prop_map(|v| json!(v))
+            .boxed(),
+        _ => (any::<i32>(), ".{0,4}")
+            .prop_map(|(a, b)| json!({"a": a, "b": b}))
+            .boxed(),
+    };
+    prop_oneof![
+        20 => fitting.prop_map(Some),
+        1 => Just(Some(Value::Null)),
+        1 => Just(None),
+        1 => prop_oneof![
+            Just(json!(UNAVAILABLE_VALUE)),
+            Just(json!("x")),
+            Just(json!(1.5)),
+            Just(json!(true)),
+            Just(json!([UNAVAILABLE_VALUE])),
+            Just(json!(u64::MAX)),
+        ]
+        .prop_map(Some),
+    ]
+    .boxed()
+}
+
+proptest! {
+    /// Whatever the cells, a row decoded directly is the row of the decoded event, and a
+    /// record one path refuses the other refuses with the same error.
+    #[test]
+    fn direct_rows_match_event_rows(
+        values in (1..18_usize).map(wide_value).collect::<Vec<_>>(),
+        op in prop_oneof![Just("c"), Just("u"), Just("d"), Just("r")],
+        key_only in any::<bool>(),
+        lsn in 1..u64::MAX / 2,
+    ) {
+        let mut image = serde_json::Map::new();
+        image.insert("id".into(), json!(7));
+        let names: Vec<String> = wide_fields().as_array().unwrap().iter()
+            .map(|f| f["field"].as_str().unwrap().to_owned()).collect();
+        for (name, value) in names.iter().skip(1).zip(values) {
+            if let Some(value) = value {
+                image.insert(name.clone(), value);
+            }
+        }
+        let image = Value::Object(image);
+        let (before, after) = match (op, key_only) {
+            ("d", true) => (json!({"id": 7}), Value::Null),
+            ("d", false) => (image, Value::Null),
+            _ => (Value::Null, image),
+        };
+        let value = debezium_value_with(wide_fields(), op, before, after, lsn);
+        let (fast, general, _) = rows_both_ways(Some(&key_doc(7)), &value);
+        prop_assert_eq!(fast, general);
+    }
+}

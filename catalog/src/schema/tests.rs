@@ -6,6 +6,7 @@ use arrow::datatypes::{
 use serde_json::json;
 
 use super::*;
+use crate::event::Operation;
 use crate::event::{Row, SourcePosition};
 
 fn col(name: &str, column_type: ColumnType, key: bool) -> ColumnSchema {
