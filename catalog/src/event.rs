@@ -460,6 +460,9 @@ pub struct SchemaCache {
     /// The schemas most recently met, newest first, for [`SchemaCache::split`].
     recent: VecDeque<ParsedSchema>,
     columns: HashMap<ColumnsKey, Arc<DerivedColumns>>,
+    /// The columns most recently used, newest first, with the schema they were derived
+    /// from: found by comparing names, without building a key.
+    recent_columns: VecDeque<(usize, Arc<DerivedColumns>)>,
     len: usize,
 }
 
@@ -475,6 +478,8 @@ pub(crate) struct DerivedColumns {
     pub(crate) types: Result<Vec<DataType>, SchemaError>,
     /// Column indices in name order (the order [`ChangeEvent::event_id`] hashes cells in).
     pub(crate) by_name: Vec<usize>,
+    /// The key document's column names it was derived with.
+    key_names: Vec<String>,
 }
 
 /// How the JSON converter starts a document, and what follows the schema.
@@ -506,6 +511,7 @@ impl SchemaCache {
                     self.parsed.clear();
                     self.recent.clear();
                     self.columns.clear();
+                    self.recent_columns.clear();
                     self.len = 0;
                 }
                 self.len += 1;
@@ -602,17 +608,16 @@ pub fn decode_debezium_row<'a>(
     let types = derived
         .types
         .as_ref()
-        .map_err(|e| unfit(&change.table, e.clone()))?;
+        .map_err(|e| unfit(&derived.schema.table, e.clone()))?;
     if let Some(row) = image::direct_row(&change, types) {
         return Ok(DecodedRow::Row {
             row,
             schema: Arc::clone(&derived.schema),
         });
     }
-    let table = change.table.clone();
     let decoded = change_event(change, topic)?;
     let row = SegmentRow::from_event(&decoded.event, &decoded.schema, types)
-        .map_err(|e| unfit(&table, e))?;
+        .map_err(|e| unfit(&derived.schema.table, e))?;
     Ok(DecodedRow::Row {
         row,
         schema: decoded.schema,
@@ -631,7 +636,6 @@ enum Envelope<'a> {
 pub(crate) struct Change<'a> {
     pub(crate) payload: PayloadView<'a>,
     pub(crate) source: SourceView<'a>,
-    pub(crate) table: TableId,
     pub(crate) op: Operation,
     pub(crate) commit_ts_us: i64,
     pub(crate) position: SourcePosition,
@@ -722,7 +726,7 @@ fn envelope<'a>(
         .source
         .and_then(|raw| serde_json::from_str::<SourceView<'_>>(raw.get()).ok())
         .ok_or_else(|| err("payload.source is missing".into()))?;
-    let table = source.table_id().map_err(&err)?;
+    let names = source.table_names().map_err(&err)?;
 
     let commit_ts_us = match (
         source.ts_us.and_then(raw_i64),
@@ -768,23 +772,42 @@ fn envelope<'a>(
         }
         _ => None,
     };
-    let key_list: Vec<String> = key_row
-        .as_ref()
-        .map(|k| k.iter().map(|(n, _)| n.to_owned()).collect())
-        .unwrap_or_default();
-    let columns_key: ColumnsKey = (std::ptr::from_ref(schema) as usize, table.clone(), key_list);
-    let derived = match cache.columns.get(&columns_key) {
-        Some(derived) => Arc::clone(derived),
+    let schema_at = std::ptr::from_ref(schema) as usize;
+    let key_names = || key_row.iter().flat_map(|k| k.iter().map(|(n, _)| n));
+    let recent = cache.recent_columns.iter().find(|(at, derived)| {
+        let t = &derived.schema.table;
+        *at == schema_at
+            && (t.source.as_str(), t.namespace.as_str(), t.table.as_str())
+                == (&*names.0, &*names.1, &*names.2)
+            && key_names().eq(derived.key_names.iter().map(String::as_str))
+    });
+    let derived = match recent {
+        Some((_, derived)) => Arc::clone(derived),
         None => {
-            let derived = Arc::new(derive_columns(schema, &table, &columns_key.2).map_err(&err)?);
-            cache.columns.insert(columns_key, Arc::clone(&derived));
+            let table = TableId::new(names.0.as_ref(), names.1.as_ref(), names.2.as_ref());
+            table.validate().map_err(|e| err(e.to_string()))?;
+            let columns_key: ColumnsKey =
+                (schema_at, table, key_names().map(str::to_owned).collect());
+            let derived = match cache.columns.get(&columns_key) {
+                Some(derived) => Arc::clone(derived),
+                None => {
+                    let derived = Arc::new(
+                        derive_columns(schema, &columns_key.1, &columns_key.2).map_err(&err)?,
+                    );
+                    cache.columns.insert(columns_key, Arc::clone(&derived));
+                    derived
+                }
+            };
+            cache
+                .recent_columns
+                .push_front((schema_at, Arc::clone(&derived)));
+            cache.recent_columns.truncate(SchemaCache::RECENT);
             derived
         }
     };
     Ok(Envelope::Change(Change {
         payload,
         source,
-        table,
         op,
         commit_ts_us,
         position: SourcePosition { commit, seq },
@@ -801,7 +824,6 @@ fn change_event(change: Change<'_>, topic: &str) -> Result<DecodedEvent, DecodeE
     let Change {
         payload,
         source,
-        table,
         op,
         commit_ts_us,
         position,
@@ -812,6 +834,7 @@ fn change_event(change: Change<'_>, topic: &str) -> Result<DecodedEvent, DecodeE
     } = change;
     let variable_scale = &derived.variable_scale;
     let table_schema = Arc::clone(&derived.schema);
+    let table = table_schema.table.clone();
 
     let mut unchanged: Vec<String> = match source
         .unchanged_toast
@@ -912,6 +935,7 @@ fn derive_columns(
     let row_schema = envelope_row_schema(schema).ok_or_else(|| {
         "value schema has no before/after struct (not a Debezium envelope)".to_owned()
     })?;
+    let key_names_list = key_names.to_vec();
     let key_names: HashSet<&str> = key_names.iter().map(String::as_str).collect();
     let mut columns = Vec::with_capacity(row_schema.len());
     for field in row_schema {
@@ -957,6 +981,7 @@ fn derive_columns(
         variable_scale,
         types,
         by_name,
+        key_names: key_names_list,
     })
 }
 
@@ -1171,8 +1196,12 @@ pub(crate) struct SourceView<'a> {
     pub(crate) unchanged_toast: Option<&'a RawValue>,
 }
 
+/// A table's (source, namespace, table) names as a record gives them.
+type TableNames<'a> = (Cow<'a, str>, Cow<'a, str>, Cow<'a, str>);
+
 impl SourceView<'_> {
-    fn table_id(&self) -> Result<TableId, String> {
+    /// The table's (source, namespace, table) names, not yet validated.
+    fn table_names(&self) -> Result<TableNames<'_>, String> {
         let name = self
             .name
             .and_then(raw_str)
@@ -1187,9 +1216,7 @@ impl SourceView<'_> {
             .and_then(raw_str)
             .or_else(|| self.collection.and_then(raw_str))
             .ok_or("source.table is missing")?;
-        let id = TableId::new(name.as_ref(), namespace.as_ref(), table.as_ref());
-        id.validate().map_err(|e| e.to_string())?;
-        Ok(id)
+        Ok((name, namespace, table))
     }
 }
 
@@ -1226,14 +1253,15 @@ fn numeric(raw: &RawValue) -> bool {
         .is_some_and(|b| *b == b'-' || b.is_ascii_digit())
 }
 
-/// A JSON integer in i64 (`None` for anything else).
+/// A JSON integer in i64 (`None` for anything else). A raw value is valid JSON, so its
+/// text is an integer's exactly when Rust's integer syntax accepts it.
 fn raw_i64(raw: &RawValue) -> Option<i64> {
-    numeric(raw).then(|| serde_json::from_str(raw.get()).ok())?
+    numeric(raw).then(|| raw.get().parse().ok())?
 }
 
 /// A JSON integer in u64 (`None` for anything else).
 fn raw_u64(raw: &RawValue) -> Option<u64> {
-    numeric(raw).then(|| serde_json::from_str(raw.get()).ok())?
+    numeric(raw).then(|| raw.get().parse().ok())?
 }
 
 /// The semantic name of Debezium's unconstrained-numeric struct.

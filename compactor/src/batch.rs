@@ -2,6 +2,7 @@
 //! buffered events grouped by schema, quarantined records.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use strata_catalog::{
@@ -11,11 +12,32 @@ use strata_catalog::{
 /// A Kafka partition.
 pub(crate) type TopicPartition = (String, i32);
 
+/// A set of event ids.
+pub(crate) type IdSet = HashSet<[u8; 32], BuildHasherDefault<IdHash>>;
+
+/// Hashes an event id by its first eight bytes: ids are blake3 digests, already uniform,
+/// so hashing them again (SipHash) would only cost time.
+#[derive(Debug, Default)]
+pub(crate) struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Event ids already committed, remembered up to a bound, oldest forgotten first.
 #[derive(Debug, Default)]
 pub(crate) struct RecentIds {
     order: VecDeque<[u8; 32]>,
-    set: HashSet<[u8; 32]>,
+    set: IdSet,
 }
 
 impl RecentIds {
@@ -53,7 +75,7 @@ pub(crate) struct PartitionState {
     /// Committed event ids.
     pub(crate) recent: RecentIds,
     /// Ids of events in the unflushed batch.
-    pub(crate) batch_ids: HashSet<[u8; 32]>,
+    pub(crate) batch_ids: IdSet,
     /// The part of this partition in the flush being committed, if any.
     pub(crate) flushing: Option<Flushing>,
     /// The number of the compactor's last reset that sent this partition back with a seek.
@@ -71,7 +93,7 @@ pub(crate) struct PartitionState {
 #[derive(Debug, Default)]
 pub(crate) struct Flushing {
     /// The ids of its events.
-    pub(crate) ids: HashSet<[u8; 32]>,
+    pub(crate) ids: IdSet,
     /// `read_ts` when the flush began.
     pub(crate) read_ts: Option<i64>,
 }

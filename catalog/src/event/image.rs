@@ -87,7 +87,7 @@ pub(crate) fn direct_row<'a>(change: &Change<'a>, types: &[DataType]) -> Option<
         }
     }
 
-    let mut id = IdHasher::new(&change.table, change.op, key);
+    let mut id = IdHasher::new(&derived.schema.table, change.op, key);
     id.count(spans.iter().flatten().count());
     for &index in &derived.by_name {
         if let Some((start, end)) = spans[index] {
