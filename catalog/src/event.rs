@@ -36,6 +36,13 @@
 //!
 //! Tombstones (empty or `null` value), transaction-metadata records, heartbeats and logical
 //! messages are not changes: they decode to [`Decoded::Skip`], never to an error.
+//!
+//! [`decode_debezium_row`] gives the same change as the [`SegmentRow`] its change segment
+//! stores. For the usual record (a schema already met, no unchanged-TOAST columns, no
+//! variable-scale decimals) it reads the image once, straight into cells of the column
+//! types, borrowing the record's strings; anything else goes through [`ChangeEvent`] and
+//! [`SegmentRow::from_event`], which stays the reference (a property test holds the two
+//! equal on every column type).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -13,9 +13,12 @@
 //!   between two instants, the snapshot and schema in force at an instant, watermarks,
 //!   next offsets, quarantine.
 //! - [`ChangeEvent`]: the change-event model every part shares, and
-//!   [`decode_debezium`], the decoder of Debezium JSON envelopes ([`event`]).
+//!   [`decode_debezium`], the decoder of Debezium JSON envelopes ([`event`]);
+//!   [`decode_debezium_row`] decodes a record straight into the row its segment stores.
 //! - [`TableSchema`]: a table's columns with their Connect types, the Arrow schema of
 //!   change segments and [`events_to_record_batch`] ([`schema`]).
+//! - [`SegmentBuilder`]: appends [`SegmentRow`]s (cells already of their Arrow types) column
+//!   by column and finishes them into a sorted segment batch ([`rows`]).
 //! - [`Action`]: what a commit can say (`AddSegment`, `AddSnapshot`, `SetSchema`,
 //!   `SetWatermark`, `ConsumeOffsets`, `Quarantine`, `RemoveSegment`).
 //!

@@ -3,8 +3,9 @@
 //! ```text
 //!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets); reading
 //!        │                starts up to dedup_window records earlier, only to remember their ids
-//!  recv a chunk of records ──► decode (threads) ──► dedup (partition's recent ids + ids in the
-//!        │                          │              flush in flight + batch ids) ──► buffer per table
+//!  recv a chunk of records ──► decode into segment rows (threads) ──► dedup (partition's
+//!        │                          │      recent ids + ids in the flush in flight + batch ids)
+//!        │                          │      ──► append to the table's Arrow builders
 //!        │                          └─ bad input: raw bytes to _quarantine/, Quarantine action
 //!  size or time ──► (previous flush finished) ──► flush task, while the loop consumes on:
 //!                    write segments ──► ONE catalog commit:
