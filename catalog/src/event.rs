@@ -668,7 +668,7 @@ fn envelope<'a>(
     let fast = cache
         .split(value)
         .and_then(|(schema, payload)| Some((schema, PayloadView::parse(payload).ok()?)));
-    let (schema, payload) = match fast {
+    let (schema, mut payload) = match fast {
         Some(found) => found,
         None => {
             let top: HashMap<Cow<'_, str>, &RawValue> = match serde_json::from_slice(value) {
@@ -729,10 +729,9 @@ fn envelope<'a>(
         ))
     })?;
 
-    let source = payload
-        .source
-        .and_then(|raw| serde_json::from_str::<SourceView<'_>>(raw.get()).ok())
-        .ok_or_else(|| err("payload.source is missing".into()))?;
+    let Some(source) = payload.source.take() else {
+        return Err(err("payload.source is missing".into()));
+    };
     let names = source.table_names().map_err(&err)?;
 
     let commit_ts_us = match (
@@ -1160,8 +1159,9 @@ pub(crate) struct PayloadView<'a> {
     pub(crate) before: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     pub(crate) after: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    source: Option<&'a RawValue>,
+    /// Parsed in the same pass (`null`: `None`).
+    #[serde(default, borrow)]
+    source: Option<SourceView<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
     transaction: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -1176,6 +1176,7 @@ impl<'a> PayloadView<'a> {
 
 /// The members of `payload.source` the decoder reads, unparsed.
 #[derive(Deserialize)]
+#[serde(expecting = "payload.source as an object")]
 pub(crate) struct SourceView<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     name: Option<&'a RawValue>,

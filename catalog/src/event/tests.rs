@@ -422,6 +422,20 @@ fn malformed_records_name_the_record() {
             strata_value("c", Value::Null, Value::Null, Value::Null),
             "without an after image",
         ),
+        (
+            {
+                let mut v: Value = serde_json::from_slice(&strata_value(
+                    "c",
+                    Value::Null,
+                    json!({"id": 1}),
+                    Value::Null,
+                ))
+                .unwrap();
+                v["payload"]["source"] = json!(5);
+                v.to_string().into_bytes()
+            },
+            "payload.source",
+        ),
     ];
     for (value, expected) in cases {
         let err = decode_debezium(Some(&key_doc(1)), &value, TOPIC)
