@@ -665,9 +665,10 @@ fn envelope<'a>(
     }
     // Known schema text: only the payload is parsed. Otherwise the top level without
     // parsing the schema, which is looked up in the cache by its text.
-    let fast = cache
-        .split(value)
-        .and_then(|(schema, payload)| Some((schema, PayloadView::parse(payload).ok()?)));
+    let fast = cache.split(value).and_then(|(schema, payload)| {
+        let payload = std::str::from_utf8(payload).ok()?;
+        Some((schema, PayloadView::parse(payload).ok()?))
+    });
     let (schema, mut payload) = match fast {
         Some(found) => found,
         None => {
@@ -690,7 +691,7 @@ fn envelope<'a>(
                         .into(),
                 ));
             };
-            let payload = match PayloadView::parse(payload.get().as_bytes()) {
+            let payload = match PayloadView::parse(payload.get()) {
                 Ok(view) => view,
                 Err(e) => {
                     let document: Value = serde_json::from_str(payload.get())
@@ -1169,8 +1170,11 @@ pub(crate) struct PayloadView<'a> {
 }
 
 impl<'a> PayloadView<'a> {
-    fn parse(payload: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
+    /// Members the view does not read are skipped without a look at their bytes, so the
+    /// text is checked as UTF-8 first: a payload is refused for a bad byte wherever it is,
+    /// as a full parse of the document refuses it.
+    fn parse(payload: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(payload)
     }
 }
 
