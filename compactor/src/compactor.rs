@@ -713,11 +713,22 @@ impl Run<'_> {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
             return Ok(());
         }
-        state.batch_ids.insert(row.id);
-        self.batch.push(row, &schema).map_err(|e| Error::Segment {
-            table: schema.table.to_string(),
-            reason: e.to_string(),
-        })?;
+        let id = row.id;
+        if let Err(e) = self.batch.push(row, &schema) {
+            // The decoder makes rows that fit their schema; one that does not is kept aside
+            // like bad input rather than stopping the compactor.
+            let e = DecodeError {
+                topic: topic.to_owned(),
+                partition: None,
+                offset: None,
+                reason: format!("table {}: {e}", schema.table),
+            }
+            .at(partition, offset);
+            return self
+                .quarantine(topic, partition, offset, key, value, &e)
+                .await;
+        }
+        state.batch_ids.insert(id);
         Ok(())
     }
 

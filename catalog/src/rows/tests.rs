@@ -1,1 +1,130 @@
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, UInt64Type};
 
+use super::*;
+use crate::schema::{ColumnSchema, ColumnType, ConnectType};
+use crate::table::TableId;
+
+fn schema() -> Arc<TableSchema> {
+    let column = |name: &str, connect| ColumnSchema {
+        name: name.into(),
+        column_type: ColumnType::plain(connect),
+        optional: name != "id",
+        key: name == "id",
+    };
+    Arc::new(TableSchema {
+        table: TableId::new("s", "public", "t"),
+        columns: vec![
+            column("id", ConnectType::Int64),
+            column("note", ConnectType::String),
+        ],
+    })
+}
+
+fn row(id: i64, commit: u64, seq: u64, note: Option<&str>) -> SegmentRow<'_> {
+    SegmentRow {
+        op: Operation::Update,
+        commit_ts_us: 1_000 + seq as i64,
+        position: SourcePosition { commit, seq },
+        tx_id: Some(Cow::Borrowed("77")),
+        id: [seq as u8; 32],
+        key: crate::event::encode_key(&std::iter::once(("id", serde_json::json!(id))).collect()),
+        unchanged: if note.is_none() {
+            vec!["note".into()]
+        } else {
+            vec![]
+        },
+        cells: vec![
+            Cell::Int(id),
+            note.map_or(Cell::Null, |n| Cell::Text(Cow::Borrowed(n))),
+        ],
+    }
+}
+
+#[test]
+fn a_finished_segment_is_sorted_by_key_then_position_and_spans_its_rows() {
+    let mut builder = SegmentBuilder::new(schema()).unwrap();
+    // Arrival order: keys and positions mixed, as partitions interleave them.
+    for r in [
+        row(2, 50, 40, Some("b2")),
+        row(1, 90, 90, None),
+        row(-3, 20, 10, Some("c")),
+        row(1, 30, 25, Some("a1")),
+        row(2, 50, 45, Some("b3")),
+    ] {
+        builder.push(r).unwrap();
+    }
+    assert_eq!(builder.len(), 5);
+    assert_eq!(builder.min_commit_ts(), Some(1_010));
+    let (batch, span) = builder.finish_sorted().unwrap().unwrap();
+    let ids: Vec<i64> = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec();
+    let seqs: Vec<u64> = batch
+        .column_by_name("_seq")
+        .unwrap()
+        .as_primitive::<UInt64Type>()
+        .values()
+        .to_vec();
+    assert_eq!(
+        ids,
+        [-3, 1, 1, 2, 2],
+        "keys sort numerically, negatives first"
+    );
+    assert_eq!(seqs, [10, 25, 90, 40, 45], "then by position within a key");
+    let notes = batch.column_by_name("note").unwrap().as_string::<i32>();
+    assert_eq!(
+        (0..5)
+            .map(|i| notes.is_valid(i).then(|| notes.value(i)))
+            .collect::<Vec<_>>(),
+        [Some("c"), Some("a1"), None, Some("b2"), Some("b3")]
+    );
+    let unchanged = batch.column_by_name("_unchanged").unwrap().as_list::<i32>();
+    assert_eq!(unchanged.value(2).as_string::<i32>().value(0), "note");
+    assert_eq!(unchanged.value(0).len(), 0);
+    assert_eq!(span.rows, 5);
+    assert_eq!((span.min_commit_ts, span.max_commit_ts), (1_010, 1_090));
+    assert_eq!(
+        span.min_position,
+        SourcePosition {
+            commit: 20,
+            seq: 10
+        }
+    );
+    assert_eq!(
+        span.max_position,
+        SourcePosition {
+            commit: 90,
+            seq: 90
+        }
+    );
+    assert!(span.min_key < span.max_key);
+    assert_eq!(batch.schema(), schema().segment_schema().unwrap());
+}
+
+#[test]
+fn a_row_that_does_not_fit_is_refused_whole() {
+    let mut builder = SegmentBuilder::new(schema()).unwrap();
+    builder.push(row(1, 1, 1, Some("ok"))).unwrap();
+    let mut narrow = row(2, 2, 2, Some("x"));
+    narrow.cells.pop();
+    assert!(builder.push(narrow).is_err());
+    let mut wrong = row(3, 3, 3, Some("x"));
+    wrong.cells[1] = Cell::Int(5);
+    let err = builder.push(wrong).unwrap_err();
+    assert!(err.to_string().contains("note"), "{err}");
+    assert_eq!(builder.len(), 1, "nothing of the refused rows was appended");
+    let batch = builder.finish().unwrap();
+    assert_eq!(batch.num_rows(), 1);
+    assert!(
+        SegmentBuilder::new(schema())
+            .unwrap()
+            .finish_sorted()
+            .unwrap()
+            .is_none(),
+        "no rows, no segment"
+    );
+}
