@@ -34,8 +34,9 @@ pub struct CompactorConfig {
     /// Topics to consume: names, or regular expressions starting with `^` (librdkafka's
     /// convention). Default `^strata\..*`.
     pub topics: Vec<String>,
-    /// Roll (flush) when a table's buffered changes reach this many bytes, measured as their
-    /// uncompressed JSON size; the zstd Parquet file is smaller. Default 64 MiB.
+    /// Roll (flush) when a table's buffered changes reach this many bytes, measured as the
+    /// rows take them in memory (values, keys, event ids; about 150 bytes for a row of nine
+    /// small columns); the zstd Parquet file is smaller. Default 64 MiB.
     pub max_segment_bytes: u64,
     /// Flush at the latest this long after the first unflushed record. Default `5s`.
     #[serde(with = "humantime_serde")]
