@@ -383,39 +383,30 @@ fn truncate_has_an_empty_key() {
 
 #[test]
 fn malformed_records_name_the_record() {
+    // A strata insert of id 1, its document changed by `edit`.
+    let edited = |edit: &dyn Fn(&mut Value)| {
+        let mut v: Value = serde_json::from_slice(&strata_value(
+            "c",
+            Value::Null,
+            json!({"id": 1}),
+            Value::Null,
+        ))
+        .unwrap();
+        edit(&mut v);
+        v.to_string().into_bytes()
+    };
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "not JSON"),
         (b"[1,2]".to_vec(), "not a JSON object"),
         (br#"{"id": 1}"#.to_vec(), "schemas.enable"),
+        (edited(&|v| v["payload"]["op"] = json!("x")), "payload.op"),
         (
-            {
-                let mut v: Value = serde_json::from_slice(&strata_value(
-                    "x",
-                    Value::Null,
-                    json!({"id": 1}),
-                    Value::Null,
-                ))
-                .unwrap();
-                v["payload"]["op"] = json!("x");
-                v.to_string().into_bytes()
-            },
-            "payload.op",
-        ),
-        (
-            {
-                let mut v: Value = serde_json::from_slice(&strata_value(
-                    "c",
-                    Value::Null,
-                    json!({"id": 1}),
-                    Value::Null,
-                ))
-                .unwrap();
+            edited(&|v| {
                 v["payload"]["source"]
                     .as_object_mut()
                     .unwrap()
                     .remove("lsn");
-                v.to_string().into_bytes()
-            },
+            }),
             "lsn",
         ),
         (
@@ -423,17 +414,7 @@ fn malformed_records_name_the_record() {
             "without an after image",
         ),
         (
-            {
-                let mut v: Value = serde_json::from_slice(&strata_value(
-                    "c",
-                    Value::Null,
-                    json!({"id": 1}),
-                    Value::Null,
-                ))
-                .unwrap();
-                v["payload"]["source"] = json!(5);
-                v.to_string().into_bytes()
-            },
+            edited(&|v| v["payload"]["source"] = json!(5)),
             "payload.source",
         ),
     ];
