@@ -182,6 +182,8 @@ pub(crate) struct Batch {
     pub(crate) quarantine: Vec<QuarantineEntry>,
     /// Records consumed into this batch (events, skips, duplicates, quarantined).
     pub(crate) records: u64,
+    /// The rows' bytes in all segments (see `SegmentRow::size`).
+    pub(crate) bytes: u64,
 }
 
 impl Batch {
@@ -218,8 +220,21 @@ impl Batch {
                 segment
             }
         };
+        let before = current.builder.bytes();
         current.builder.push(row)?;
+        self.bytes += current.builder.bytes() - before;
         Ok(current.builder.bytes())
+    }
+
+    /// True once a segment reaches `max_segment_bytes` or all of them together
+    /// `max_batch_bytes`: time to flush.
+    pub(crate) fn is_full(&self, max_segment_bytes: u64, max_batch_bytes: u64) -> bool {
+        self.bytes >= max_batch_bytes
+            || self
+                .tables
+                .values()
+                .flatten()
+                .any(|segment| segment.builder.bytes() >= max_segment_bytes)
     }
 
     pub(crate) fn events(&self) -> usize {
@@ -281,6 +296,18 @@ mod tests {
         );
         assert_eq!(*segments[1].schema(), v2);
         assert_eq!(batch.events(), 4);
+        let sizes: Vec<u64> = segments.iter().map(|s| s.builder.bytes()).collect();
+        assert_eq!(batch.bytes, sizes.iter().sum::<u64>());
+        // Full when one segment reaches its bound, or all of them theirs.
+        let largest = sizes.iter().copied().max().unwrap();
+        assert!(!batch.is_full(largest + 1, batch.bytes + 1));
+        assert!(batch.is_full(largest, u64::MAX));
+        assert!(batch.is_full(u64::MAX, batch.bytes));
+        // Another table: no segment is full on its own, the batch is.
+        let mut other = (*v1).clone();
+        other.table = TableId::new("s", "n", "u");
+        batch.push(row(6, 1), &Arc::new(other)).unwrap();
+        assert!(batch.is_full(largest + 1, batch.bytes));
     }
 
     #[test]

@@ -621,12 +621,9 @@ impl Run<'_> {
     }
 
     fn over_size(&self) -> bool {
-        let max = self.config().max_segment_bytes;
+        let config = self.config();
         self.batch
-            .tables
-            .values()
-            .flatten()
-            .any(|segment| segment.builder.bytes() >= max)
+            .is_full(config.max_segment_bytes, config.max_batch_bytes)
     }
 
     /// Takes one decoded record into the batch, in the order of its partition.

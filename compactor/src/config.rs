@@ -12,6 +12,8 @@ pub const DEFAULT_GROUP_ID: &str = "strata-compactor";
 pub const DEFAULT_TOPICS: &str = r"^strata\..*";
 /// Default for [`CompactorConfig::max_segment_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default for [`CompactorConfig::max_batch_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 /// Default for [`CompactorConfig::flush_interval`]: 5 s.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default for [`CompactorConfig::dedup_window`].
@@ -38,6 +40,10 @@ pub struct CompactorConfig {
     /// rows take them in memory (values, keys, event ids; about 150 bytes for a row of nine
     /// small columns); the zstd Parquet file is smaller. Default 64 MiB.
     pub max_segment_bytes: u64,
+    /// Also flush when all tables' buffered changes together reach this many bytes (counted
+    /// like `max_segment_bytes`): with many busy tables, each under `max_segment_bytes`, this
+    /// bounds the compactor's memory. Default 256 MiB.
+    pub max_batch_bytes: u64,
     /// Flush at the latest this long after the first unflushed record. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -62,6 +68,7 @@ impl Default for CompactorConfig {
             group_id: DEFAULT_GROUP_ID.into(),
             topics: vec![DEFAULT_TOPICS.into()],
             max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
@@ -89,6 +96,9 @@ impl CompactorConfig {
         }
         if self.max_segment_bytes == 0 {
             return invalid("max_segment_bytes", "must be at least 1");
+        }
+        if self.max_batch_bytes == 0 {
+            return invalid("max_batch_bytes", "must be at least 1");
         }
         if self.flush_interval.is_zero() {
             return invalid("flush_interval", "must be longer than 0");
