@@ -608,9 +608,8 @@ pub fn decode_debezium_row<'a>(
         Envelope::Skip(skip) => return Ok(DecodedRow::Skip(skip)),
         Envelope::Change(change) => change,
     };
-    let unfit = |table: &TableId, e: SchemaError| {
-        DecodeError::new(topic, format!("table {table}: {e}"))
-    };
+    let unfit =
+        |table: &TableId, e: SchemaError| DecodeError::new(topic, format!("table {table}: {e}"));
     let derived = Arc::clone(&change.derived);
     let types = derived
         .types
