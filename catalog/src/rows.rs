@@ -99,7 +99,37 @@ pub struct SegmentRow<'a> {
     pub cells: Vec<Cell<'a>>,
 }
 
+impl Cell<'_> {
+    /// The same cell, owning its text.
+    pub fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Null => Cell::Null,
+            Cell::Bool(b) => Cell::Bool(b),
+            Cell::Int(i) => Cell::Int(i),
+            Cell::Float(f) => Cell::Float(f),
+            Cell::Text(t) => Cell::Text(Cow::Owned(t.into_owned())),
+            Cell::Bytes(b) => Cell::Bytes(b),
+            Cell::Decimal(d) => Cell::Decimal(d),
+            Cell::List(v) => Cell::List(v),
+        }
+    }
+}
+
 impl SegmentRow<'_> {
+    /// The same row, owning its strings (no longer borrowing the record it was decoded from).
+    pub fn into_owned(self) -> SegmentRow<'static> {
+        SegmentRow {
+            op: self.op,
+            commit_ts_us: self.commit_ts_us,
+            position: self.position,
+            tx_id: self.tx_id.map(|t| Cow::Owned(t.into_owned())),
+            id: self.id,
+            key: self.key,
+            unchanged: self.unchanged,
+            cells: self.cells.into_iter().map(Cell::into_owned).collect(),
+        }
+    }
+
     /// The row of a decoded change under `schema` (its table's), with the cells converted
     /// and checked: a value that does not fit its column is a [`SchemaError::BadValue`].
     pub fn from_event(

@@ -707,31 +707,6 @@ fn rows_both_ways(
     Result<DecodedRow<'static>, DecodeError>,
     bool,
 ) {
-    let owned = |row: SegmentRow<'_>| SegmentRow {
-        tx_id: row.tx_id.map(|t| Cow::Owned(t.into_owned())),
-        cells: row
-            .cells
-            .into_iter()
-            .map(|c| match c {
-                crate::rows::Cell::Text(t) => crate::rows::Cell::Text(Cow::Owned(t.into_owned())),
-                other => to_static(other),
-            })
-            .collect(),
-        ..row
-    };
-    fn to_static(cell: crate::rows::Cell<'_>) -> crate::rows::Cell<'static> {
-        use crate::rows::Cell;
-        match cell {
-            Cell::Null => Cell::Null,
-            Cell::Bool(b) => Cell::Bool(b),
-            Cell::Int(i) => Cell::Int(i),
-            Cell::Float(f) => Cell::Float(f),
-            Cell::Text(t) => Cell::Text(Cow::Owned(t.into_owned())),
-            Cell::Bytes(b) => Cell::Bytes(b),
-            Cell::Decimal(d) => Cell::Decimal(d),
-            Cell::List(v) => Cell::List(v),
-        }
-    }
     let mut cache = SchemaCache::default();
     let direct = match envelope(key, value, TOPIC, &mut cache) {
         Ok(Envelope::Change(change)) => change
@@ -744,7 +719,7 @@ fn rows_both_ways(
     };
     let fast = decode_debezium_row(key, value, TOPIC, &mut cache).map(|d| match d {
         DecodedRow::Row { row, schema } => DecodedRow::Row {
-            row: owned(row),
+            row: row.into_owned(),
             schema,
         },
         DecodedRow::Skip(s) => DecodedRow::Skip(s),
