@@ -63,6 +63,17 @@ pub(crate) enum Command {
     },
     /// Show capture positions, lag and the catalog's watermarks.
     Status,
+    /// Delete segment and snapshot files that no catalog commit references (left by a
+    /// compactor or snapshot build stopped between writing and committing them).
+    Gc {
+        /// Keep unreferenced files younger than this: a flush or snapshot may be committing
+        /// them right now.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check that the configured Kafka, object store and sources are reachable and set up right.
     Check,
     /// Print the effective configuration (secrets hidden).

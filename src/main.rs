@@ -3,6 +3,7 @@
 mod check;
 mod cli;
 mod config;
+mod gc;
 mod metrics;
 mod run;
 mod sql;
@@ -92,6 +93,15 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Gc {
+            older_than,
+            dry_run,
+        } => {
+            let storage = storage::Storage::open(&config.storage)?;
+            let report = gc::collect(&storage, older_than, dry_run, chrono::Utc::now()).await?;
+            gc::print(&report, &storage, older_than);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Restore { .. } => not_built("strata restore", "restore jobs"),
         Command::Export { .. } => not_built("strata export", "native exports"),

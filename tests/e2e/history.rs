@@ -886,6 +886,56 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     .await;
     assert_same_rows("current state", &names, &pg, &rows);
 
+    // (d) `strata gc` deletes what the killed compactors wrote but never committed, and
+    // nothing the history needs. The last compactor is stopped first: with `--older-than 0s`
+    // a flush being committed would lose its files.
+    compactor.terminate();
+    compactor.wait_exit(Duration::from_secs(60)).await;
+    // Kills do not always land between a segment's write and its commit: one orphan is made
+    // for sure, a copy of a committed segment under a name no commit knows.
+    let changes = pipeline
+        .storage
+        .path()
+        .join(&table_id.source)
+        .join(&table_id.namespace)
+        .join(&table_id.table)
+        .join("changes");
+    let committed = catalog.state().segments(&table_id)[0].segment.path.clone();
+    let planted = changes.join("never-committed.parquet");
+    std::fs::copy(pipeline.storage.path().join(&committed), &planted).unwrap();
+    let orphans = orphan_files(pipeline.storage.path(), &table_id, &catalog);
+    assert!(orphans >= 1);
+    let storage = pipeline.storage.path().to_str().unwrap().to_owned();
+    let env = pipeline
+        .capture
+        .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
+    let mut gc = pipeline.capture.spawn(&["gc", "--older-than", "0s"], &env);
+    let exit = gc.wait_exit(Duration::from_secs(60)).await;
+    let out = gc.stdout();
+    assert!(exit.success(), "{out}\n{}", gc.log());
+    let deleted: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("orphaned"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no orphaned line:\n{out}"));
+    assert!(
+        deleted >= orphans,
+        "gc deleted {deleted} files, the changes directory had {orphans} orphans:\n{out}"
+    );
+    assert_eq!(
+        orphan_files(pipeline.storage.path(), &table_id, &catalog),
+        0,
+        "{out}"
+    );
+    assert!(!planted.exists() && pipeline.storage.path().join(&committed).exists());
+    let (names, rows) = query(
+        &strata,
+        &format!("SELECT id, v, note FROM {name} ORDER BY id"),
+    )
+    .await;
+    assert_same_rows("current state after gc", &names, &pg, &rows);
+
     eprintln!(
         "killed runs (ran, commits): {:?}",
         runs.iter()
@@ -895,13 +945,13 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     eprintln!(
         "killed_compactor_loses_and_doubles_nothing ({table_id}): {restarts} restarts, {} changes ({} c, {} u, \
          {} d), {segments} segments in {} catalog versions, {} orphan files; load stopped after \
-         {load_done:?}, caught up after {caught_up:?}, done after {:?}",
+         {load_done:?}, caught up after {caught_up:?}, done after {:?}; gc deleted {deleted} files",
         log.len(),
         log.iter().filter(|c| c.0 == "c").count(),
         log.iter().filter(|c| c.0 == "u").count(),
         log.iter().filter(|c| c.0 == "d").count(),
         catalog.version().get(),
-        orphan_files(pipeline.storage.path(), &table_id, &catalog),
+        orphans,
         started.elapsed()
     );
 }

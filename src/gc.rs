@@ -1,0 +1,333 @@
+//! `strata gc`: deletes the segment and snapshot files no catalog commit references.
+//!
+//! A compactor writes a flush's segments, then commits them; a snapshot build writes its files,
+//! then commits them. One that stops in between (killed, or a commit whose outcome it never
+//! learnt) leaves files the catalog does not know: they are never read, only stored. `gc`
+//! finds them and deletes those older than a grace period, so that a flush or snapshot being
+//! committed right now keeps its files.
+//!
+//! ```text
+//!  list <root>/<source>/<ns>/<table>/changes/*.parquet and …/snapshots/<version>/*.parquet
+//!  then load the catalog (so a file committed before the load counts as referenced)
+//!  each file: referenced by a segment or snapshot  -> kept
+//!             younger than --older-than (1h)        -> kept (maybe being committed)
+//!             otherwise                             -> deleted (or listed, with --dry-run)
+//! ```
+//!
+//! Nothing else under the root is touched: not the catalog (`_catalog/`), not quarantined
+//! records (`_quarantine/`), not files of other shapes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path;
+
+use crate::storage::Storage;
+
+/// A file of a table's history that the catalog does not reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Orphan {
+    /// Relative to strata's root.
+    pub(crate) path: String,
+    pub(crate) bytes: u64,
+    pub(crate) last_modified: DateTime<Utc>,
+}
+
+/// What a collection found and did.
+#[derive(Debug, Default)]
+pub(crate) struct GcReport {
+    /// The catalog version the references were read at.
+    pub(crate) catalog_version: u64,
+    /// History files the catalog references.
+    pub(crate) referenced: usize,
+    /// Unreferenced files younger than the grace period, kept.
+    pub(crate) young: Vec<Orphan>,
+    /// Unreferenced files older than the grace period: deleted, unless a dry run.
+    pub(crate) orphans: Vec<Orphan>,
+    /// Whether `orphans` were deleted.
+    pub(crate) deleted: bool,
+}
+
+/// Is `relative` (a path under strata's root) a history file: a change segment
+/// (`<source>/<ns>/<table>/changes/<file>.parquet`) or a snapshot file
+/// (`<source>/<ns>/<table>/snapshots/<version>/<file>.parquet`)?
+fn is_history_file(relative: &str) -> bool {
+    let parts: Vec<&str> = relative.split('/').collect();
+    let parquet = parts.last().is_some_and(|f| f.ends_with(".parquet"));
+    let starts_plain = parts.first().is_some_and(|p| !p.starts_with('_'));
+    parquet
+        && starts_plain
+        && matches!(
+            parts.as_slice(),
+            [_, _, _, "changes", _] | [_, _, _, "snapshots", _, _]
+        )
+}
+
+/// Finds the history files no catalog commit references and, unless `dry_run`, deletes those
+/// last modified more than `older_than` before `now`.
+pub(crate) async fn collect(
+    storage: &Storage,
+    older_than: Duration,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<GcReport> {
+    // List first, then read the catalog: a file committed before the catalog is read is
+    // referenced in it; one written after the listing is not looked at.
+    let root = &storage.root;
+    let listed: Vec<object_store::ObjectMeta> = storage
+        .store
+        .list(Some(root))
+        .try_collect()
+        .await
+        .with_context(|| format!("cannot list {}", storage.display))?;
+    let catalog = storage.catalog().await?;
+    let state = catalog.state();
+    let mut referenced: HashSet<&str> = HashSet::new();
+    for table in state.tables() {
+        for entry in state.segments(table) {
+            referenced.insert(entry.segment.path.as_str());
+        }
+        for snapshot in state.table(table).map(|t| t.snapshots()).unwrap_or(&[]) {
+            referenced.extend(snapshot.paths.iter().map(String::as_str));
+        }
+    }
+    let grace = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let mut report = GcReport {
+        catalog_version: state.version().get(),
+        ..GcReport::default()
+    };
+    for meta in listed {
+        let Some(parts) = meta.location.prefix_match(root) else {
+            continue;
+        };
+        let relative = parts
+            .map(|p| p.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        if !is_history_file(&relative) {
+            continue;
+        }
+        if referenced.contains(relative.as_str()) {
+            report.referenced += 1;
+            continue;
+        }
+        let orphan = Orphan {
+            path: relative,
+            bytes: meta.size,
+            last_modified: meta.last_modified,
+        };
+        if now.signed_duration_since(orphan.last_modified) < grace {
+            report.young.push(orphan);
+        } else {
+            report.orphans.push(orphan);
+        }
+    }
+    report.orphans.sort_by(|a, b| a.path.cmp(&b.path));
+    if !dry_run {
+        for orphan in &report.orphans {
+            let path = orphan
+                .path
+                .split('/')
+                .fold(root.clone(), |path: Path, part| path.join(part));
+            match storage.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot delete {path}"));
+                }
+            }
+        }
+        report.deleted = true;
+    }
+    Ok(report)
+}
+
+/// Prints a report for `strata gc`.
+pub(crate) fn print(report: &GcReport, storage: &Storage, older_than: Duration) {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let grace = humantime::format_duration(older_than);
+    println!(
+        "history         {} (catalog version {})",
+        storage.display, report.catalog_version
+    );
+    println!(
+        "referenced      {} files (segments and snapshots in the catalog): kept",
+        report.referenced
+    );
+    if !report.young.is_empty() {
+        println!(
+            "young           {} unreferenced files newer than {grace} (a flush or snapshot may be \
+             committing them): kept",
+            report.young.len()
+        );
+    }
+    let total: u64 = report.orphans.iter().map(|o| o.bytes).sum();
+    let verdict = if report.orphans.is_empty() {
+        "nothing to delete"
+    } else if report.deleted {
+        "deleted"
+    } else {
+        "would be deleted (--dry-run)"
+    };
+    println!(
+        "orphaned        {} files, {:.1} MiB, older than {grace}: {verdict}",
+        report.orphans.len(),
+        mib(total)
+    );
+    for orphan in &report.orphans {
+        println!(
+            "  {:<72} {:>10.3} MiB  {}",
+            orphan.path,
+            mib(orphan.bytes),
+            orphan.last_modified.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::local::LocalFileSystem;
+    use object_store::{ObjectStore, PutPayload};
+    use strata_catalog::{Action, CommitInfo, Segment, Snapshot, TableId};
+
+    use super::*;
+
+    /// `strata gc`'s default `--older-than`.
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn put(store: &dyn ObjectStore, path: &str) {
+        store
+            .put(
+                &Path::from(path),
+                PutPayload::from_static(b"PAR1 not really"),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn history_files_are_segments_and_snapshot_files_only() {
+        assert!(is_history_file("pg/public/orders/changes/a.parquet"));
+        assert!(is_history_file("pg/public/orders/snapshots/12/a-0.parquet"));
+        for other in [
+            "_catalog/log/00000000000000000001.json",
+            "_quarantine/t/0/1.json",
+            "pg/public/orders/changes/a.json",
+            "pg/public/orders/changes/x/a.parquet",
+            "pg/public/orders/notes/a.parquet",
+            "_strata_check/changes/a/b/c.parquet",
+            "a.parquet",
+        ] {
+            assert!(!is_history_file(other), "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn deletes_only_old_unreferenced_history_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let storage = Storage {
+            store: Arc::clone(&store),
+            root: Path::default(),
+            display: dir.path().display().to_string(),
+        };
+        let table = TableId::new("pg", "public", "orders");
+        let live = "pg/public/orders/changes/live.parquet";
+        let snapshot_file = "pg/public/orders/snapshots/1/snap-0.parquet";
+        let orphan_segment = "pg/public/orders/changes/orphan.parquet";
+        let orphan_snapshot = "pg/public/orders/snapshots/7/lost-0.parquet";
+        for path in [live, snapshot_file, orphan_segment, orphan_snapshot] {
+            put(store.as_ref(), path).await;
+        }
+        put(store.as_ref(), "_quarantine/t/0/1.json").await;
+        put(store.as_ref(), "pg/public/orders/README.txt").await;
+        let catalog = storage.catalog().await.unwrap();
+        let segment = Segment {
+            table: table.clone(),
+            path: live.into(),
+            rows: 1,
+            bytes: 15,
+            min_key: "i1".into(),
+            max_key: "i1".into(),
+            min_commit_ts: 1,
+            max_commit_ts: 1,
+            min_position: "1".into(),
+            max_position: "1".into(),
+        };
+        catalog
+            .commit(
+                vec![Action::AddSegment(segment)],
+                CommitInfo::new("test", "compact"),
+            )
+            .await
+            .unwrap();
+        let snapshot = Snapshot {
+            table: table.clone(),
+            snapshot_id: "s1".into(),
+            as_of_ts: 1,
+            paths: vec![snapshot_file.into()],
+            rows: 1,
+            bytes: 15,
+            built_from_version: catalog.state().version(),
+        };
+        catalog
+            .commit(
+                vec![Action::AddSnapshot(snapshot)],
+                CommitInfo::new("test", "snapshot"),
+            )
+            .await
+            .unwrap();
+
+        // Everything is young: nothing goes.
+        let now = Utc::now();
+        let report = collect(&storage, HOUR, false, now).await.unwrap();
+        assert_eq!(report.referenced, 2);
+        assert_eq!(report.young.len(), 2);
+        assert!(report.orphans.is_empty());
+
+        // An hour later, a dry run names the two orphans and deletes nothing.
+        let later = now + chrono::Duration::hours(2);
+        let report = collect(&storage, HOUR, true, later).await.unwrap();
+        let named: Vec<&str> = report.orphans.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(named, [orphan_segment, orphan_snapshot]);
+        assert!(!report.deleted);
+        assert!(store.head(&Path::from(orphan_segment)).await.is_ok());
+
+        // For real: the orphans go, everything else stays.
+        let report = collect(&storage, HOUR, false, later).await.unwrap();
+        assert!(report.deleted && report.orphans.len() == 2);
+        for gone in [orphan_segment, orphan_snapshot] {
+            assert!(store.head(&Path::from(gone)).await.is_err(), "{gone} kept");
+        }
+        for kept in [
+            live,
+            snapshot_file,
+            "_quarantine/t/0/1.json",
+            "pg/public/orders/README.txt",
+        ] {
+            assert!(
+                store.head(&Path::from(kept)).await.is_ok(),
+                "{kept} deleted"
+            );
+        }
+        assert_eq!(
+            storage
+                .catalog()
+                .await
+                .unwrap()
+                .state()
+                .segments(&table)
+                .len(),
+            1,
+            "the catalog is untouched"
+        );
+        let again = collect(&storage, HOUR, false, later).await.unwrap();
+        assert!(again.orphans.is_empty(), "nothing left to collect");
+    }
+}
