@@ -1,8 +1,13 @@
-//! The `strata` binary as a user meets it: help, configuration errors, `strata check`.
+//! The `strata` binary as a user meets it: help, configuration errors, `strata check`,
+//! `strata gc`.
 
 use std::process::{Command, Output};
+use std::sync::Arc;
 
-use crate::support::{kafka_brokers, pg_url, s3_settings, unique};
+use object_store::{ObjectStoreExt as _, PutPayload, path::Path};
+use strata_catalog::{Action, Catalog, CatalogConfig, CommitInfo, Segment, TableId};
+
+use crate::support::{kafka_brokers, pg_url, s3_settings, s3_store, unique};
 
 fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +35,7 @@ fn help_lists_every_subcommand() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for sub in [
-        "run", "sql", "restore", "export", "status", "check", "config",
+        "run", "sql", "restore", "export", "status", "gc", "check", "config",
     ] {
         assert!(
             help.lines()
@@ -162,4 +167,86 @@ fn check_names_an_unreachable_broker_and_database() {
     assert!(!pg.contains("strata:x@"), "password shown: {pg}");
     // The memory store itself is fine.
     assert!(line("storage").starts_with("ok"), "{stdout}");
+}
+
+/// On the stack's S3 server: `strata gc` deletes the history file no commit references and
+/// keeps the committed one, the quarantine and the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_on_s3_deletes_only_unreferenced_history_files() {
+    let (store, root) = s3_store();
+    let at = |relative: &str| {
+        relative
+            .split('/')
+            .fold(root.clone(), |path: Path, part| path.join(part))
+    };
+    let live = "pg/public/t/changes/live.parquet";
+    let orphan = "pg/public/t/changes/orphan.parquet";
+    let quarantined = "_quarantine/pg.public.t/0/7.json";
+    for path in [live, orphan, quarantined] {
+        store
+            .put(&at(path), PutPayload::from_static(b"bytes"))
+            .await
+            .unwrap();
+    }
+    let catalog = Catalog::open(Arc::clone(&store), root.clone(), CatalogConfig::default())
+        .await
+        .unwrap();
+    let table = TableId::new("pg", "public", "t");
+    catalog
+        .commit(
+            vec![Action::AddSegment(Segment {
+                table: table.clone(),
+                path: live.into(),
+                rows: 1,
+                bytes: 5,
+                min_key: "i1".into(),
+                max_key: "i1".into(),
+                min_commit_ts: 1,
+                max_commit_ts: 1,
+                min_position: "1".into(),
+                max_position: "1".into(),
+            })],
+            CommitInfo::new("e2e", "compact"),
+        )
+        .await
+        .unwrap();
+
+    let (endpoint, bucket, key, secret, region) = s3_settings();
+    let env = [
+        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{root}")),
+        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
+        ("STRATA_STORAGE__S3__REGION", region),
+        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
+        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
+        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
+    ];
+    // Young: kept by the default grace period.
+    let out = strata(&["gc"], &env);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("orphaned        0 files"), "{stdout}");
+    assert!(
+        stdout.contains("young           1 unreferenced"),
+        "{stdout}"
+    );
+    // A dry run names it; the real run deletes it.
+    let out = strata(&["gc", "--older-than", "0s", "--dry-run"], &env);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("would be deleted") && stdout.contains(orphan),
+        "{stdout}"
+    );
+    assert!(store.head(&at(orphan)).await.is_ok());
+    let out = strata(&["gc", "--older-than", "0s"], &env);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("orphaned        1 files") && stdout.contains("deleted"),
+        "{stdout}"
+    );
+    assert!(store.head(&at(orphan)).await.is_err(), "the orphan is gone");
+    for kept in [live, quarantined] {
+        assert!(store.head(&at(kept)).await.is_ok(), "{kept} was deleted");
+    }
+    assert_eq!(catalog.state().segments(&table).len(), 1);
 }
