@@ -86,6 +86,14 @@ pub(crate) async fn collect(
         .with_context(|| format!("cannot list {}", storage.display))?;
     let catalog = storage.catalog().await?;
     let state = catalog.state();
+    if state.version().get() == 0 {
+        // No commit at all: nothing is referenced, so everything would look orphaned. This is
+        // a wrong `storage.url` far more likely than a history to collect.
+        anyhow::bail!(
+            "{} holds no catalog commits: refusing to collect (is storage.url right?)",
+            storage.display
+        );
+    }
     let mut referenced: HashSet<&str> = HashSet::new();
     for table in state.tables() {
         for entry in state.segments(table) {
@@ -248,6 +256,17 @@ mod tests {
         put(store.as_ref(), "_quarantine/t/0/1.json").await;
         put(store.as_ref(), "pg/public/orders/README.txt").await;
         let catalog = storage.catalog().await.unwrap();
+        let refused = collect(&storage, Duration::ZERO, false, Utc::now())
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("no catalog commits"),
+            "{refused}"
+        );
+        assert!(
+            store.head(&Path::from(orphan_segment)).await.is_ok(),
+            "an empty catalog collects nothing"
+        );
         let segment = Segment {
             table: table.clone(),
             path: live.into(),
