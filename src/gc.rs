@@ -278,6 +278,7 @@ mod tests {
             max_commit_ts: 1,
             min_position: "1".into(),
             max_position: "1".into(),
+            content_version: None,
         };
         catalog
             .commit(

@@ -62,6 +62,7 @@
 //!     max_commit_ts: 1_700_000_060_000_000,
 //!     min_position: "0/16B3748".into(),
 //!     max_position: "0/16B9A10".into(),
+//!     content_version: None,
 //! });
 //! let version = catalog
 //!     .commit(vec![segment, consumed(0, 42)], CommitInfo::new("compactor-1", "compact"))

@@ -58,6 +58,7 @@ pub(crate) fn encode(
         max_commit_ts: span.max_commit_ts,
         min_position: position_string(span.min_position),
         max_position: position_string(span.max_position),
+        content_version: None,
     };
     Ok((bytes, segment))
 }

@@ -221,6 +221,7 @@ async fn main() {
             max_commit_ts: ts,
             min_position: format!("{:020}/{:020}", v + 1, v * keys),
             max_position: format!("{:020}/{:020}", v + 1, (v + 1) * keys - 1),
+            content_version: None,
         };
         testing::put_segment(&store, catalog.root(), &segment, bytes)
             .await

@@ -61,6 +61,7 @@
 //!
 //! No optional features. `testing` builds history by hand (tests, benchmarks).
 
+pub mod coalesce;
 pub mod error;
 mod merge;
 mod provider;
@@ -79,6 +80,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use strata_catalog::Catalog;
 
+pub use crate::coalesce::{CoalesceConfig, CoalesceStats, Coalescer};
 pub use crate::error::{Error, Result};
 use crate::provider::{
     AsOfFunction, ChangesFunction, Shared, StateTable, full_name, known_names, short_name,

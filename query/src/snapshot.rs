@@ -21,7 +21,10 @@
 //! time <= `as_of_ts` (a lagging partition, a second compactor) is not in it; the reader
 //! therefore uses a snapshot only while no segment added after `built_from_version` has
 //! `min_commit_ts <= as_of_ts` ([`is_complete`]); otherwise it falls back to an older one, or
-//! to the whole history. Snapshots are never wrong, at worst unused.
+//! to the whole history. Snapshots are never wrong, at worst unused. Coalescing small
+//! segments ([`crate::coalesce`]) keeps them usable: a coalesced segment carries the version
+//! of the changes it holds, and never mixes changes from both sides of a snapshot's
+//! `built_from_version`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,11 +124,14 @@ pub struct SnapshotStats {
     pub last_build_us: AtomicU64,
 }
 
-/// Is `snapshot` complete: no segment committed after it was built holds a change at or
-/// before its instant?
+/// Is `snapshot` complete: no segment whose changes reached the catalog after it was built
+/// holds a change at or before its instant? (A coalesced segment counts from its
+/// [`content_version`](strata_catalog::SegmentEntry::content_version), the version of the
+/// changes it holds, not from the version that rewrote them.)
 pub fn is_complete(state: &CatalogState, table: &TableId, snapshot: &Snapshot) -> bool {
     !state.segments(table).iter().any(|e| {
-        e.added_in > snapshot.built_from_version && e.segment.min_commit_ts <= snapshot.as_of_ts
+        e.content_version() > snapshot.built_from_version
+            && e.segment.min_commit_ts <= snapshot.as_of_ts
     })
 }
 
@@ -469,56 +475,20 @@ impl Snapshotter {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     warn!(%table, as_of_ts = as_of, error = %e, "snapshot failed; retrying next round");
                     if let Error::Segment { path, reason, .. } = &e {
-                        self.quarantine_segment(&state, table, path, reason).await;
+                        quarantine_segment(
+                            &self.catalog,
+                            &self.config.writer_id,
+                            &state,
+                            table,
+                            path,
+                            reason,
+                        )
+                        .await;
                     }
                 }
             }
         }
         Ok(built)
-    }
-
-    /// Records an unreadable change segment in the catalog's quarantine list (once), where
-    /// `strata status` shows it. The segment stays in the table: nothing is dropped from
-    /// history, and reads that need it keep failing with an error naming it.
-    async fn quarantine_segment(
-        &self,
-        state: &CatalogState,
-        table: &TableId,
-        object: &str,
-        reason: &str,
-    ) {
-        let root = self.catalog.root();
-        let Some(relative) = state
-            .segments(table)
-            .iter()
-            .map(|e| e.segment.path.as_str())
-            .find(|p| object_path(root, p).as_ref() == object)
-        else {
-            return;
-        };
-        let known = state
-            .quarantine()
-            .iter()
-            .any(|q| matches!(&q.object, QuarantinedObject::Object { path } if path == relative));
-        if known {
-            return;
-        }
-        let entry = QuarantineEntry {
-            object: QuarantinedObject::Object {
-                path: relative.to_owned(),
-            },
-            reason: format!("change segment of {table} unreadable: {reason}"),
-            at_ts: now_micros(),
-        };
-        let info = CommitInfo::new(&self.config.writer_id, "quarantine");
-        match self
-            .catalog
-            .commit(vec![Action::Quarantine(entry)], info)
-            .await
-        {
-            Ok(_) => warn!(%table, path = relative, "change segment quarantined"),
-            Err(e) => warn!(%table, path = relative, error = %e, "could not quarantine a segment"),
-        }
     }
 
     /// Runs [`round`](Snapshotter::round) every `interval` until `cancel` fires (disabled:
@@ -542,6 +512,48 @@ impl Snapshotter {
                 warn!(error = %e, "snapshot round failed");
             }
         }
+    }
+}
+
+/// Records an unreadable change segment (`object`: its object path) in the catalog's
+/// quarantine list (once), where `strata status` shows it. The segment stays in the table:
+/// nothing is dropped from history, and reads that need it keep failing with an error
+/// naming it.
+pub(crate) async fn quarantine_segment(
+    catalog: &Catalog,
+    writer_id: &str,
+    state: &CatalogState,
+    table: &TableId,
+    object: &str,
+    reason: &str,
+) {
+    let root = catalog.root();
+    let Some(relative) = state
+        .segments(table)
+        .iter()
+        .map(|e| e.segment.path.as_str())
+        .find(|p| object_path(root, p).as_ref() == object)
+    else {
+        return;
+    };
+    let known = state
+        .quarantine()
+        .iter()
+        .any(|q| matches!(&q.object, QuarantinedObject::Object { path } if path == relative));
+    if known {
+        return;
+    }
+    let entry = QuarantineEntry {
+        object: QuarantinedObject::Object {
+            path: relative.to_owned(),
+        },
+        reason: format!("change segment of {table} unreadable: {reason}"),
+        at_ts: now_micros(),
+    };
+    let info = CommitInfo::new(writer_id, "quarantine");
+    match catalog.commit(vec![Action::Quarantine(entry)], info).await {
+        Ok(_) => warn!(%table, path = relative, "change segment quarantined"),
+        Err(e) => warn!(%table, path = relative, error = %e, "could not quarantine a segment"),
     }
 }
 

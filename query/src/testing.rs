@@ -83,6 +83,7 @@ pub fn encode_segment(
         max_commit_ts: ts().max().unwrap_or_default(),
         min_position: position(pos().min()),
         max_position: position(pos().max()),
+        content_version: None,
     };
     Ok((bytes, segment))
 }

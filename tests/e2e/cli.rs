@@ -205,6 +205,7 @@ async fn gc_on_s3_deletes_only_unreferenced_history_files() {
                 max_commit_ts: 1,
                 min_position: "1".into(),
                 max_position: "1".into(),
+                content_version: None,
             })],
             CommitInfo::new("e2e", "compact"),
         )

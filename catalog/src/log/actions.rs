@@ -89,6 +89,12 @@ pub struct Segment {
     pub min_position: String,
     /// Latest source position.
     pub max_position: String,
+    /// For a segment that replaces others (coalesced from small segments): the newest
+    /// version among the versions that added their changes, i.e. the version by which every
+    /// change it holds was in the catalog. `None` (the usual case): the version of the commit
+    /// that adds it. See [`SegmentEntry::content_version`](crate::SegmentEntry::content_version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_version: Option<CatalogVersion>,
 }
 
 /// `RemoveSegment`: a segment leaves the table.

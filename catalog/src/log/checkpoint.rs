@@ -167,6 +167,7 @@ mod tests {
                     max_commit_ts: 2,
                     min_position: "0/1".into(),
                     max_position: "0/2".into(),
+                    content_version: None,
                 }),
                 Action::SetWatermark(Watermark {
                     table: table.clone(),

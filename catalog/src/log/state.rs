@@ -52,6 +52,19 @@ pub struct SegmentEntry {
     pub segment: Segment,
 }
 
+impl SegmentEntry {
+    /// The version by which every change the segment holds was in the catalog: the
+    /// version that added it or, for a segment that replaces others, the newest version
+    /// among theirs ([`Segment::content_version`], never later than `added_in`). A snapshot
+    /// built from version `v` holds the changes of every segment whose content version is
+    /// `<= v`.
+    pub fn content_version(&self) -> CatalogVersion {
+        self.segment
+            .content_version
+            .map_or(self.added_in, |v| v.min(self.added_in))
+    }
+}
+
 impl TableState {
     /// Live segments, in commit order.
     pub fn segments(&self) -> &[SegmentEntry] {
@@ -252,14 +265,31 @@ impl CatalogState {
     pub(crate) fn apply(&mut self, version: CatalogVersion, actions: &[Action]) {
         debug_assert_eq!(version, self.version.next(), "commits fold in order");
         self.version = version;
+        // Removed segments leave `segments` in one pass per table (a coalescing commit
+        // removes many), before an add of the same path and at the end.
+        let mut removed: HashMap<TableId, HashSet<&str>> = HashMap::new();
         for action in actions {
             match action {
-                Action::AddSegment(s) => self.table_mut(&s.table).push_segment(version, s),
+                Action::AddSegment(s) => {
+                    let t = self.table_mut(&s.table);
+                    if removed
+                        .get(&s.table)
+                        .is_some_and(|paths| paths.contains(s.path.as_str()))
+                        && let Some(paths) = removed.remove(&s.table)
+                    {
+                        t.segments
+                            .retain(|e| !paths.contains(e.segment.path.as_str()));
+                    }
+                    t.push_segment(version, s);
+                }
                 Action::RemoveSegment(r) => {
                     if let Some(t) = self.tables.get_mut(&r.table)
                         && t.live_paths.remove(&r.path)
                     {
-                        t.segments.retain(|e| e.segment.path != r.path);
+                        removed
+                            .entry(r.table.clone())
+                            .or_default()
+                            .insert(r.path.as_str());
                     }
                 }
                 Action::AddSnapshot(s) => {
@@ -279,6 +309,12 @@ impl CatalogState {
                 }
                 Action::ConsumeOffsets(o) => self.set_next_offset(o),
                 Action::Quarantine(q) => self.quarantine.push(q.clone()),
+            }
+        }
+        for (table, paths) in removed {
+            if let Some(t) = self.tables.get_mut(&table) {
+                t.segments
+                    .retain(|e| !paths.contains(e.segment.path.as_str()));
             }
         }
     }
@@ -339,6 +375,7 @@ mod tests {
             max_commit_ts: max_ts,
             min_position: "0/10".into(),
             max_position: "0/20".into(),
+            content_version: None,
         })
     }
 
@@ -427,6 +464,42 @@ mod tests {
             s.check(&[segment("n", 3, 4), segment("n", 3, 4)]),
             Err(ConflictKind::DuplicateSegment { .. })
         ));
+    }
+
+    #[test]
+    fn a_rewrite_removes_many_segments_and_adds_one_in_one_commit() {
+        let mut s = CatalogState::default();
+        let paths = ["a", "b", "c", "d"];
+        let adds: Vec<Action> = paths.iter().map(|p| segment(p, 1, 2)).collect();
+        commit(&mut s, &adds).unwrap();
+        commit(&mut s, &[segment("e", 3, 4)]).unwrap();
+        let remove = |path: &str| {
+            Action::RemoveSegment(SegmentRemoval {
+                table: orders(),
+                path: path.into(),
+            })
+        };
+        let Action::AddSegment(mut merged) = segment("m", 1, 2) else {
+            unreachable!()
+        };
+        merged.content_version = Some(CatalogVersion(1));
+        let mut rewrite: Vec<Action> = ["a", "b", "d"].iter().map(|p| remove(p)).collect();
+        rewrite.push(Action::AddSegment(merged));
+        // A path removed and added again in the same commit stays, once.
+        rewrite.push(remove("c"));
+        rewrite.push(segment("c", 1, 2));
+        commit(&mut s, &rewrite).unwrap();
+        let live: Vec<(&str, CatalogVersion, CatalogVersion)> = s
+            .segments(&orders())
+            .iter()
+            .map(|e| (e.segment.path.as_str(), e.added_in, e.content_version()))
+            .collect();
+        let v = CatalogVersion;
+        assert_eq!(
+            live,
+            [("e", v(2), v(2)), ("m", v(3), v(1)), ("c", v(3), v(3))]
+        );
+        assert_eq!(s.table(&orders()).unwrap().live_paths.len(), 3);
     }
 
     #[test]

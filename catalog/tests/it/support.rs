@@ -36,6 +36,7 @@ pub(crate) fn segment(path: &str, min_ts: i64, max_ts: i64) -> Action {
         max_commit_ts: max_ts,
         min_position: "0/0".into(),
         max_position: "0/1".into(),
+        content_version: None,
     })
 }
 

@@ -536,4 +536,5 @@ async fn unknown_tables_and_missing_segments_are_named() {
     assert!(text.contains(path.as_ref()), "{text}");
 }
 
+mod coalesce;
 mod snapshots;
