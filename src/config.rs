@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use strata_capture::postgres::PostgresSourceConfig;
 pub(crate) use strata_capture::postgres::config::redact_url;
 pub(crate) use strata_compactor::CompactorConfig;
-pub(crate) use strata_query::SnapshotConfig;
+pub(crate) use strata_query::{CoalesceConfig, SnapshotConfig};
 
 /// The documented default configuration. It is also the template `strata config --defaults` prints,
 /// and a test checks that it parses to exactly [`Config::default`].
@@ -54,6 +54,9 @@ pub(crate) struct Config {
     pub(crate) compactor: CompactorConfig,
     /// Snapshots: the compactor part periodically folds each table's changes into its full state.
     pub(crate) snapshots: SnapshotConfig,
+    /// Coalescing: the compactor part periodically rewrites many small change segments of a
+    /// table as one.
+    pub(crate) coalesce: CoalesceConfig,
 }
 
 /// The parts `strata run` starts.
@@ -401,6 +404,10 @@ impl Config {
         self.snapshots.validate().map_err(|e| match e {
             strata_query::Error::Config { field, reason } => invalid(&field, reason),
             other => invalid("snapshots", other.to_string()),
+        })?;
+        self.coalesce.validate().map_err(|e| match e {
+            strata_query::Error::Config { field, reason } => invalid(&field, reason),
+            other => invalid("coalesce", other.to_string()),
         })?;
         if let Some(pg) = &self.source.postgres {
             pg.validate()

@@ -6,11 +6,17 @@
 //! finds them and deletes those older than a grace period, so that a flush or snapshot being
 //! committed right now keeps its files.
 //!
+//! The coalescer replaces small segments with a coalesced one; its commit removes them from
+//! the table but leaves their files, which a query still reading an older catalog version may
+//! need. `gc` deletes such a file once the commit that removed it is older than the same grace
+//! period (it reads the commits of that period back from the log).
+//!
 //! ```text
 //!  list <root>/<source>/<ns>/<table>/changes/*.parquet and …/snapshots/<version>/*.parquet
 //!  then load the catalog (so a file committed before the load counts as referenced)
 //!  each file: referenced by a segment or snapshot  -> kept
 //!             younger than --older-than (1h)        -> kept (maybe being committed)
+//!             removed by a commit of the last 1h    -> kept (replaced; older readers)
 //!             otherwise                             -> deleted (or listed, with --dry-run)
 //! ```
 //!
@@ -46,6 +52,9 @@ pub(crate) struct GcReport {
     pub(crate) referenced: usize,
     /// Unreferenced files younger than the grace period, kept.
     pub(crate) young: Vec<Orphan>,
+    /// Files of segments that a commit within the grace period removed (replaced by a
+    /// coalesced segment), kept.
+    pub(crate) replaced: Vec<Orphan>,
     /// Unreferenced files older than the grace period: deleted, unless a dry run.
     pub(crate) orphans: Vec<Orphan>,
     /// Whether `orphans` were deleted.
@@ -104,6 +113,12 @@ pub(crate) async fn collect(
         }
     }
     let grace = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let cutoff_us = now
+        .checked_sub_signed(grace)
+        .map_or(i64::MIN, |t| t.timestamp_micros());
+    let recently_removed = recently_removed(&catalog, state.version(), cutoff_us)
+        .await
+        .with_context(|| format!("cannot read the catalog log of {}", storage.display))?;
     let mut report = GcReport {
         catalog_version: state.version().get(),
         ..GcReport::default()
@@ -130,6 +145,8 @@ pub(crate) async fn collect(
         };
         if now.signed_duration_since(orphan.last_modified) < grace {
             report.young.push(orphan);
+        } else if recently_removed.contains(&orphan.path) {
+            report.replaced.push(orphan);
         } else {
             report.orphans.push(orphan);
         }
@@ -153,6 +170,42 @@ pub(crate) async fn collect(
     Ok(report)
 }
 
+/// Paths of the segments removed by the commits made at or after `cutoff_us` (writers' wall
+/// clocks), read back from `latest` until an older commit.
+async fn recently_removed(
+    catalog: &strata_catalog::Catalog,
+    latest: strata_catalog::CatalogVersion,
+    cutoff_us: i64,
+) -> anyhow::Result<HashSet<String>> {
+    use futures::StreamExt as _;
+    use strata_catalog::{Action, CatalogVersion};
+    /// Commits read at once.
+    const BATCH: u64 = 32;
+    let mut removed = HashSet::new();
+    let mut top = latest.get();
+    while top > 0 {
+        let bottom = top.saturating_sub(BATCH - 1).max(1);
+        let commits: Vec<_> = futures::stream::iter((bottom..=top).rev())
+            .map(|v| catalog.read_commit(CatalogVersion(v)))
+            .buffered(16)
+            .collect()
+            .await;
+        for commit in commits {
+            let commit = commit?;
+            if commit.wall_time_us < cutoff_us {
+                return Ok(removed);
+            }
+            for action in commit.actions {
+                if let Action::RemoveSegment(r) = action {
+                    removed.insert(r.path);
+                }
+            }
+        }
+        top = bottom - 1;
+    }
+    Ok(removed)
+}
+
 /// Prints a report for `strata gc`.
 pub(crate) fn print(report: &GcReport, storage: &Storage, older_than: Duration) {
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
@@ -170,6 +223,13 @@ pub(crate) fn print(report: &GcReport, storage: &Storage, older_than: Duration) 
             "young           {} unreferenced files newer than {grace} (a flush or snapshot may be \
              committing them): kept",
             report.young.len()
+        );
+    }
+    if !report.replaced.is_empty() {
+        println!(
+            "replaced        {} files of segments replaced by coalescing less than {grace} ago \
+             (queries of older versions may read them): kept",
+            report.replaced.len()
         );
     }
     let total: u64 = report.orphans.iter().map(|o| o.bytes).sum();
@@ -349,5 +409,97 @@ mod tests {
         );
         let again = collect(&storage, HOUR, false, later).await.unwrap();
         assert!(again.orphans.is_empty(), "nothing left to collect");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_segment_stays_until_its_removal_is_older_than_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let storage = Storage {
+            store: Arc::clone(&store),
+            root: Path::default(),
+            display: dir.path().display().to_string(),
+        };
+        let table = TableId::new("pg", "public", "orders");
+        let segment = |path: &str| Segment {
+            table: table.clone(),
+            path: path.into(),
+            rows: 1,
+            bytes: 15,
+            min_key: "i1".into(),
+            max_key: "i1".into(),
+            min_commit_ts: 1,
+            max_commit_ts: 1,
+            min_position: "1".into(),
+            max_position: "1".into(),
+            content_version: None,
+        };
+        let (small, coalesced) = (
+            "pg/public/orders/changes/small.parquet",
+            "pg/public/orders/changes/coalesced.parquet",
+        );
+        put(store.as_ref(), small).await;
+        put(store.as_ref(), coalesced).await;
+        let catalog = storage.catalog().await.unwrap();
+        catalog
+            .commit(
+                vec![Action::AddSegment(segment(small))],
+                CommitInfo::new("test", "compact"),
+            )
+            .await
+            .unwrap();
+        let mut replacement = segment(coalesced);
+        replacement.content_version = Some(catalog.state().version());
+        catalog
+            .commit(
+                vec![
+                    Action::RemoveSegment(strata_catalog::SegmentRemoval {
+                        table: table.clone(),
+                        path: small.into(),
+                    }),
+                    Action::AddSegment(replacement),
+                ],
+                CommitInfo::new("test", "coalesce"),
+            )
+            .await
+            .unwrap();
+
+        // The small file was written three hours ago and replaced just now.
+        let three_hours_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(small))
+            .unwrap()
+            .set_modified(three_hours_ago)
+            .unwrap();
+        let now = Utc::now();
+        let report = collect(&storage, HOUR, false, now).await.unwrap();
+        assert_eq!(
+            report
+                .replaced
+                .iter()
+                .map(|o| o.path.as_str())
+                .collect::<Vec<_>>(),
+            [small],
+            "removed less than an hour ago: kept for readers of older versions"
+        );
+        assert!(report.orphans.is_empty());
+        assert!(store.head(&Path::from(small)).await.is_ok());
+
+        // Two hours on, the removal is older than the grace: the file goes.
+        let later = now + chrono::Duration::hours(2);
+        let report = collect(&storage, HOUR, false, later).await.unwrap();
+        assert!(report.replaced.is_empty());
+        assert_eq!(
+            report
+                .orphans
+                .iter()
+                .map(|o| o.path.as_str())
+                .collect::<Vec<_>>(),
+            [small]
+        );
+        assert!(store.head(&Path::from(small)).await.is_err());
+        assert!(store.head(&Path::from(coalesced)).await.is_ok());
     }
 }

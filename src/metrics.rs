@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use strata_capture::postgres::CaptureStats;
 use strata_compactor::CompactorStats;
-use strata_query::SnapshotStats;
+use strata_query::{CoalesceStats, SnapshotStats};
 use tokio_util::sync::CancellationToken;
 
 /// Reads a PostgreSQL listener's counters at scrape time.
@@ -93,6 +93,7 @@ impl Collector for CaptureCollector {
 pub(crate) struct CompactorCollector {
     pub(crate) stats: Arc<CompactorStats>,
     pub(crate) snapshots: Arc<SnapshotStats>,
+    pub(crate) coalesce: Arc<CoalesceStats>,
 }
 
 impl Collector for CompactorCollector {
@@ -169,6 +170,36 @@ impl Collector for CompactorCollector {
                 "strata_snapshot_failures",
                 "Snapshot builds that failed (retried next round)",
                 self.snapshots.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_coalesce_segments_replaced",
+                "Small change segments replaced by coalesced ones",
+                self.coalesce.segments_replaced.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_coalesce_segments_written",
+                "Coalesced change segments committed",
+                self.coalesce.segments_written.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_coalesce_rows",
+                "Change rows written into coalesced segments",
+                self.coalesce.rows.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_coalesce_bytes",
+                "Bytes of coalesced segments written",
+                self.coalesce.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_coalesce_copies_dropped",
+                "Repeated copies of a change dropped while coalescing",
+                self.coalesce.copies_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_coalesce_failures",
+                "Coalescing groups that failed (planned again next round)",
+                self.coalesce.failures.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in counters {

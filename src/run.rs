@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use strata_capture::postgres::{CaptureStats, PostgresCapture};
 use strata_capture::sink::SinkConfig;
 use strata_compactor::Compactor;
-use strata_query::Snapshotter;
+use strata_query::{Coalescer, Snapshotter};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -91,14 +91,18 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )
         .context("compactor")?;
         let snapshotter = Snapshotter::new(
-            catalog,
+            Arc::clone(&catalog),
             Arc::clone(&storage.store),
             config.snapshots.clone(),
         )
         .context("snapshots")?;
+        let coalescer =
+            Coalescer::new(catalog, Arc::clone(&storage.store), config.coalesce.clone())
+                .context("coalesce")?;
         registry.register_collector(Box::new(CompactorCollector {
             stats: compactor.stats(),
             snapshots: snapshotter.stats(),
+            coalesce: coalescer.stats(),
         }));
         tracing::info!(
             storage = %storage.display,
@@ -115,6 +119,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(async move {
             snapshotter.run(task_cancel).await.context("snapshots")?;
             Ok("snapshots")
+        });
+        let task_cancel = cancel.clone();
+        tasks.spawn(async move {
+            coalescer.run(task_cancel).await.context("coalesce")?;
+            Ok("coalesce")
         });
     }
 

@@ -9,7 +9,7 @@ use strata_catalog::{Action, Catalog, CatalogConfig, CommitInfo, Segment, TableI
 
 use crate::support::{kafka_brokers, pg_url, s3_settings, s3_store, unique};
 
-fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
+pub(crate) fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
     cmd.args(args).current_dir(dir.path());
@@ -25,7 +25,7 @@ fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

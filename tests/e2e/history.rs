@@ -71,6 +71,10 @@ impl Pipeline {
                 // Snapshots every second once anything changed: reads go through them.
                 ("STRATA_SNAPSHOTS__INTERVAL", "\"1s\""),
                 ("STRATA_SNAPSHOTS__MIN_CHANGES", "1"),
+                // Coalescing every second, two segments of a window are enough: reads and
+                // kills meet coalesced segments too.
+                ("STRATA_COALESCE__INTERVAL", "\"1s\""),
+                ("STRATA_COALESCE__MIN_SEGMENTS", "2"),
                 (
                     "STRATA_KAFKA__PROPERTIES__GROUP.INSTANCE.ID",
                     &self.instance,
@@ -561,9 +565,15 @@ async fn as_of_equals_postgres_at_five_instants() {
         "caught up, so nothing is in Kafka but not in the history:\n{out}"
     );
 
+    let coalesced = catalog
+        .state()
+        .segments(&id)
+        .iter()
+        .filter(|e| e.segment.content_version.is_some())
+        .count();
     eprintln!(
         "as_of_equals_postgres_at_five_instants: {total} changes in 5 phases, caught up after \
-         {caught_up:?}, done after {:?}",
+         {caught_up:?}, done after {:?}; {coalesced} coalesced segments read",
         started.elapsed()
     );
 }
@@ -891,6 +901,8 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     // a flush being committed would lose its files.
     compactor.terminate();
     compactor.wait_exit(Duration::from_secs(60)).await;
+    // Its coalescer may have committed since the reads above.
+    catalog.refresh().await.unwrap();
     // Kills do not always land between a segment's write and its commit: one orphan is made
     // for sure, a copy of a committed segment under a name no commit knows.
     let changes = pipeline
@@ -936,6 +948,12 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     .await;
     assert_same_rows("current state after gc", &names, &pg, &rows);
 
+    let coalesced = catalog
+        .state()
+        .segments(&table_id)
+        .iter()
+        .filter(|e| e.segment.content_version.is_some())
+        .count();
     eprintln!(
         "killed runs (ran, commits): {:?}",
         runs.iter()
@@ -945,7 +963,8 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     eprintln!(
         "killed_compactor_loses_and_doubles_nothing ({table_id}): {restarts} restarts, {} changes ({} c, {} u, \
          {} d), {segments} segments in {} catalog versions, {} orphan files; load stopped after \
-         {load_done:?}, caught up after {caught_up:?}, done after {:?}; gc deleted {deleted} files",
+         {load_done:?}, caught up after {caught_up:?}, done after {:?}; gc deleted {deleted} files; \
+         {coalesced} coalesced segments",
         log.len(),
         log.iter().filter(|c| c.0 == "c").count(),
         log.iter().filter(|c| c.0 == "u").count(),

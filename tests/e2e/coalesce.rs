@@ -1,0 +1,258 @@
+//! Coalescing on the stack's S3 server, by `strata run`: twelve one-change segments become one,
+//! every `as_of` and `changes` answer stays the same, a resent copy is stored once, and
+//! `strata gc` then deletes the replaced files without changing any answer.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::util::pretty::pretty_format_batches;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use serde_json::json;
+use strata_catalog::{
+    Catalog, CatalogConfig, ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row,
+    SourcePosition, TableId, TableSchema,
+};
+use strata_query::{StrataContext, testing};
+
+use crate::cli::{strata, text};
+use crate::support::{kafka_brokers, s3_settings, s3_store, unique};
+
+/// 2026-11-25T10:00:00Z in µs.
+const T0: i64 = 1_795_600_800_000_000;
+const SECOND: i64 = 1_000_000;
+
+fn table() -> TableId {
+    TableId::new("pg", "public", "t")
+}
+
+fn schema() -> TableSchema {
+    let column = |name: &str, connect, key: bool| ColumnSchema {
+        name: name.into(),
+        column_type: ColumnType::plain(connect),
+        optional: !key,
+        key,
+    };
+    TableSchema {
+        table: table(),
+        columns: vec![
+            column("id", ConnectType::Int32, true),
+            column("name", ConnectType::String, false),
+            column("qty", ConnectType::Int64, false),
+        ],
+    }
+}
+
+/// Transaction `tx` (commit time T0 + tx s, position tx * 100): one change of key `id`.
+fn change(tx: i64, op: Operation, id: i32, name: Option<&str>, qty: i64) -> ChangeEvent {
+    let key: Row = [("id", json!(id))].into_iter().collect();
+    let mut image = key.clone();
+    let mut unchanged = Vec::new();
+    match name {
+        Some(name) => {
+            image.insert("name", json!(name));
+        }
+        None => unchanged.push("name".to_owned()),
+    }
+    image.insert("qty", json!(qty));
+    let (before, after) = match op {
+        Operation::Delete => (Some(image), None),
+        _ => (None, Some(image)),
+    };
+    let position = u64::try_from(tx).unwrap() * 100;
+    ChangeEvent {
+        table: table(),
+        op,
+        key,
+        before,
+        after,
+        unchanged,
+        commit_ts_us: T0 + tx * SECOND,
+        position: SourcePosition {
+            commit: position,
+            seq: position,
+        },
+        tx_id: Some(format!("tx{tx}")),
+        origin: None,
+    }
+}
+
+/// Twelve segments of one change each; the last is a resent copy of the eleventh.
+fn history() -> Vec<ChangeEvent> {
+    use Operation::{Create, Delete, Update};
+    let mut events = vec![
+        change(1, Create, 1, Some("a"), 1),
+        change(2, Create, 2, Some("b"), 2),
+        change(3, Create, 3, Some("c"), 3),
+        change(4, Create, 4, Some("d"), 4),
+        change(5, Update, 1, Some("a2"), 10),
+        change(6, Update, 2, None, 20),
+        change(7, Update, 3, Some("c2"), 30),
+        change(8, Update, 4, None, 40),
+        change(9, Delete, 1, Some("a2"), 10),
+        change(10, Update, 2, None, 21),
+        change(11, Create, 5, Some("e"), 5),
+    ];
+    events.push(events[10].clone());
+    events
+}
+
+/// Every answer the test compares: `as_of` at each second around the history, and the
+/// whole change log.
+async fn answers(strata: &StrataContext) -> Vec<String> {
+    let at = |t: i64| {
+        let dt = arrow::temporal_conversions::timestamp_us_to_datetime(t).unwrap();
+        format!("TIMESTAMP '{}'", dt.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    };
+    let mut queries: Vec<String> = (0..=12)
+        .map(|s| {
+            format!(
+                "SELECT id, name, qty FROM as_of('public.t', {}) ORDER BY id",
+                at(T0 + s * SECOND)
+            )
+        })
+        .collect();
+    queries.push(format!(
+        "SELECT _op, _commit_pos, _seq, id, name, qty, _unchanged FROM changes('public.t', {}, {})",
+        at(T0),
+        at(T0 + 20 * SECOND)
+    ));
+    let mut out = Vec::new();
+    for sql in queries {
+        let batches = strata.query(&sql).await.unwrap();
+        out.push(format!(
+            "{sql}\n{}",
+            pretty_format_batches(&batches).unwrap()
+        ));
+    }
+    out
+}
+
+/// `strata run` with only the compactor part (subscribed to a topic nobody writes), so that
+/// only its coalescer has work.
+fn run_compactor_part(env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.arg("run").stdout(Stdio::null()).stderr(Stdio::piped());
+    for (var, _) in std::env::vars() {
+        if var.starts_with("STRATA_") || var == "RUST_LOG" {
+            cmd.env_remove(var);
+        }
+    }
+    for (var, value) in env {
+        cmd.env(var, value);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_run_coalesces_small_segments_on_s3_and_gc_deletes_the_replaced_ones() {
+    let (store, root) = s3_store();
+    let catalog = Arc::new(
+        Catalog::open(Arc::clone(&store), root.clone(), CatalogConfig::default())
+            .await
+            .unwrap(),
+    );
+    let events = history();
+    let mut sources = Vec::new();
+    for event in &events {
+        let segment =
+            testing::add_segment(&catalog, &store, &schema(), std::slice::from_ref(event))
+                .await
+                .unwrap();
+        sources.push(segment.path);
+    }
+    let context = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
+    let before = answers(&context).await;
+    assert!(
+        before[12].contains("| 2  | b    | 21  |") && !before[12].contains("| 1  |"),
+        "the history as written: 1 deleted, 2 kept its name\n{}",
+        before[12]
+    );
+
+    let (endpoint, bucket, key, secret, region) = s3_settings();
+    let env = [
+        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{root}")),
+        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
+        ("STRATA_STORAGE__S3__REGION", region),
+        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
+        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
+        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
+        ("STRATA_KAFKA__BROKERS", kafka_brokers()),
+        ("STRATA_METRICS__ENABLED", "false".into()),
+        ("STRATA_RUN__PARTS", r#"["compactor"]"#.into()),
+        (
+            "STRATA_COMPACTOR__TOPICS",
+            format!("['^{}$']", unique("strata.nothing")),
+        ),
+        ("STRATA_COMPACTOR__GROUP_ID", unique("e2e-coalesce")),
+        // The defaults but the interval: ten or more small segments make a group.
+        ("STRATA_COALESCE__INTERVAL", "\"1s\"".into()),
+        ("STRATA_SNAPSHOTS__ENABLED", "false".into()),
+        ("NO_COLOR", "1".into()),
+    ];
+    let mut child = run_compactor_part(&env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        catalog.refresh().await.unwrap();
+        if catalog.state().segments(&table()).len() == 1 {
+            break;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "no coalesced segment within 60 s; segments: {}\n{}",
+                catalog.state().segments(&table()).len(),
+                text(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("segments coalesced") && log.contains("sources=12"),
+        "{log}"
+    );
+
+    let state = catalog.state();
+    let coalesced = state.segments(&table())[0].clone();
+    assert_eq!(coalesced.segment.rows, 11, "the resent copy is stored once");
+    assert_eq!(
+        coalesced.segment.content_version,
+        Some(strata_catalog::CatalogVersion(12))
+    );
+    assert_eq!(
+        answers(&context).await,
+        before,
+        "coalescing changed an answer"
+    );
+
+    // The replaced files are still there for readers of older versions; gc with a zero grace
+    // deletes them (their removal is older than 0 s) and keeps the coalesced one.
+    let at = |relative: &str| {
+        relative
+            .split('/')
+            .fold(root.clone(), |path: Path, part| path.join(part))
+    };
+    for path in &sources {
+        assert!(store.head(&at(path)).await.is_ok(), "{path} deleted early");
+    }
+    let gc_env: Vec<(&str, String)> = env[..6].to_vec();
+    let out = strata(&["gc", "--older-than", "0s"], &gc_env);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("orphaned        12 files"), "{stdout}");
+    for path in &sources {
+        assert!(store.head(&at(path)).await.is_err(), "{path} kept");
+    }
+    assert!(store.head(&at(&coalesced.segment.path)).await.is_ok());
+    let context = StrataContext::new(
+        Arc::clone(&catalog),
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+    )
+    .unwrap();
+    assert_eq!(answers(&context).await, before, "gc changed an answer");
+}
