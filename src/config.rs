@@ -57,6 +57,34 @@ pub(crate) struct Config {
     /// Coalescing: the compactor part periodically rewrites many small change segments of a
     /// table as one.
     pub(crate) coalesce: CoalesceConfig,
+    /// Garbage collection: the compactor part periodically deletes the history files no
+    /// catalog commit references, as `strata gc` does.
+    pub(crate) gc: GcConfig,
+}
+
+/// Periodic `strata gc` inside `strata run` (its compactor part).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GcConfig {
+    /// Collect at all. Default `true`.
+    pub(crate) enabled: bool,
+    /// How often. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub(crate) interval: Duration,
+    /// The grace period, as `strata gc --older-than`: unreferenced files younger than this, and
+    /// replaced segments whose removal is younger than this, are kept. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub(crate) older_than: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(3600),
+            older_than: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The parts `strata run` starts.
@@ -405,6 +433,9 @@ impl Config {
             strata_query::Error::Config { field, reason } => invalid(&field, reason),
             other => invalid("snapshots", other.to_string()),
         })?;
+        if self.gc.interval.is_zero() {
+            return Err(invalid("gc.interval", "must be more than 0".into()));
+        }
         self.coalesce.validate().map_err(|e| match e {
             strata_query::Error::Config { field, reason } => invalid(&field, reason),
             other => invalid("coalesce", other.to_string()),

@@ -24,6 +24,8 @@
 //! records (`_quarantine/`), not files of other shapes.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -32,6 +34,9 @@ use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GcConfig;
 use crate::storage::Storage;
 
 /// A file of a table's history that the catalog does not reference.
@@ -204,6 +209,80 @@ async fn recently_removed(
         top = bottom - 1;
     }
     Ok(removed)
+}
+
+/// Counters of the periodic collection in `strata run`.
+#[derive(Debug, Default)]
+pub(crate) struct GcStats {
+    pub(crate) runs: AtomicU64,
+    pub(crate) files_deleted: AtomicU64,
+    pub(crate) bytes_deleted: AtomicU64,
+    pub(crate) failures: AtomicU64,
+}
+
+/// Collects every `config.interval` (the first time one interval after the start) until
+/// `cancel` fires; disabled: only waits for it. A failed collection is logged, counted and
+/// tried again next interval. A store without catalog commits yet is left alone.
+pub(crate) async fn run_periodically(
+    storage: Storage,
+    config: GcConfig,
+    stats: Arc<GcStats>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    if !config.enabled {
+        tracing::info!("gc disabled");
+        cancel.cancelled().await;
+        return Ok(());
+    }
+    tracing::info!(interval = ?config.interval, older_than = ?config.older_than, "gc started");
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(config.interval) => {}
+        }
+        let empty = match storage.catalog().await {
+            Ok(catalog) => catalog.state().version().get() == 0,
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "gc: cannot open the catalog; retrying next interval"
+                );
+                continue;
+            }
+        };
+        if empty {
+            continue;
+        }
+        match collect(&storage, config.older_than, false, Utc::now()).await {
+            Ok(report) => {
+                stats.runs.fetch_add(1, Ordering::Relaxed);
+                let bytes: u64 = report.orphans.iter().map(|o| o.bytes).sum();
+                stats
+                    .files_deleted
+                    .fetch_add(report.orphans.len() as u64, Ordering::Relaxed);
+                stats.bytes_deleted.fetch_add(bytes, Ordering::Relaxed);
+                if report.orphans.is_empty() {
+                    tracing::debug!(referenced = report.referenced, "gc: nothing to delete");
+                } else {
+                    tracing::info!(
+                        files = report.orphans.len(),
+                        bytes,
+                        catalog_version = report.catalog_version,
+                        replaced_kept = report.replaced.len(),
+                        "gc deleted unreferenced history files"
+                    );
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "gc failed; retrying next interval"
+                );
+            }
+        }
+    }
 }
 
 /// Prints a report for `strata gc`.

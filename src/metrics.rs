@@ -17,6 +17,8 @@ use prometheus_client::registry::Registry;
 use strata_capture::postgres::CaptureStats;
 use strata_compactor::CompactorStats;
 use strata_query::{CoalesceStats, SnapshotStats};
+
+use crate::gc::GcStats;
 use tokio_util::sync::CancellationToken;
 
 /// Reads a PostgreSQL listener's counters at scrape time.
@@ -94,6 +96,7 @@ pub(crate) struct CompactorCollector {
     pub(crate) stats: Arc<CompactorStats>,
     pub(crate) snapshots: Arc<SnapshotStats>,
     pub(crate) coalesce: Arc<CoalesceStats>,
+    pub(crate) gc: Arc<GcStats>,
 }
 
 impl Collector for CompactorCollector {
@@ -200,6 +203,26 @@ impl Collector for CompactorCollector {
                 "strata_coalesce_failures",
                 "Coalescing groups that failed (planned again next round)",
                 self.coalesce.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_gc_runs",
+                "Periodic garbage collections completed",
+                self.gc.runs.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_gc_files_deleted",
+                "History files no catalog commit references, deleted by the periodic gc",
+                self.gc.files_deleted.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_gc_bytes_deleted",
+                "Bytes of the files the periodic gc deleted",
+                self.gc.bytes_deleted.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_gc_failures",
+                "Periodic garbage collections that failed (retried next interval)",
+                self.gc.failures.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in counters {

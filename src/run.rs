@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, KafkaConfig, RunPart};
+use crate::gc::{self, GcStats};
 use crate::metrics::{self, CaptureCollector, CompactorCollector};
 use crate::storage::Storage;
 
@@ -99,10 +100,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         let coalescer =
             Coalescer::new(catalog, Arc::clone(&storage.store), config.coalesce.clone())
                 .context("coalesce")?;
+        let gc_stats = Arc::new(GcStats::default());
         registry.register_collector(Box::new(CompactorCollector {
             stats: compactor.stats(),
             snapshots: snapshotter.stats(),
             coalesce: coalescer.stats(),
+            gc: Arc::clone(&gc_stats),
         }));
         tracing::info!(
             storage = %storage.display,
@@ -124,6 +127,15 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(async move {
             coalescer.run(task_cancel).await.context("coalesce")?;
             Ok("coalesce")
+        });
+        let gc_storage = Storage::open(&config.storage)?;
+        let (gc_config, task_stats, task_cancel) =
+            (config.gc.clone(), Arc::clone(&gc_stats), cancel.clone());
+        tasks.spawn(async move {
+            gc::run_periodically(gc_storage, gc_config, task_stats, task_cancel)
+                .await
+                .context("gc")?;
+            Ok("gc")
         });
     }
 

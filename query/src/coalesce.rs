@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 // See `read.rs`: the object_store reader datafusion 55 uses.
 #[allow(deprecated)]
@@ -66,6 +66,9 @@ use crate::snapshot::quarantine_segment;
 
 /// Segments below this size share the lowest tier.
 const TIER_BASE: u64 = 64 * 1024;
+
+/// Source files read at once.
+const PARALLEL_READS: usize = 16;
 
 /// When and how small segments are coalesced (`[coalesce]` in strata's configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,9 +260,17 @@ pub async fn coalesce_group(
     group: &[SegmentEntry],
     config: &CoalesceConfig,
 ) -> Result<Vec<Coalesced>> {
+    // Several files at a time: small segments cost a request and a footer each.
+    let reads: Vec<_> = group
+        .iter()
+        .map(|segment| read_whole(catalog, store, table, &segment.segment))
+        .collect();
+    let reads: Vec<Vec<RecordBatch>> = futures::stream::iter(reads)
+        .buffered(PARALLEL_READS)
+        .try_collect()
+        .await?;
     let mut runs: Vec<(Vec<&SegmentEntry>, Vec<RecordBatch>)> = Vec::new();
-    for segment in group {
-        let batches = read_whole(catalog, store, table, &segment.segment).await?;
+    for (segment, batches) in group.iter().zip(reads) {
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             continue;
         };

@@ -1,14 +1,15 @@
 //! Coalescing on the stack's S3 server, by `strata run`: twelve one-change segments become one,
-//! every `as_of` and `changes` answer stays the same, a resent copy is stored once, and
-//! `strata gc` then deletes the replaced files without changing any answer.
+//! every `as_of` and `changes` answer stays the same, a resent copy is stored once; a
+//! `strata gc --dry-run` names the replaced files, and `strata run`'s periodic gc deletes them
+//! without changing any answer.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::util::pretty::pretty_format_batches;
+use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _};
 use serde_json::json;
 use strata_catalog::{
     Catalog, CatalogConfig, ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row,
@@ -146,7 +147,7 @@ fn run_compactor_part(env: &[(&str, String)]) -> Child {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strata_run_coalesces_small_segments_on_s3_and_gc_deletes_the_replaced_ones() {
+async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replaced_ones() {
     let (store, root) = s3_store();
     let catalog = Arc::new(
         Catalog::open(Arc::clone(&store), root.clone(), CatalogConfig::default())
@@ -230,8 +231,8 @@ async fn strata_run_coalesces_small_segments_on_s3_and_gc_deletes_the_replaced_o
         "coalescing changed an answer"
     );
 
-    // The replaced files are still there for readers of older versions; gc with a zero grace
-    // deletes them (their removal is older than 0 s) and keeps the coalesced one.
+    // The replaced files are still there for readers of older versions; a gc dry run with a
+    // zero grace names them (their removal is older than 0 s).
     let at = |relative: &str| {
         relative
             .split('/')
@@ -241,18 +242,53 @@ async fn strata_run_coalesces_small_segments_on_s3_and_gc_deletes_the_replaced_o
         assert!(store.head(&at(path)).await.is_ok(), "{path} deleted early");
     }
     let gc_env: Vec<(&str, String)> = env[..6].to_vec();
-    let out = strata(&["gc", "--older-than", "0s"], &gc_env);
+    let out = strata(&["gc", "--older-than", "0s", "--dry-run"], &gc_env);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("orphaned        12 files"), "{stdout}");
+    assert!(
+        stdout.contains("orphaned        12 files") && stdout.contains("would be deleted"),
+        "{stdout}"
+    );
     for path in &sources {
-        assert!(store.head(&at(path)).await.is_err(), "{path} kept");
+        assert!(
+            store.head(&at(path)).await.is_ok(),
+            "{path} deleted by a dry run"
+        );
     }
+
+    // `strata run`'s own periodic gc, every second with a zero grace, deletes them and keeps
+    // the coalesced segment.
+    let mut with_gc = env.to_vec();
+    with_gc.push(("STRATA_GC__INTERVAL", "\"1s\"".into()));
+    with_gc.push(("STRATA_GC__OLDER_THAN", "\"0s\"".into()));
+    let mut child = run_compactor_part(&with_gc);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = 0;
+        for path in &sources {
+            left += usize::from(store.head(&at(path)).await.is_ok());
+        }
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{left} replaced files still there after 60 s\n{}",
+                text(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("gc deleted unreferenced history files") && log.contains("files=12"),
+        "{log}"
+    );
     assert!(store.head(&at(&coalesced.segment.path)).await.is_ok());
-    let context = StrataContext::new(
-        Arc::clone(&catalog),
-        Arc::clone(&store) as Arc<dyn ObjectStore>,
-    )
-    .unwrap();
+    let context = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
     assert_eq!(answers(&context).await, before, "gc changed an answer");
 }
