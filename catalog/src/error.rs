@@ -213,6 +213,14 @@ pub enum ConflictKind {
         /// The segment path.
         path: String,
     },
+    /// A segment replacing others (`content_version` set) whose sources lie on both sides of
+    /// a snapshot's `built_from_version`: it would make that snapshot look incomplete.
+    StraddlesSnapshot {
+        /// The table.
+        table: TableId,
+        /// The snapshot.
+        snapshot_id: String,
+    },
 }
 
 impl fmt::Display for ConflictKind {
@@ -241,6 +249,11 @@ impl fmt::Display for ConflictKind {
             Self::MissingSegment { table, path } => {
                 write!(f, "table {table} has no live segment {path}")
             }
+            Self::StraddlesSnapshot { table, snapshot_id } => write!(
+                f,
+                "a new segment of table {table} replaces segments from both sides of \
+                 snapshot {snapshot_id}'s build"
+            ),
         }
     }
 }

@@ -294,7 +294,11 @@ async fn main() {
     let strata = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
     let (before_secs, before) = as_of(&strata, t).await;
 
-    let config = CoalesceConfig::default();
+    // The defaults, but segments count as settled at once (the bench's are all committed).
+    let config = CoalesceConfig {
+        settle: std::time::Duration::ZERO,
+        ..CoalesceConfig::default()
+    };
     let coalescer =
         Coalescer::new(Arc::clone(&catalog), Arc::clone(&store), config.clone()).unwrap();
     reset_peak_rss();

@@ -6,7 +6,7 @@
 //! Every `interval` the coalescer looks at each table:
 //!
 //! ```text
-//!  candidates = live segments with bytes < small_bytes
+//!  candidates = live segments with bytes < small_bytes, in the catalog for `settle` or longer
 //!  window     = which side of every snapshot's built_from_version a segment's changes are on
 //!  tier       = floor(log_min_segments(bytes / TIER_BASE))      (similar sizes together)
 //!  groups     = per (window, tier), in commit order, greedily up to target_bytes / max_rows;
@@ -28,8 +28,12 @@
 //!   ([`crate::snapshot::is_complete`]). A coalesced segment carries `content_version`, the
 //!   newest version among its sources, and never mixes sources from both sides of any
 //!   snapshot's `built_from_version`, so it changes no snapshot's completeness. (A snapshot
-//!   committed while a group is being rewritten may straddle it; it is then judged
-//!   incomplete and not used: slower, never wrong.)
+//!   being built while a group is rewritten could straddle it: the catalog refuses a
+//!   rewrite that straddles a snapshot committed before it (`StraddlesSnapshot`), and the
+//!   coalescer only takes segments that have been in the catalog for `settle` (10 min), so a
+//!   snapshot committed after it was read from a version newer than all of them unless its
+//!   build took longer than that. Such a snapshot would be judged incomplete and not used:
+//!   slower, never wrong.)
 //! - **Bounded rewriting.** Groups form among segments of similar size (tiers a factor of
 //!   `min_segments` apart), so a change is rewritten about `log_min_segments(small_bytes /
 //!   64 KiB)` times (3 with the defaults), not once per round.
@@ -39,9 +43,9 @@
 //!   `strata gc` deletes the replaced files once their removal is older than its grace period,
 //!   so a query still reading an older version finds them.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -89,6 +93,10 @@ pub struct CoalesceConfig {
     /// A group is rewritten once it has this many segments (or holds half of
     /// `target_bytes`); also the size ratio between tiers. Default 10.
     pub min_segments: usize,
+    /// Only segments (their changes) in the catalog for at least this long are coalesced, so
+    /// that a snapshot being built meanwhile never sees half of a group. Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
     /// Rows per row group. Default 131 072.
     pub row_group_rows: usize,
     /// zstd level (1..=22). Default 3.
@@ -106,6 +114,7 @@ impl Default for CoalesceConfig {
             target_bytes: 64 * 1024 * 1024,
             max_rows: 1024 * 1024,
             min_segments: 10,
+            settle: Duration::from_secs(600),
             row_group_rows: 128 * 1024,
             zstd_level: 3,
             writer_id: "strata-coalescer".into(),
@@ -164,12 +173,14 @@ pub struct CoalesceStats {
     pub failures: AtomicU64,
 }
 
-/// The groups of `table`'s segments worth coalescing now, each in commit order. Pure: what
+/// The groups of `table`'s segments worth coalescing now, each in commit order, among the
+/// segments whose changes were all in the catalog by version `settled`. Pure: what
 /// [`Coalescer::round`] would rewrite, given the catalog `state`.
 pub fn plan(
     state: &CatalogState,
     table: &TableId,
     config: &CoalesceConfig,
+    settled: CatalogVersion,
 ) -> Vec<Vec<SegmentEntry>> {
     let Some(t) = state.table(table) else {
         return Vec::new();
@@ -203,7 +214,9 @@ pub fn plan(
         .iter()
         .enumerate()
         .filter(|(_, e)| {
-            e.segment.bytes < config.small_bytes && !quarantined.contains(e.segment.path.as_str())
+            e.segment.bytes < config.small_bytes
+                && e.content_version() <= settled
+                && !quarantined.contains(e.segment.path.as_str())
         })
         .map(|(i, e)| (window(e), tier(e.segment.bytes), i, e))
         .collect();
@@ -484,6 +497,9 @@ pub struct Coalescer {
     store: Arc<dyn ObjectStore>,
     config: CoalesceConfig,
     stats: Arc<CoalesceStats>,
+    /// Catalog versions and when this coalescer first saw them, oldest first: a segment
+    /// added by version v was in the catalog no later than the first sight of v or later.
+    seen: Mutex<VecDeque<(CatalogVersion, Instant)>>,
 }
 
 impl std::fmt::Debug for Coalescer {
@@ -507,6 +523,7 @@ impl Coalescer {
             store,
             config,
             stats: Arc::default(),
+            seen: Mutex::default(),
         })
     }
 
@@ -515,14 +532,37 @@ impl Coalescer {
         Arc::clone(&self.stats)
     }
 
+    /// Notes that `version` is the catalog's now; returns the newest version seen at least
+    /// `settle` ago (0 when none).
+    fn settled(&self, version: CatalogVersion) -> CatalogVersion {
+        let now = Instant::now();
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.back().is_none_or(|(v, _)| *v < version) {
+            seen.push_back((version, now));
+        }
+        let old_enough = |at: &Instant| now.duration_since(*at) >= self.config.settle;
+        // Keep the newest old-enough entry (the answer) and everything after it.
+        while seen.len() > 1 && seen.get(1).is_some_and(|(_, at)| old_enough(at)) {
+            seen.pop_front();
+        }
+        match seen.front() {
+            Some((v, at)) if old_enough(at) => *v,
+            _ => CatalogVersion::EMPTY,
+        }
+    }
+
     /// Looks at every table once and rewrites the groups [`plan`] finds. A failed group is
     /// logged and counted; the others go on. Returns what was committed.
     pub async fn round(&self) -> Result<Vec<Coalesced>> {
         self.catalog.refresh().await?;
         let state = self.catalog.state();
+        let settled = self.settled(state.version());
         let mut done = Vec::new();
         for table in state.tables() {
-            for group in plan(&state, table, &self.config) {
+            for group in plan(&state, table, &self.config, settled) {
                 let started = Instant::now();
                 match coalesce_group(&self.catalog, &self.store, table, &group, &self.config).await
                 {

@@ -187,8 +187,10 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
             format!("['^{}$']", unique("strata.nothing")),
         ),
         ("STRATA_COMPACTOR__GROUP_ID", unique("e2e-coalesce")),
-        // The defaults but the interval: ten or more small segments make a group.
+        // The defaults but the interval and the settling time: ten or more small segments
+        // make a group.
         ("STRATA_COALESCE__INTERVAL", "\"1s\"".into()),
+        ("STRATA_COALESCE__SETTLE", "\"0s\"".into()),
         ("STRATA_SNAPSHOTS__ENABLED", "false".into()),
         ("NO_COLOR", "1".into()),
     ];

@@ -75,6 +75,7 @@ impl Pipeline {
                 // kills meet coalesced segments too.
                 ("STRATA_COALESCE__INTERVAL", "\"1s\""),
                 ("STRATA_COALESCE__MIN_SEGMENTS", "2"),
+                ("STRATA_COALESCE__SETTLE", "\"0s\""),
                 (
                     "STRATA_KAFKA__PROPERTIES__GROUP.INSTANCE.ID",
                     &self.instance,

@@ -41,7 +41,10 @@
 //!   partition cannot both commit the same records: the second one gets
 //!   [`Error::Conflict`], reloads, and drops or replays its batch.
 //! - a `snapshot_id` or a (`table`, `schema_id`) is committed at most once;
-//! - a segment path is live at most once, and only a live segment can be removed.
+//! - a segment path is live at most once, and only a live segment can be removed;
+//! - a segment that replaces others (`content_version` set, its sources removed in the same
+//!   commit) may not mix sources from both sides of a snapshot's `built_from_version`
+//!   (`StraddlesSnapshot`): the snapshot would look incomplete.
 //!
 //! Every commit carries a random `txn_id` kept across its retries: if a PUT succeeded but
 //! its reply was lost, the retry finds its own commit among the "winners" and reports

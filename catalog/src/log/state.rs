@@ -241,6 +241,9 @@ impl CatalogState {
                             path: s.path.clone(),
                         });
                     }
+                    if let Some(content) = s.content_version {
+                        self.check_no_straddle(s, content, &removed, actions)?;
+                    }
                 }
                 Action::RemoveSegment(r) => {
                     let key = (&r.table, r.path.as_str());
@@ -259,6 +262,46 @@ impl CatalogState {
             }
         }
         Ok(())
+    }
+
+    /// A segment replacing the ones this commit removes (so far) of its table, holding
+    /// changes up to `content`: no snapshot of the table, committed or in this commit, may
+    /// have been built between the oldest and the newest of them.
+    fn check_no_straddle(
+        &self,
+        segment: &Segment,
+        content: CatalogVersion,
+        removed: &HashSet<(&TableId, &str)>,
+        actions: &[Action],
+    ) -> Result<(), ConflictKind> {
+        let Some(t) = self.tables.get(&segment.table) else {
+            return Ok(());
+        };
+        let oldest = t
+            .segments
+            .iter()
+            .filter(|e| removed.contains(&(&segment.table, e.segment.path.as_str())))
+            .map(SegmentEntry::content_version)
+            .min();
+        let Some(oldest) = oldest else {
+            return Ok(());
+        };
+        let in_commit = actions.iter().filter_map(|a| match a {
+            Action::AddSnapshot(s) if s.table == segment.table => Some(s),
+            _ => None,
+        });
+        match t
+            .snapshots
+            .iter()
+            .chain(in_commit)
+            .find(|s| oldest <= s.built_from_version && s.built_from_version < content)
+        {
+            Some(s) => Err(ConflictKind::StraddlesSnapshot {
+                table: segment.table.clone(),
+                snapshot_id: s.snapshot_id.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Folds the commit that created `version` into this state.
@@ -500,6 +543,49 @@ mod tests {
             [("e", v(2), v(2)), ("m", v(3), v(1)), ("c", v(3), v(3))]
         );
         assert_eq!(s.table(&orders()).unwrap().live_paths.len(), 3);
+    }
+
+    #[test]
+    fn a_rewrite_may_not_mix_segments_from_both_sides_of_a_snapshot_build() {
+        let mut s = CatalogState::default();
+        commit(&mut s, &[segment("a", 1, 2)]).unwrap(); // v1
+        commit(&mut s, &[segment("b", 3, 4)]).unwrap(); // v2
+        commit(&mut s, &[segment("c", 5, 6)]).unwrap(); // v3
+        // A snapshot built from v2: it holds a and b, not c.
+        let Action::AddSnapshot(mut snap) = snapshot("s", 4) else {
+            unreachable!()
+        };
+        snap.built_from_version = CatalogVersion(2);
+        commit(&mut s, &[Action::AddSnapshot(snap)]).unwrap(); // v4
+        let remove = |path: &str| {
+            Action::RemoveSegment(SegmentRemoval {
+                table: orders(),
+                path: path.into(),
+            })
+        };
+        let merged = |content: u64| {
+            let Action::AddSegment(mut m) = segment("m", 1, 6) else {
+                unreachable!()
+            };
+            m.content_version = Some(CatalogVersion(content));
+            Action::AddSegment(m)
+        };
+        assert!(matches!(
+            s.check(&[remove("b"), remove("c"), merged(3)]),
+            Err(ConflictKind::StraddlesSnapshot { snapshot_id, .. }) if snapshot_id == "s"
+        ));
+        // Both sides on their own are fine.
+        s.check(&[remove("a"), remove("b"), merged(2)]).unwrap();
+        commit(&mut s, &[remove("a"), remove("b"), merged(2)]).unwrap();
+        // The merged segment's own content version counts when it is rewritten again.
+        let Action::AddSegment(mut again) = segment("n", 1, 6) else {
+            unreachable!()
+        };
+        again.content_version = Some(CatalogVersion(3));
+        assert!(matches!(
+            s.check(&[remove("m"), remove("c"), Action::AddSegment(again)]),
+            Err(ConflictKind::StraddlesSnapshot { .. })
+        ));
     }
 
     #[test]

@@ -7,13 +7,17 @@ use strata_query::snapshot::usable_snapshot;
 
 use super::*;
 
-/// Groups of two or more segments of any size.
+/// Groups of two or more segments of any size, as soon as they are committed.
 fn eager() -> CoalesceConfig {
     CoalesceConfig {
         min_segments: 2,
+        settle: std::time::Duration::ZERO,
         ..CoalesceConfig::default()
     }
 }
+
+/// Every segment counts as settled.
+const ALL: CatalogVersion = CatalogVersion(u64::MAX);
 
 const INSTANTS: [i64; 9] = [
     T0 - SECOND,
@@ -109,7 +113,7 @@ async fn coalescing_changes_no_answer_and_drops_repeated_copies() {
         .sum();
     assert_eq!(rows_before, 19, "17 changes, 2 of them stored twice");
 
-    let groups = plan(&before, &orders(), &eager());
+    let groups = plan(&before, &orders(), &eager(), ALL);
     assert_eq!(groups.len(), 1);
     assert_eq!(paths(&groups[0]), sources, "all five, in commit order");
     let done = coalesce_group(&f.catalog, &f.store, &orders(), &groups[0], &eager())
@@ -168,7 +172,7 @@ async fn coalescing_changes_no_answer_and_drops_repeated_copies() {
 
     check_history(&f).await;
     // Nothing left to do.
-    assert!(plan(&after, &orders(), &eager()).is_empty());
+    assert!(plan(&after, &orders(), &eager(), ALL).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +207,7 @@ async fn snapshots_stay_usable_and_no_group_straddles_one() {
     }
 
     let state = f.catalog.state();
-    let groups = plan(&state, &orders(), &eager());
+    let groups = plan(&state, &orders(), &eager(), ALL);
     assert_eq!(
         groups.iter().map(|g| paths(g)).collect::<Vec<_>>(),
         vec![old, new],
@@ -256,7 +260,7 @@ async fn a_schema_change_splits_a_group_into_runs() {
         f.events.push(e);
     }
     let state = f.catalog.state();
-    let groups = plan(&state, &orders(), &eager());
+    let groups = plan(&state, &orders(), &eager(), ALL);
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].len(), 7);
     let done = coalesce_group(&f.catalog, &f.store, &orders(), &groups[0], &eager())
@@ -357,7 +361,9 @@ async fn plans_group_by_size_tier_and_bound_each_group() {
             .collect()
     };
     let defaults = CoalesceConfig::default();
-    let groups = plan(&state, &orders(), &defaults);
+    // Nothing committed after version 5 has settled: the fixture's five alone are too few.
+    assert!(plan(&state, &orders(), &defaults, CatalogVersion(5)).is_empty());
+    let groups = plan(&state, &orders(), &defaults, ALL);
     // The fixture's five small segments and the 25 tiny ones are one tier-0 group.
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].len(), 30);
@@ -368,7 +374,7 @@ async fn plans_group_by_size_tier_and_bound_each_group() {
         max_rows: 100,
         ..CoalesceConfig::default()
     };
-    let groups = plan(&state, &orders(), &by_rows);
+    let groups = plan(&state, &orders(), &by_rows, ALL);
     assert!(
         groups
             .iter()
@@ -382,7 +388,7 @@ async fn plans_group_by_size_tier_and_bound_each_group() {
         target_bytes: 400 * KIB,
         ..CoalesceConfig::default()
     };
-    let groups = plan(&state, &orders(), &by_bytes);
+    let groups = plan(&state, &orders(), &by_bytes, ALL);
     assert_eq!(
         sizes(&groups).last(),
         Some(&vec![200 * KIB, 200 * KIB]),
@@ -407,10 +413,80 @@ async fn plans_group_by_size_tier_and_bound_each_group() {
         )
         .await
         .expect("snapshot");
-    let groups = plan(&f.catalog.state(), &orders(), &defaults);
+    let groups = plan(&f.catalog.state(), &orders(), &defaults, ALL);
     assert_eq!(
         groups.iter().map(Vec::len).collect::<Vec<_>>(),
         vec![25],
         "the fixture's five (before the snapshot's version) are too few alone"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_wait_until_they_have_settled() {
+    let f = fixture().await;
+    let config = CoalesceConfig {
+        settle: std::time::Duration::from_millis(300),
+        ..eager()
+    };
+    let coalescer =
+        Coalescer::new(Arc::clone(&f.catalog), Arc::clone(&f.store), config).expect("coalescer");
+    assert!(
+        coalescer.round().await.expect("round").is_empty(),
+        "just seen: not settled"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let done = coalescer.round().await.expect("round");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].replaced.len(), 5);
+    // A segment committed now waits again.
+    let e = change(Operation::Update, Some(7), &full("x", "y", 1), &[], 8, 800);
+    testing::add_segment(&f.catalog, &f.store, &schema(), std::slice::from_ref(&e))
+        .await
+        .expect("segment");
+    assert!(coalescer.round().await.expect("round").is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let done = coalescer.round().await.expect("round");
+    assert_eq!(done.len(), 1, "the coalesced segment and the new one");
+    assert_eq!(done[0].replaced.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_committed_meanwhile_refuses_a_straddling_rewrite_and_its_file_goes() {
+    let f = fixture().await;
+    let state = f.catalog.state();
+    let groups = plan(&state, &orders(), &eager(), ALL);
+    assert_eq!(groups[0].len(), 5);
+    // While the group is planned, a snapshot built from version 3 (the first three segments)
+    // is committed.
+    f.catalog
+        .commit(
+            vec![Action::AddSnapshot(strata_catalog::Snapshot {
+                table: orders(),
+                snapshot_id: "meanwhile".into(),
+                as_of_ts: T0 + 3 * SECOND,
+                paths: vec![],
+                rows: 0,
+                bytes: 0,
+                built_from_version: CatalogVersion(3),
+            })],
+            CommitInfo::new("test", "snapshot"),
+        )
+        .await
+        .expect("snapshot");
+    let err = coalesce_group(&f.catalog, &f.store, &orders(), &groups[0], &eager())
+        .await
+        .expect_err("straddles the snapshot");
+    assert!(err.to_string().contains("meanwhile"), "{err}");
+    assert_eq!(f.catalog.state().segments(&orders()).len(), 5);
+    // No file of the refused rewrite is left behind.
+    let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        f.store
+            .list(Some(&Path::from("warehouse/pg-main/public/orders/changes"))),
+    )
+    .await
+    .expect("list");
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    // Planned again, the groups respect it.
+    let groups = plan(&f.catalog.state(), &orders(), &eager(), ALL);
+    assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 2]);
 }
