@@ -235,52 +235,55 @@ pub(crate) async fn run_periodically(
         return Ok(());
     }
     tracing::info!(interval = ?config.interval, older_than = ?config.older_than, "gc started");
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(config.interval) => {}
+    strata_query::periodic::every(config.interval, &cancel, || {
+        collect_once(&storage, config.older_than, &stats)
+    })
+    .await;
+    Ok(())
+}
+
+/// One periodic collection: logged and counted, never failing.
+async fn collect_once(storage: &Storage, older_than: Duration, stats: &GcStats) {
+    let empty = match storage.catalog().await {
+        Ok(catalog) => catalog.state().version().get() == 0,
+        Err(e) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "gc: cannot open the catalog; retrying next interval"
+            );
+            return;
         }
-        let empty = match storage.catalog().await {
-            Ok(catalog) => catalog.state().version().get() == 0,
-            Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "gc: cannot open the catalog; retrying next interval"
-                );
-                continue;
-            }
-        };
-        if empty {
-            continue;
-        }
-        match collect(&storage, config.older_than, false, Utc::now()).await {
-            Ok(report) => {
-                stats.runs.fetch_add(1, Ordering::Relaxed);
-                let bytes: u64 = report.orphans.iter().map(|o| o.bytes).sum();
-                stats
-                    .files_deleted
-                    .fetch_add(report.orphans.len() as u64, Ordering::Relaxed);
-                stats.bytes_deleted.fetch_add(bytes, Ordering::Relaxed);
-                if report.orphans.is_empty() {
-                    tracing::debug!(referenced = report.referenced, "gc: nothing to delete");
-                } else {
-                    tracing::info!(
-                        files = report.orphans.len(),
-                        bytes,
-                        catalog_version = report.catalog_version,
-                        replaced_kept = report.replaced.len(),
-                        "gc deleted unreferenced history files"
-                    );
-                }
-            }
-            Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "gc failed; retrying next interval"
+    };
+    if empty {
+        return;
+    }
+    match collect(storage, older_than, false, Utc::now()).await {
+        Ok(report) => {
+            stats.runs.fetch_add(1, Ordering::Relaxed);
+            let bytes: u64 = report.orphans.iter().map(|o| o.bytes).sum();
+            stats
+                .files_deleted
+                .fetch_add(report.orphans.len() as u64, Ordering::Relaxed);
+            stats.bytes_deleted.fetch_add(bytes, Ordering::Relaxed);
+            if report.orphans.is_empty() {
+                tracing::debug!(referenced = report.referenced, "gc: nothing to delete");
+            } else {
+                tracing::info!(
+                    files = report.orphans.len(),
+                    bytes,
+                    catalog_version = report.catalog_version,
+                    replaced_kept = report.replaced.len(),
+                    "gc deleted unreferenced history files"
                 );
             }
+        }
+        Err(e) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "gc failed; retrying next interval"
+            );
         }
     }
 }
@@ -357,6 +360,36 @@ mod tests {
             .unwrap();
     }
 
+    /// A local directory as strata's storage.
+    fn local_storage() -> (tempfile::TempDir, Arc<dyn ObjectStore>, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let storage = Storage {
+            store: Arc::clone(&store),
+            root: Path::default(),
+            display: dir.path().display().to_string(),
+        };
+        (dir, store, storage)
+    }
+
+    /// A one-row segment of `table` at `path`.
+    fn segment(table: &TableId, path: &str) -> Segment {
+        Segment {
+            table: table.clone(),
+            path: path.into(),
+            rows: 1,
+            bytes: 15,
+            min_key: "i1".into(),
+            max_key: "i1".into(),
+            min_commit_ts: 1,
+            max_commit_ts: 1,
+            min_position: "1".into(),
+            max_position: "1".into(),
+            content_version: None,
+        }
+    }
+
     #[test]
     fn history_files_are_segments_and_snapshot_files_only() {
         assert!(is_history_file("pg/public/orders/changes/a.parquet"));
@@ -376,14 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn deletes_only_old_unreferenced_history_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let storage = Storage {
-            store: Arc::clone(&store),
-            root: Path::default(),
-            display: dir.path().display().to_string(),
-        };
+        let (_dir, store, storage) = local_storage();
         let table = TableId::new("pg", "public", "orders");
         let live = "pg/public/orders/changes/live.parquet";
         let snapshot_file = "pg/public/orders/snapshots/1/snap-0.parquet";
@@ -406,19 +432,7 @@ mod tests {
             store.head(&Path::from(orphan_segment)).await.is_ok(),
             "an empty catalog collects nothing"
         );
-        let segment = Segment {
-            table: table.clone(),
-            path: live.into(),
-            rows: 1,
-            bytes: 15,
-            min_key: "i1".into(),
-            max_key: "i1".into(),
-            min_commit_ts: 1,
-            max_commit_ts: 1,
-            min_position: "1".into(),
-            max_position: "1".into(),
-            content_version: None,
-        };
+        let segment = segment(&table, live);
         catalog
             .commit(
                 vec![Action::AddSegment(segment)],
@@ -492,28 +506,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_replaced_segment_stays_until_its_removal_is_older_than_the_grace() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let storage = Storage {
-            store: Arc::clone(&store),
-            root: Path::default(),
-            display: dir.path().display().to_string(),
-        };
+        let (dir, store, storage) = local_storage();
         let table = TableId::new("pg", "public", "orders");
-        let segment = |path: &str| Segment {
-            table: table.clone(),
-            path: path.into(),
-            rows: 1,
-            bytes: 15,
-            min_key: "i1".into(),
-            max_key: "i1".into(),
-            min_commit_ts: 1,
-            max_commit_ts: 1,
-            min_position: "1".into(),
-            max_position: "1".into(),
-            content_version: None,
-        };
         let (small, coalesced) = (
             "pg/public/orders/changes/small.parquet",
             "pg/public/orders/changes/coalesced.parquet",
@@ -523,12 +517,12 @@ mod tests {
         let catalog = storage.catalog().await.unwrap();
         catalog
             .commit(
-                vec![Action::AddSegment(segment(small))],
+                vec![Action::AddSegment(segment(&table, small))],
                 CommitInfo::new("test", "compact"),
             )
             .await
             .unwrap();
-        let mut replacement = segment(coalesced);
+        let mut replacement = segment(&table, coalesced);
         replacement.content_version = Some(catalog.state().version());
         catalog
             .commit(

@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::path::{Path as FsPath, PathBuf};
+mod common;
+
+use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -103,31 +105,8 @@ fn version_batch(schema: &TableSchema, keys: usize, v: usize) -> RecordBatch {
     RecordBatch::try_new(schema.segment_schema().unwrap(), columns).unwrap()
 }
 
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
+/// DuckDB's window query over the same files (after `common::PYTHON_PRELUDE`).
 const DUCKDB: &str = r#"
-import json, sys, time
-import duckdb
-def peak_kb():
-    # VmHWM: this process's own peak. (getrusage's ru_maxrss would include the bench's peak
-    # before the fork + exec that started this script.)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 root, t_us = sys.argv[1], int(sys.argv[2])
 con = duckdb.connect()
 q = f"""SELECT count(*), sum(balance) FROM (
@@ -144,53 +123,10 @@ print(json.dumps({"seconds": best, "rows": result[0], "sum": int(result[1] or 0)
                   "rss_kb": peak_kb()}))
 "#;
 
-fn venv() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(home).join(".cache/strata/bench/venv")
-}
-
 fn duckdb(root: &FsPath, t: i64) -> Option<serde_json::Value> {
-    let venv = venv();
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .ok()?
-            .success();
-        if !ok {
-            return None;
-        }
-    }
-    let has = std::process::Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .status()
-        .ok()?
-        .success();
-    if !has {
-        let ok = std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "duckdb"])
-            .status()
-            .ok()?
-            .success();
-        if !ok {
-            return None;
-        }
-    }
-    let script = root.join("duckdb_as_of.py");
-    std::fs::write(&script, DUCKDB).ok()?;
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(root.join("warehouse"))
-        .arg(t.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    let warehouse = root.join("warehouse");
+    let t = t.to_string();
+    common::run_duckdb(root, DUCKDB, &[warehouse.as_os_str(), t.as_ref()])
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -256,7 +192,7 @@ async fn main() {
     let t = T0 + (versions as i64) * SECOND - SECOND / 2;
     let strata = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
     let sql = format!("SELECT count(*), sum(balance) FROM as_of('bench.accounts', {t})");
-    reset_peak_rss();
+    common::reset_peak_rss();
     let mut best = f64::MAX;
     let mut result = (0_i64, 0_i64);
     for _ in 0..4 {
@@ -270,7 +206,7 @@ async fn main() {
             .value(0);
         result = (count, sum);
     }
-    let strata_rss = peak_rss_kb();
+    let strata_rss = common::peak_rss_kb();
     let rows = keys * versions;
 
     println!(

@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod common;
+
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,21 +141,6 @@ fn segment(schema: &TableSchema, s: usize, rows: usize, keys: usize) -> (RecordB
     (batch, entry)
 }
 
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 /// Best of three `as_of` runs: seconds and (count, sum).
 async fn as_of(strata: &StrataContext, t: i64) -> (f64, (i64, i64)) {
     let sql = format!("SELECT count(*), sum(balance) FROM as_of('bench.accounts', {t})");
@@ -172,16 +159,9 @@ async fn as_of(strata: &StrataContext, t: i64) -> (f64, (i64, i64)) {
     (best, result)
 }
 
+/// DuckDB's rewrite of the files listed in argv[1] into argv[2] (after
+/// `common::PYTHON_PRELUDE`).
 const DUCKDB: &str = r#"
-import json, sys, time
-import duckdb
-def peak_kb():
-    # VmHWM: this process's own peak. (getrusage's ru_maxrss would include the bench's peak
-    # before the fork + exec that started this script.)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 files, out = json.load(open(sys.argv[1])), sys.argv[2]
 con = duckdb.connect()
 start = time.perf_counter()
@@ -191,57 +171,13 @@ elapsed = time.perf_counter() - start
 print(json.dumps({"seconds": elapsed, "rss_kb": peak_kb()}))
 "#;
 
-fn venv() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(home).join(".cache/strata/bench/venv")
-}
-
 /// DuckDB's rewrite of `files` into one sorted zstd file: (seconds, peak RSS kB).
 fn duckdb_rewrite(dir: &FsPath, files: &[PathBuf]) -> Option<(f64, u64)> {
-    let venv = venv();
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        let ok = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .ok()?
-            .success();
-        if !ok {
-            return None;
-        }
-    }
-    let has = std::process::Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .status()
-        .ok()?
-        .success();
-    if !has {
-        let ok = std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "duckdb"])
-            .status()
-            .ok()?
-            .success();
-        if !ok {
-            return None;
-        }
-    }
     let list = dir.join("files.json");
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     std::fs::write(&list, serde_json::to_vec(&names).ok()?).ok()?;
-    let script = dir.join("duckdb_rewrite.py");
-    std::fs::write(&script, DUCKDB).ok()?;
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(&list)
-        .arg(dir.join("duckdb-rewrite.parquet"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let out = dir.join("duckdb-rewrite.parquet");
+    let v = common::run_duckdb(dir, DUCKDB, &[list.as_os_str(), out.as_os_str()])?;
     Some((v["seconds"].as_f64()?, v["rss_kb"].as_u64()?))
 }
 
@@ -301,7 +237,7 @@ async fn main() {
     };
     let coalescer =
         Coalescer::new(Arc::clone(&catalog), Arc::clone(&store), config.clone()).unwrap();
-    reset_peak_rss();
+    common::reset_peak_rss();
     let start = Instant::now();
     let mut rounds = 0;
     loop {
@@ -311,7 +247,7 @@ async fn main() {
         }
     }
     let coalesce_secs = start.elapsed().as_secs_f64();
-    let coalesce_rss = peak_rss_kb();
+    let coalesce_rss = common::peak_rss_kb();
     let state = catalog.state();
     let after_segments = state.segments(&schema.table).len();
     let after_bytes: u64 = state

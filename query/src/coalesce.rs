@@ -48,23 +48,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 // See `read.rs`: the object_store reader datafusion 55 uses.
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use serde::{Deserialize, Serialize};
-use strata_catalog::schema::{COMMIT_POS_COLUMN, EVENT_ID_COLUMN, KEY_COLUMN, SEQ_COLUMN};
+use strata_catalog::schema::{COMMIT_POS_COLUMN, KEY_COLUMN, SEQ_COLUMN};
 use strata_catalog::{
-    Action, Catalog, CatalogState, CatalogVersion, CommitInfo, QuarantinedObject, Segment,
-    SegmentEntry, SegmentRemoval, TableId, encode_segment,
+    Action, Catalog, CatalogState, CatalogVersion, CommitInfo, Segment, SegmentEntry,
+    SegmentRemoval, TableId, encode_segment,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::merge::sort_unique;
 use crate::read::object_path;
 use crate::snapshot::quarantine_segment;
 
@@ -201,14 +202,7 @@ pub fn plan(
         tier
     };
     // A quarantined segment is unreadable: it stays as it is.
-    let quarantined: HashSet<&str> = state
-        .quarantine()
-        .iter()
-        .filter_map(|q| match &q.object {
-            QuarantinedObject::Object { path } => Some(path.as_str()),
-            QuarantinedObject::KafkaRecord { .. } => None,
-        })
-        .collect();
+    let quarantined: HashSet<&str> = state.quarantined_objects().collect();
     let mut candidates: Vec<(usize, u32, usize, &SegmentEntry)> = t
         .segments()
         .iter()
@@ -453,33 +447,7 @@ fn sort_and_dedup(batches: &[RecordBatch]) -> Result<(RecordBatch, u64), arrow::
         .map(RecordBatch::schema)
         .ok_or_else(|| arrow::error::ArrowError::InvalidArgumentError("no rows".into()))?;
     let all = concat_batches(&schema, batches)?;
-    let column = |name: &str| -> Result<_, arrow::error::ArrowError> {
-        Ok(Arc::clone(all.column(schema.index_of(name)?)))
-    };
-    let sort = [KEY_COLUMN, COMMIT_POS_COLUMN, SEQ_COLUMN]
-        .iter()
-        .map(|name| {
-            Ok(SortColumn {
-                values: column(name)?,
-                options: None,
-            })
-        })
-        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
-    let order = lexsort_to_indices(&sort, None)?;
-    let ids = column(EVENT_ID_COLUMN)?;
-    let ids = ids.as_fixed_size_binary_opt().ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError(format!("`{EVENT_ID_COLUMN}` is not binary(32)"))
-    })?;
-    let mut seen = HashSet::with_capacity(all.num_rows());
-    let keep: UInt32Array = order
-        .values()
-        .iter()
-        .copied()
-        .filter(|&i| seen.insert(ids.value(i as usize)))
-        .map(Some)
-        .collect();
-    let copies = (all.num_rows() - keep.len()) as u64;
-    Ok((take_record_batch(&all, &keep)?, copies))
+    sort_unique(&all, &[KEY_COLUMN, COMMIT_POS_COLUMN, SEQ_COLUMN])
 }
 
 async fn delete(store: &Arc<dyn ObjectStore>, catalog: &Catalog, paths: &[String]) {
@@ -618,15 +586,13 @@ impl Coalescer {
         }
         info!(interval = ?self.config.interval, small_bytes = self.config.small_bytes,
               "coalescer started");
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.config.interval) => {}
-            }
+        crate::periodic::every(self.config.interval, &cancel, || async {
             if let Err(e) = self.round().await {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "coalesce round failed");
             }
-        }
+        })
+        .await;
+        Ok(())
     }
 }

@@ -64,6 +64,7 @@
 pub mod coalesce;
 pub mod error;
 mod merge;
+pub mod periodic;
 mod provider;
 mod read;
 pub mod snapshot;

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeBinaryArray, ListArray, RecordBatch, RecordBatchOptions,
-    StringArray, new_null_array,
+    StringArray, UInt32Array, new_null_array,
 };
-use arrow::compute::interleave;
+use arrow::compute::{SortColumn, interleave, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use arrow::error::ArrowError;
 use strata_catalog::schema::{
@@ -640,6 +640,42 @@ fn emit(out: &mut Output, cols: &[Loc], writer: Loc) {
     for (column, loc) in out.columns.iter_mut().zip(cols) {
         column.push(*loc);
     }
+}
+
+/// The rows of `all` sorted by the columns `by` (ascending), each `_event_id` once (its first
+/// row in that order); and how many repeated copies were dropped.
+pub(crate) fn sort_unique(
+    all: &RecordBatch,
+    by: &[&str],
+) -> Result<(RecordBatch, u64), ArrowError> {
+    let schema = all.schema();
+    let column = |name: &str| -> Result<ArrayRef, ArrowError> {
+        Ok(Arc::clone(all.column(schema.index_of(name)?)))
+    };
+    let sort = by
+        .iter()
+        .map(|name| {
+            Ok(SortColumn {
+                values: column(name)?,
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    let order = lexsort_to_indices(&sort, None)?;
+    let ids = column(EVENT_ID_COLUMN)?;
+    let ids = ids
+        .as_fixed_size_binary_opt()
+        .ok_or_else(|| ArrowError::SchemaError(format!("`{EVENT_ID_COLUMN}` is not binary(32)")))?;
+    let mut seen = std::collections::HashSet::with_capacity(all.num_rows());
+    let keep: UInt32Array = order
+        .values()
+        .iter()
+        .copied()
+        .filter(|&i| seen.insert(ids.value(i as usize)))
+        .map(Some)
+        .collect();
+    let dropped = (all.num_rows() - keep.len()) as u64;
+    Ok((take_record_batch(all, &keep)?, dropped))
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -33,7 +33,7 @@ use strata_catalog::schema::{
 use strata_catalog::{Catalog, CatalogState, Row, TableId, TableSchema, encode_key};
 
 use crate::error::{Error, Result};
-use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_state};
+use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_state, sort_unique};
 use crate::read::{FileRef, ReadSpec, mark_copies, read_segment, segment_may_match};
 use crate::snapshot::read_state_runs;
 
@@ -411,30 +411,7 @@ fn change_log(
     if all.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let column = |name: &str| -> Result<_, arrow::error::ArrowError> {
-        Ok(Arc::clone(all.column(schema.index_of(name)?)))
-    };
-    let sort = [COMMIT_POS_COLUMN, SEQ_COLUMN, KEY_COLUMN]
-        .iter()
-        .map(|name| {
-            Ok(SortColumn {
-                values: column(name)?,
-                options: None,
-            })
-        })
-        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
-    let order = lexsort_to_indices(&sort, None)?;
-    let ids = column(EVENT_ID_COLUMN)?;
-    let ids = ids.as_fixed_size_binary();
-    let mut seen = std::collections::HashSet::new();
-    let keep: UInt32Array = order
-        .values()
-        .iter()
-        .copied()
-        .filter(|&i| seen.insert(ids.value(i as usize)))
-        .map(Some)
-        .collect();
-    let sorted = take_record_batch(&all, &keep)?;
+    let (sorted, _) = sort_unique(&all, &[COMMIT_POS_COLUMN, SEQ_COLUMN, KEY_COLUMN])?;
     let drop = [
         schema.index_of(EVENT_ID_COLUMN)?,
         schema.index_of(KEY_COLUMN)?,

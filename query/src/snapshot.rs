@@ -502,16 +502,14 @@ impl Snapshotter {
         }
         info!(interval = ?self.config.interval, min_changes = self.config.min_changes,
               "snapshotter started");
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.config.interval) => {}
-            }
+        crate::periodic::every(self.config.interval, &cancel, || async {
             if let Err(e) = self.round().await {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "snapshot round failed");
             }
-        }
+        })
+        .await;
+        Ok(())
     }
 }
 
@@ -536,11 +534,7 @@ pub(crate) async fn quarantine_segment(
     else {
         return;
     };
-    let known = state
-        .quarantine()
-        .iter()
-        .any(|q| matches!(&q.object, QuarantinedObject::Object { path } if path == relative));
-    if known {
+    if state.quarantined_objects().any(|path| path == relative) {
         return;
     }
     let entry = QuarantineEntry {

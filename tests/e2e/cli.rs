@@ -9,11 +9,11 @@ use strata_catalog::{Action, Catalog, CatalogConfig, CommitInfo, Segment, TableI
 
 use crate::support::{kafka_brokers, pg_url, s3_settings, s3_store, unique};
 
-pub(crate) fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
+/// `strata <args>` with exactly `env`: no STRATA_* overrides leak in from the caller's
+/// environment.
+pub(crate) fn command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.args(args).current_dir(dir.path());
-    // Only what the test sets: no STRATA_* overrides leak in from the caller's environment.
+    cmd.args(args);
     for (var, _) in std::env::vars() {
         if var.starts_with("STRATA_") || var == "RUST_LOG" {
             cmd.env_remove(var);
@@ -22,7 +22,13 @@ pub(crate) fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
     for (var, value) in env {
         cmd.env(var, value);
     }
-    cmd.output().unwrap()
+    cmd
+}
+
+/// Runs `strata <args>` to the end, in a fresh directory.
+pub(crate) fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    command(args, env).current_dir(dir.path()).output().unwrap()
 }
 
 pub(crate) fn text(bytes: &[u8]) -> String {

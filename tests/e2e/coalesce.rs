@@ -3,7 +3,7 @@
 //! `strata gc --dry-run` names the replaced files, and `strata run`'s periodic gc deletes them
 //! without changing any answer.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use strata_catalog::{
 };
 use strata_query::{StrataContext, testing};
 
-use crate::cli::{strata, text};
+use crate::cli::{command, strata, text};
 use crate::support::{kafka_brokers, s3_settings, s3_store, unique};
 
 /// 2026-11-25T10:00:00Z in µs.
@@ -131,19 +131,36 @@ async fn answers(strata: &StrataContext) -> Vec<String> {
 }
 
 /// `strata run` with only the compactor part (subscribed to a topic nobody writes), so that
-/// only its coalescer has work.
+/// only its coalescer and gc have work.
 fn run_compactor_part(env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.arg("run").stdout(Stdio::null()).stderr(Stdio::piped());
-    for (var, _) in std::env::vars() {
-        if var.starts_with("STRATA_") || var == "RUST_LOG" {
-            cmd.env_remove(var);
+    command(&["run"], env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `done` every 200 ms until it holds, while `child` runs; then stops `child` and
+/// returns its log. Fails after 60 s, or when `child` exits first, saying `what` it waited for.
+async fn wait_then_stop<F, Fut>(mut child: Child, what: &str, mut done: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        if done().await {
+            break true;
         }
-    }
-    for (var, value) in env {
-        cmd.env(var, value);
-    }
-    cmd.spawn().unwrap()
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    child.kill().ok();
+    let log = text(&child.wait_with_output().unwrap().stderr);
+    assert!(finished, "{what}: not within 60 s\n{log}");
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,27 +211,15 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
         ("STRATA_SNAPSHOTS__ENABLED", "false".into()),
         ("NO_COLOR", "1".into()),
     ];
-    let mut child = run_compactor_part(&env);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        catalog.refresh().await.unwrap();
-        if catalog.state().segments(&table()).len() == 1 {
-            break;
-        }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            child.kill().ok();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "no coalesced segment within 60 s; segments: {}\n{}",
-                catalog.state().segments(&table()).len(),
-                text(&out.stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = text(&out.stderr);
+    let log = wait_then_stop(
+        run_compactor_part(&env),
+        "the twelve segments coalesced into one",
+        || async {
+            catalog.refresh().await.unwrap();
+            catalog.state().segments(&table()).len() == 1
+        },
+    )
+    .await;
     assert!(
         log.contains("segments coalesced") && log.contains("sources=12"),
         "{log}"
@@ -263,29 +268,18 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
     let mut with_gc = env.to_vec();
     with_gc.push(("STRATA_GC__INTERVAL", "\"1s\"".into()));
     with_gc.push(("STRATA_GC__OLDER_THAN", "\"0s\"".into()));
-    let mut child = run_compactor_part(&with_gc);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut left = 0;
-        for path in &sources {
-            left += usize::from(store.head(&at(path)).await.is_ok());
-        }
-        if left == 0 {
-            break;
-        }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            child.kill().ok();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{left} replaced files still there after 60 s\n{}",
-                text(&out.stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = text(&out.stderr);
+    let log = wait_then_stop(
+        run_compactor_part(&with_gc),
+        "the replaced files deleted by the periodic gc",
+        || async {
+            let mut left = 0;
+            for path in &sources {
+                left += usize::from(store.head(&at(path)).await.is_ok());
+            }
+            left == 0
+        },
+    )
+    .await;
     assert!(
         log.contains("gc deleted unreferenced history files") && log.contains("files=12"),
         "{log}"

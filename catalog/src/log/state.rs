@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::actions::{
-    Action, CatalogVersion, OffsetRange, QuarantineEntry, SchemaVersion, Segment, Snapshot,
+    Action, CatalogVersion, OffsetRange, QuarantineEntry, QuarantinedObject, SchemaVersion,
+    Segment, Snapshot,
 };
 use crate::error::ConflictKind;
 use crate::table::TableId;
@@ -172,6 +173,14 @@ impl CatalogState {
     /// Quarantined input, in commit order.
     pub fn quarantine(&self) -> &[QuarantineEntry] {
         &self.quarantine
+    }
+
+    /// The store objects (paths relative to the root) in the quarantine, in commit order.
+    pub fn quarantined_objects(&self) -> impl Iterator<Item = &str> {
+        self.quarantine.iter().filter_map(|q| match &q.object {
+            QuarantinedObject::Object { path } => Some(path.as_str()),
+            QuarantinedObject::KafkaRecord { .. } => None,
+        })
     }
 
     /// Checks the state-dependent commit rules for `actions` as if they were committed next,
@@ -400,7 +409,7 @@ impl CatalogState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::actions::{QuarantinedObject, SegmentRemoval, Watermark};
+    use crate::log::actions::{SegmentRemoval, Watermark};
 
     fn orders() -> TableId {
         TableId::new("pg-main", "public", "orders")

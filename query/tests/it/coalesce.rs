@@ -1,7 +1,7 @@
 //! Coalescing small segments changes no answer, drops repeated copies, keeps snapshots
 //! usable, respects schema changes and skips (and quarantines) a corrupt segment.
 
-use strata_catalog::{Action, CatalogVersion, CommitInfo, QuarantinedObject, Segment};
+use strata_catalog::{Action, CatalogVersion, CommitInfo, Segment};
 use strata_query::coalesce::{CoalesceConfig, Coalescer, coalesce_group, plan};
 use strata_query::snapshot::usable_snapshot;
 
@@ -292,14 +292,7 @@ async fn a_corrupt_segment_is_quarantined_and_left_out_of_later_rounds() {
     assert!(coalescer.round().await.expect("round").is_empty());
     let state = f.catalog.state();
     assert_eq!(state.segments(&orders()).len(), 5, "nothing replaced");
-    let quarantined: Vec<&str> = state
-        .quarantine()
-        .iter()
-        .filter_map(|q| match &q.object {
-            QuarantinedObject::Object { path } => Some(path.as_str()),
-            QuarantinedObject::KafkaRecord { .. } => None,
-        })
-        .collect();
+    let quarantined: Vec<&str> = state.quarantined_objects().collect();
     assert_eq!(quarantined, vec![damaged.as_str()]);
 
     // The next round coalesces the four readable segments and keeps the damaged one.
