@@ -195,7 +195,7 @@ pub fn plan(
     let tier = |bytes: u64| {
         let mut tier = 0_u32;
         let mut limit = TIER_BASE;
-        while bytes >= limit {
+        while bytes >= limit && tier < 64 {
             tier += 1;
             limit = limit.saturating_mul(ratio);
         }
