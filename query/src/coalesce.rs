@@ -88,9 +88,12 @@ pub struct CoalesceConfig {
     pub small_bytes: u64,
     /// A coalesced segment holds at most about this many bytes of sources. Default 64 MiB.
     pub target_bytes: u64,
-    /// At most this many change rows per coalesced segment (they are held in memory while
-    /// it is written). Default 1 048 576.
+    /// At most this many change rows per coalesced segment. Default 1 048 576.
     pub max_rows: u64,
+    /// A rewrite stops taking sources once the rows it read hold this much memory (Arrow
+    /// buffers); the rest waits for the next round. Sorting and encoding need about as much
+    /// again. Default 512 MiB.
+    pub max_memory_bytes: u64,
     /// A group is rewritten once it has this many segments (or holds half of
     /// `target_bytes`); also the size ratio between tiers. Default 10.
     pub min_segments: usize,
@@ -114,6 +117,7 @@ impl Default for CoalesceConfig {
             small_bytes: 16 * 1024 * 1024,
             target_bytes: 64 * 1024 * 1024,
             max_rows: 1024 * 1024,
+            max_memory_bytes: 512 * 1024 * 1024,
             min_segments: 10,
             settle: Duration::from_secs(600),
             row_group_rows: 128 * 1024,
@@ -143,6 +147,9 @@ impl CoalesceConfig {
         }
         if self.max_rows == 0 {
             return bad("max_rows", "must be more than 0");
+        }
+        if self.max_memory_bytes == 0 {
+            return bad("max_memory_bytes", "must be more than 0");
         }
         if self.min_segments < 2 {
             return bad("min_segments", "must be at least 2");
@@ -267,17 +274,33 @@ pub async fn coalesce_group(
     group: &[SegmentEntry],
     config: &CoalesceConfig,
 ) -> Result<Vec<Coalesced>> {
-    // Several files at a time: small segments cost a request and a footer each.
+    // Several files at a time (small segments cost a request and a footer each), until the
+    // rows read hold `max_memory_bytes`: the rest of the group waits for the next round.
     let reads: Vec<_> = group
         .iter()
-        .map(|segment| read_whole(catalog, store, table, &segment.segment))
+        .map(|segment| async move {
+            let batches = read_whole(catalog, store, table, &segment.segment).await;
+            (segment, batches)
+        })
         .collect();
-    let reads: Vec<Vec<RecordBatch>> = futures::stream::iter(reads)
-        .buffered(PARALLEL_READS)
-        .try_collect()
-        .await?;
+    let mut reads = futures::stream::iter(reads).buffered(PARALLEL_READS);
+    let mut read: Vec<(&SegmentEntry, Vec<RecordBatch>)> = Vec::new();
+    let mut held = 0_u64;
+    while let Some((segment, batches)) = reads.next().await {
+        let batches = batches?;
+        held += batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum::<u64>();
+        read.push((segment, batches));
+        // Two sources at least, so that every rewrite makes progress.
+        if held >= config.max_memory_bytes && read.len() >= 2 {
+            break;
+        }
+    }
+    drop(reads);
     let mut runs: Vec<(Vec<&SegmentEntry>, Vec<RecordBatch>)> = Vec::new();
-    for (segment, batches) in group.iter().zip(reads) {
+    for (segment, batches) in read {
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             continue;
         };
@@ -294,7 +317,7 @@ pub async fn coalesce_group(
         let (zstd, row_group) = (config.zstd_level, config.row_group_rows);
         let table_name = table.to_string();
         let (merged, copies_dropped, bytes) = tokio::task::spawn_blocking(move || {
-            let (merged, copies) = sort_and_dedup(&batches)?;
+            let (merged, copies) = sort_and_dedup(batches)?;
             let bytes = encode_segment(&merged, zstd, row_group)
                 .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
             Ok::<_, arrow::error::ArrowError>((merged.num_rows(), copies, bytes))
@@ -441,12 +464,16 @@ async fn read_whole(
 
 /// The rows of `batches` (one schema) sorted by (`_key`, `_commit_pos`, `_seq`), each
 /// `_event_id` once; and how many repeated copies were dropped.
-fn sort_and_dedup(batches: &[RecordBatch]) -> Result<(RecordBatch, u64), arrow::error::ArrowError> {
+fn sort_and_dedup(
+    batches: Vec<RecordBatch>,
+) -> Result<(RecordBatch, u64), arrow::error::ArrowError> {
     let schema = batches
         .first()
         .map(RecordBatch::schema)
         .ok_or_else(|| arrow::error::ArrowError::InvalidArgumentError("no rows".into()))?;
-    let all = concat_batches(&schema, batches)?;
+    let all = concat_batches(&schema, &batches)?;
+    // The rows are held once, not twice, while they are sorted.
+    drop(batches);
     sort_unique(&all, &[KEY_COLUMN, COMMIT_POS_COLUMN, SEQ_COLUMN])
 }
 

@@ -483,3 +483,25 @@ async fn a_snapshot_committed_meanwhile_refuses_a_straddling_rewrite_and_its_fil
     let groups = plan(&f.catalog.state(), &orders(), &eager(), ALL);
     assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_budget_cuts_a_group_and_the_rest_waits() {
+    let f = fixture().await;
+    let tight = CoalesceConfig {
+        max_memory_bytes: 1,
+        ..eager()
+    };
+    let coalescer =
+        Coalescer::new(Arc::clone(&f.catalog), Arc::clone(&f.store), tight).expect("coalescer");
+    // Each round reads two sources (the least that makes progress) and rewrites them.
+    let done = coalescer.round().await.expect("round");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].replaced.len(), 2);
+    assert_eq!(f.catalog.state().segments(&orders()).len(), 4);
+    check_history(&f).await;
+    for _ in 0..3 {
+        coalescer.round().await.expect("round");
+    }
+    assert_eq!(f.catalog.state().segments(&orders()).len(), 1);
+    check_history(&f).await;
+}
