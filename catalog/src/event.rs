@@ -456,6 +456,28 @@ impl DecodeError {
     }
 }
 
+/// Hashes an event id (or any blake3 digest) by its first eight bytes: digests are already
+/// uniform, so hashing them again (SipHash) would only cost time. For sets and maps keyed by
+/// event ids: `HashSet<[u8; 32], DigestHasher>`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHash(u64);
+
+impl std::hash::Hasher for DigestHash {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The `BuildHasher` of [`DigestHash`].
+pub type DigestHasher = std::hash::BuildHasherDefault<DigestHash>;
+
 /// What the envelope schemas already seen mean. Every record of a topic carries the same few
 /// kilobytes of Connect schema; with a cache it is parsed once per distinct schema text, and
 /// the table's columns are derived once per (schema, table, key columns). Bounded: cleared

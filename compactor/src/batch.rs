@@ -2,36 +2,17 @@
 //! buffered events grouped by schema, quarantined records.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use strata_catalog::{
-    QuarantineEntry, SchemaError, SegmentBuilder, SegmentRow, TableId, TableSchema,
+    DigestHasher, QuarantineEntry, SchemaError, SegmentBuilder, SegmentRow, TableId, TableSchema,
 };
 
 /// A Kafka partition.
 pub(crate) type TopicPartition = (String, i32);
 
 /// A set of event ids.
-pub(crate) type IdSet = HashSet<[u8; 32], BuildHasherDefault<IdHash>>;
-
-/// Hashes an event id by its first eight bytes: ids are blake3 digests, already uniform,
-/// so hashing them again (SipHash) would only cost time.
-#[derive(Debug, Default)]
-pub(crate) struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[..n]);
-        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+pub(crate) type IdSet = HashSet<[u8; 32], DigestHasher>;
 
 /// Event ids already committed, remembered up to a bound, oldest forgotten first.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@
 //! so an out-of-order file costs time, never correctness.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -25,6 +25,7 @@ use arrow::array::{
 use arrow::compute::{SortColumn, interleave, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use arrow::error::ArrowError;
+use strata_catalog::DigestHasher;
 use strata_catalog::schema::{
     COMMIT_POS_COLUMN, COMMIT_TS_COLUMN, EVENT_ID_COLUMN, KEY_COLUMN, OP_COLUMN, SEQ_COLUMN,
     TX_ID_COLUMN, UNCHANGED_COLUMN,
@@ -666,7 +667,8 @@ pub(crate) fn sort_unique(
     let ids = ids
         .as_fixed_size_binary_opt()
         .ok_or_else(|| ArrowError::SchemaError(format!("`{EVENT_ID_COLUMN}` is not binary(32)")))?;
-    let mut seen = std::collections::HashSet::with_capacity(all.num_rows());
+    let mut seen: HashSet<&[u8], DigestHasher> =
+        HashSet::with_capacity_and_hasher(all.num_rows(), DigestHasher::default());
     let keep: UInt32Array = order
         .values()
         .iter()
