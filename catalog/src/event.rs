@@ -463,6 +463,7 @@ impl DecodeError {
 pub struct DigestHash(u64);
 
 impl std::hash::Hasher for DigestHash {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let mut word = [0; 8];
         let n = bytes.len().min(8);
@@ -470,6 +471,7 @@ impl std::hash::Hasher for DigestHash {
         self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
