@@ -23,38 +23,13 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use serde_json::json;
-use strata_catalog::{
-    Catalog, CatalogConfig, ColumnSchema, ColumnType, ConnectType, Row, Segment, TableId,
-    TableSchema, encode_key,
-};
+use strata_catalog::{Catalog, CatalogConfig, Row, Segment, TableSchema, encode_key};
 use strata_query::{StrataContext, testing};
 
 const T0: i64 = 1_795_600_800_000_000;
 const SECOND: i64 = 1_000_000;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn schema() -> TableSchema {
-    let column = |name: &str, connect, key: bool| ColumnSchema {
-        name: name.into(),
-        column_type: ColumnType::plain(connect),
-        optional: !key,
-        key,
-    };
-    TableSchema {
-        table: TableId::new("bench", "bench", "accounts"),
-        columns: vec![
-            column("id", ConnectType::Int64, true),
-            column("balance", ConnectType::Int64, false),
-            column("owner", ConnectType::String, false),
-        ],
-    }
-}
+use common::{env, schema};
 
 /// Version `v` of every key: inserts at 0, then updates; version 9 deletes every 10th key.
 fn version_batch(schema: &TableSchema, keys: usize, v: usize) -> RecordBatch {

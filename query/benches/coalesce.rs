@@ -26,39 +26,14 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use serde_json::json;
-use strata_catalog::{
-    Catalog, CatalogConfig, ColumnSchema, ColumnType, ConnectType, Row, Segment, TableId,
-    TableSchema, encode_key,
-};
+use strata_catalog::{Catalog, CatalogConfig, Row, Segment, TableSchema, encode_key};
 use strata_query::coalesce::{CoalesceConfig, Coalescer};
 use strata_query::{StrataContext, testing};
 
 const T0: i64 = 1_795_600_800_000_000;
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn schema() -> TableSchema {
-    let column = |name: &str, connect, key: bool| ColumnSchema {
-        name: name.into(),
-        column_type: ColumnType::plain(connect),
-        optional: !key,
-        key,
-    };
-    TableSchema {
-        table: TableId::new("bench", "bench", "accounts"),
-        columns: vec![
-            column("id", ConnectType::Int64, true),
-            column("balance", ConnectType::Int64, false),
-            column("owner", ConnectType::String, false),
-        ],
-    }
-}
+use common::{env, schema};
 
 /// Segment `s`: `rows` changes of pseudo-random keys, one transaction per 10 changes, one
 /// millisecond per segment; the first changes of a key insert it, 5% of the others delete.

@@ -3,6 +3,34 @@
 
 use std::path::{Path, PathBuf};
 
+use strata_catalog::{ColumnSchema, ColumnType, ConnectType, TableId, TableSchema};
+
+/// A size from the environment, or `default`.
+pub(crate) fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The benches' table: `bench.bench.accounts` (`id` int8 key, `balance` int8, `owner` text).
+pub(crate) fn schema() -> TableSchema {
+    let column = |name: &str, connect, key: bool| ColumnSchema {
+        name: name.into(),
+        column_type: ColumnType::plain(connect),
+        optional: !key,
+        key,
+    };
+    TableSchema {
+        table: TableId::new("bench", "bench", "accounts"),
+        columns: vec![
+            column("id", ConnectType::Int64, true),
+            column("balance", ConnectType::Int64, false),
+            column("owner", ConnectType::String, false),
+        ],
+    }
+}
+
 /// This process's peak RSS in kB (`VmHWM`).
 pub(crate) fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
