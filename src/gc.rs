@@ -66,6 +66,11 @@ pub(crate) struct GcReport {
     pub(crate) deleted: bool,
 }
 
+/// A store without catalog commits: nothing is referenced, so `collect` refuses it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} holds no catalog commits: refusing to collect (is storage.url right?)")]
+pub(crate) struct NoCommits(String);
+
 /// Is `relative` (a path under strata's root) a history file: a change segment
 /// (`<source>/<ns>/<table>/changes/<file>.parquet`) or a snapshot file
 /// (`<source>/<ns>/<table>/snapshots/<version>/<file>.parquet`)?
@@ -103,10 +108,7 @@ pub(crate) async fn collect(
     if state.version().get() == 0 {
         // No commit at all: nothing is referenced, so everything would look orphaned. This is
         // a wrong `storage.url` far more likely than a history to collect.
-        anyhow::bail!(
-            "{} holds no catalog commits: refusing to collect (is storage.url right?)",
-            storage.display
-        );
+        return Err(NoCommits(storage.display.clone()).into());
     }
     let mut referenced: HashSet<&str> = HashSet::new();
     for table in state.tables() {
@@ -244,20 +246,6 @@ pub(crate) async fn run_periodically(
 
 /// One periodic collection: logged and counted, never failing.
 async fn collect_once(storage: &Storage, older_than: Duration, stats: &GcStats) {
-    let empty = match storage.catalog().await {
-        Ok(catalog) => catalog.state().version().get() == 0,
-        Err(e) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "gc: cannot open the catalog; retrying next interval"
-            );
-            return;
-        }
-    };
-    if empty {
-        return;
-    }
     match collect(storage, older_than, false, Utc::now()).await {
         Ok(report) => {
             stats.runs.fetch_add(1, Ordering::Relaxed);
@@ -278,6 +266,8 @@ async fn collect_once(storage: &Storage, older_than: Duration, stats: &GcStats) 
                 );
             }
         }
+        // Nothing committed yet: nothing to collect.
+        Err(e) if e.downcast_ref::<NoCommits>().is_some() => {}
         Err(e) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(

@@ -128,9 +128,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             coalescer.run(task_cancel).await.context("coalesce")?;
             Ok("coalesce")
         });
-        let gc_storage = Storage::open(&config.storage)?;
-        let (gc_config, task_stats, task_cancel) =
-            (config.gc.clone(), Arc::clone(&gc_stats), cancel.clone());
+        let (gc_storage, gc_config, task_stats, task_cancel) = (
+            storage.clone(),
+            config.gc.clone(),
+            Arc::clone(&gc_stats),
+            cancel.clone(),
+        );
         tasks.spawn(async move {
             gc::run_periodically(gc_storage, gc_config, task_stats, task_cancel)
                 .await
