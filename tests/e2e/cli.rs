@@ -25,6 +25,19 @@ pub(crate) fn command(args: &[&str], env: &[(&str, String)]) -> Command {
     cmd
 }
 
+/// strata's `storage.*` settings for the stack's S3 server, under `root` in its bucket.
+pub(crate) fn s3_storage_env(root: &Path) -> Vec<(&'static str, String)> {
+    let (endpoint, bucket, key, secret, region) = s3_settings();
+    vec![
+        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{root}")),
+        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
+        ("STRATA_STORAGE__S3__REGION", region),
+        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
+        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
+        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
+    ]
+}
+
 /// Runs `strata <args>` to the end, in a fresh directory.
 pub(crate) fn strata(args: &[&str], env: &[(&str, String)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -108,20 +121,11 @@ fn commands_not_built_yet_say_so_and_fail() {
 
 #[test]
 fn check_passes_against_the_real_stack() {
-    let (endpoint, bucket, key, secret, region) = s3_settings();
-    let env = [
+    let mut env = s3_storage_env(&Path::from(unique("check")));
+    env.extend([
         ("STRATA_KAFKA__BROKERS", kafka_brokers()),
-        (
-            "STRATA_STORAGE__URL",
-            format!("s3://{bucket}/{}", unique("check")),
-        ),
-        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
-        ("STRATA_STORAGE__S3__REGION", region),
-        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
-        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
-        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
         ("STRATA_SOURCE__POSTGRES__URL", pg_url()),
-    ];
+    ]);
     let out = strata(&["check"], &env);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -218,15 +222,7 @@ async fn gc_on_s3_deletes_only_unreferenced_history_files() {
         .await
         .unwrap();
 
-    let (endpoint, bucket, key, secret, region) = s3_settings();
-    let env = [
-        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{root}")),
-        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
-        ("STRATA_STORAGE__S3__REGION", region),
-        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
-        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
-        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
-    ];
+    let env = s3_storage_env(&root);
     // Young: kept by the default grace period.
     let out = strata(&["gc"], &env);
     let stdout = text(&out.stdout);

@@ -17,8 +17,8 @@ use strata_catalog::{
 };
 use strata_query::{StrataContext, testing};
 
-use crate::cli::{command, strata, text};
-use crate::support::{kafka_brokers, s3_settings, s3_store, unique};
+use crate::cli::{command, s3_storage_env, strata, text};
+use crate::support::{kafka_brokers, s3_store, unique};
 
 /// 2026-11-25T10:00:00Z in µs.
 const T0: i64 = 1_795_600_800_000_000;
@@ -188,14 +188,9 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
         before[12]
     );
 
-    let (endpoint, bucket, key, secret, region) = s3_settings();
-    let env = [
-        ("STRATA_STORAGE__URL", format!("s3://{bucket}/{root}")),
-        ("STRATA_STORAGE__S3__ENDPOINT", endpoint),
-        ("STRATA_STORAGE__S3__REGION", region),
-        ("STRATA_STORAGE__S3__ACCESS_KEY_ID", key),
-        ("STRATA_STORAGE__S3__SECRET_ACCESS_KEY", secret),
-        ("STRATA_STORAGE__S3__ALLOW_HTTP", "true".into()),
+    let storage_env = s3_storage_env(&root);
+    let mut env = storage_env.clone();
+    env.extend([
         ("STRATA_KAFKA__BROKERS", kafka_brokers()),
         ("STRATA_METRICS__ENABLED", "false".into()),
         ("STRATA_RUN__PARTS", r#"["compactor"]"#.into()),
@@ -210,7 +205,7 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
         ("STRATA_COALESCE__SETTLE", "\"0s\"".into()),
         ("STRATA_SNAPSHOTS__ENABLED", "false".into()),
         ("NO_COLOR", "1".into()),
-    ];
+    ]);
     let log = wait_then_stop(
         run_compactor_part(&env),
         "the twelve segments coalesced into one",
@@ -248,8 +243,7 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
     for path in &sources {
         assert!(store.head(&at(path)).await.is_ok(), "{path} deleted early");
     }
-    let gc_env: Vec<(&str, String)> = env[..6].to_vec();
-    let out = strata(&["gc", "--older-than", "0s", "--dry-run"], &gc_env);
+    let out = strata(&["gc", "--older-than", "0s", "--dry-run"], &storage_env);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
@@ -265,7 +259,7 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
 
     // `strata run`'s own periodic gc, every second with a zero grace, deletes them and keeps
     // the coalesced segment.
-    let mut with_gc = env.to_vec();
+    let mut with_gc = env.clone();
     with_gc.push(("STRATA_GC__INTERVAL", "\"1s\"".into()));
     with_gc.push(("STRATA_GC__OLDER_THAN", "\"0s\"".into()));
     let log = wait_then_stop(
