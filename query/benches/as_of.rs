@@ -166,21 +166,8 @@ async fn main() {
     // All versions but the last: the deletes of version 9 are past T when versions = 10.
     let t = T0 + (versions as i64) * SECOND - SECOND / 2;
     let strata = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
-    let sql = format!("SELECT count(*), sum(balance) FROM as_of('bench.accounts', {t})");
     common::reset_peak_rss();
-    let mut best = f64::MAX;
-    let mut result = (0_i64, 0_i64);
-    for _ in 0..4 {
-        let start = Instant::now();
-        let batches = strata.query(&sql).await.unwrap();
-        best = best.min(start.elapsed().as_secs_f64());
-        let b = &batches[0];
-        let count = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column(0))
-            .value(0);
-        let sum = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column(1))
-            .value(0);
-        result = (count, sum);
-    }
+    let (best, result) = common::as_of_count_sum(&strata, t, 4).await;
     let strata_rss = common::peak_rss_kb();
     let rows = keys * versions;
 

@@ -21,7 +21,7 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::{DataType, Field, Int64Type};
+use arrow::datatypes::{DataType, Field};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -116,24 +116,6 @@ fn segment(schema: &TableSchema, s: usize, rows: usize, keys: usize) -> (RecordB
     (batch, entry)
 }
 
-/// Best of three `as_of` runs: seconds and (count, sum).
-async fn as_of(strata: &StrataContext, t: i64) -> (f64, (i64, i64)) {
-    let sql = format!("SELECT count(*), sum(balance) FROM as_of('bench.accounts', {t})");
-    let mut best = f64::MAX;
-    let mut result = (0, 0);
-    for _ in 0..3 {
-        let start = Instant::now();
-        let batches = strata.query(&sql).await.unwrap();
-        best = best.min(start.elapsed().as_secs_f64());
-        let b = &batches[0];
-        result = (
-            b.column(0).as_primitive::<Int64Type>().value(0),
-            b.column(1).as_primitive::<Int64Type>().value(0),
-        );
-    }
-    (best, result)
-}
-
 /// DuckDB's rewrite of the files listed in argv[1] into argv[2] (after
 /// `common::PYTHON_PRELUDE`).
 const DUCKDB: &str = r#"
@@ -203,7 +185,7 @@ async fn main() {
 
     let t = T0 + segments as i64 * 1000;
     let strata = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
-    let (before_secs, before) = as_of(&strata, t).await;
+    let (before_secs, before) = common::as_of_count_sum(&strata, t, 3).await;
 
     // The defaults, but segments count as settled at once (the bench's are all committed).
     let config = CoalesceConfig {
@@ -230,7 +212,7 @@ async fn main() {
         .iter()
         .map(|e| e.segment.bytes)
         .sum();
-    let (after_secs, after) = as_of(&strata, t).await;
+    let (after_secs, after) = common::as_of_count_sum(&strata, t, 3).await;
     assert_eq!(before, after, "coalescing changed the state");
 
     println!(

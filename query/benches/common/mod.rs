@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
 use strata_catalog::{ColumnSchema, ColumnType, ConnectType, TableId, TableSchema};
+use strata_query::StrataContext;
 
 /// A size from the environment, or `default`.
 pub(crate) fn env(name: &str, default: usize) -> usize {
@@ -29,6 +32,29 @@ pub(crate) fn schema() -> TableSchema {
             column("owner", ConnectType::String, false),
         ],
     }
+}
+
+/// `SELECT count(*), sum(balance) FROM as_of('bench.accounts', t)`, `runs` times: the best
+/// time in seconds and the (count, sum) it returned.
+pub(crate) async fn as_of_count_sum(
+    strata: &StrataContext,
+    t: i64,
+    runs: usize,
+) -> (f64, (i64, i64)) {
+    let sql = format!("SELECT count(*), sum(balance) FROM as_of('bench.accounts', {t})");
+    let mut best = f64::MAX;
+    let mut result = (0, 0);
+    for _ in 0..runs {
+        let start = std::time::Instant::now();
+        let batches = strata.query(&sql).await.unwrap();
+        best = best.min(start.elapsed().as_secs_f64());
+        let b = &batches[0];
+        result = (
+            b.column(0).as_primitive::<Int64Type>().value(0),
+            b.column(1).as_primitive::<Int64Type>().value(0),
+        );
+    }
+    (best, result)
 }
 
 /// This process's peak RSS in kB (`VmHWM`).
