@@ -87,6 +87,7 @@
 //!
 //! No optional features. Any `object_store` backend works; the workspace enables `aws`.
 
+pub mod avro;
 pub mod error;
 pub mod event;
 pub mod log;
