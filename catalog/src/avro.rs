@@ -259,8 +259,8 @@ fn avro_type(node: &Value, named: &mut HashSet<String>, path: &str) -> Result<Va
         }
         "int32" => "int".into(),
         "int64" => "long".into(),
-        "float32" => "float".into(),
-        "float64" => "double".into(),
+        "float" | "float32" => "float".into(),
+        "double" | "float64" => "double".into(),
         "boolean" | "string" | "bytes" => ty.into(),
         "array" => {
             let items = node
@@ -462,11 +462,11 @@ fn write_datum(
                 .ok_or_else(|| error(path, format!("{value} is not an integer")))?;
             write_long(out, n);
         }
-        "float32" => {
+        "float" | "float32" => {
             let f = json_float(value, path)? as f32;
             out.extend_from_slice(&f.to_le_bytes());
         }
-        "float64" => out.extend_from_slice(&json_float(value, path)?.to_le_bytes()),
+        "double" | "float64" => out.extend_from_slice(&json_float(value, path)?.to_le_bytes()),
         "boolean" => {
             let b = value
                 .as_bool()
@@ -562,7 +562,7 @@ pub(crate) fn read_datum(node: &Value, input: &mut &[u8], path: &str) -> Result<
         "int8" | "int16" | "int32" | "int64" => {
             Value::from(read_long(input).ok_or_else(|| truncated(path))?)
         }
-        "float32" => {
+        "float" | "float32" => {
             let f = f32::from_le_bytes(read_fixed(input).ok_or_else(|| truncated(path))?);
             float_json(if f.is_finite() {
                 widen_f32(f)
@@ -570,7 +570,7 @@ pub(crate) fn read_datum(node: &Value, input: &mut &[u8], path: &str) -> Result<
                 f64::from(f)
             })
         }
-        "float64" => float_json(f64::from_le_bytes(
+        "double" | "float64" => float_json(f64::from_le_bytes(
             read_fixed(input).ok_or_else(|| truncated(path))?,
         )),
         "boolean" => match read_fixed::<1>(input).ok_or_else(|| truncated(path))? {
@@ -664,10 +664,10 @@ pub(crate) fn skip_datum(node: &Value, input: &mut &[u8]) -> Option<()> {
         "int8" | "int16" | "int32" | "int64" => {
             read_long(input)?;
         }
-        "float32" => {
+        "float" | "float32" => {
             read_fixed::<4>(input)?;
         }
-        "float64" => {
+        "double" | "float64" => {
             read_fixed::<8>(input)?;
         }
         "boolean" => {
@@ -681,9 +681,26 @@ pub(crate) fn skip_datum(node: &Value, input: &mut &[u8]) -> Option<()> {
                 skip_datum(field, input)?;
             }
         }
-        "array" | "map" => {
-            // Rare in envelopes' skipped parts: read them.
-            read_datum(node, input, "").ok()?;
+        ty @ ("array" | "map") => {
+            let inner = node.get(if ty == "array" { "items" } else { "values" })?;
+            loop {
+                let count = read_long(input)?;
+                if count == 0 {
+                    break;
+                }
+                if count < 0 {
+                    // A negative count is followed by the block's size in bytes.
+                    let size = usize::try_from(read_long(input)?).ok()?;
+                    *input = input.get(size..)?;
+                    continue;
+                }
+                for _ in 0..count {
+                    if ty == "map" {
+                        read_bytes(input)?;
+                    }
+                    skip_datum(inner, input)?;
+                }
+            }
         }
         _ => return None,
     }
@@ -715,8 +732,8 @@ mod tests {
                 {"type": "struct", "name": "s.public.t.Value", "optional": true, "field": "before",
                  "fields": [{"type": "int64", "optional": false, "field": "id"},
                             {"type": "int16", "optional": true, "field": "q"},
-                            {"type": "float32", "optional": true, "field": "f"},
-                            {"type": "float64", "optional": true, "field": "d"},
+                            {"type": "float", "optional": true, "field": "f"},
+                            {"type": "double", "optional": true, "field": "d"},
                             {"type": "bytes", "optional": true, "field": "b",
                              "name": "org.apache.kafka.connect.data.Decimal",
                              "parameters": {"scale": "2"}},
@@ -727,8 +744,8 @@ mod tests {
                 {"type": "struct", "name": "s.public.t.Value", "optional": true, "field": "after",
                  "fields": [{"type": "int64", "optional": false, "field": "id"},
                             {"type": "int16", "optional": true, "field": "q"},
-                            {"type": "float32", "optional": true, "field": "f"},
-                            {"type": "float64", "optional": true, "field": "d"},
+                            {"type": "float", "optional": true, "field": "f"},
+                            {"type": "double", "optional": true, "field": "d"},
                             {"type": "bytes", "optional": true, "field": "b",
                              "name": "org.apache.kafka.connect.data.Decimal",
                              "parameters": {"scale": "2"}},

@@ -495,6 +495,9 @@ pub struct SchemaCache {
     /// from: found by comparing names, without building a key.
     recent_columns: VecDeque<(usize, Arc<DerivedColumns>)>,
     len: usize,
+    /// Avro writer schemas: the consumer's shared ones, and those this cache used.
+    avro: AvroSchemas,
+    avro_used: HashMap<u64, Arc<avro::AvroSchema>>,
 }
 
 type ColumnsKey = (usize, TableId, Vec<String>);
@@ -574,6 +577,45 @@ impl SchemaCache {
     }
 }
 
+impl SchemaCache {
+    /// The columns of `names`' table as envelope schema `schema` declares them, with the key
+    /// document's columns as the key; derived once per (schema, table, key columns).
+    pub(crate) fn derived_columns(
+        &mut self,
+        schema: &Value,
+        names: &TableNames<'_>,
+        key_row: Option<&Row>,
+    ) -> Result<Arc<DerivedColumns>, String> {
+        let schema_at = std::ptr::from_ref(schema) as usize;
+        let key_names = || key_row.into_iter().flat_map(|k| k.iter().map(|(n, _)| n));
+        let recent = self.recent_columns.iter().find(|(at, derived)| {
+            let t = &derived.schema.table;
+            *at == schema_at
+                && (t.source.as_str(), t.namespace.as_str(), t.table.as_str())
+                    == (&*names.0, &*names.1, &*names.2)
+                && key_names().eq(derived.key_names.iter().map(String::as_str))
+        });
+        if let Some((_, derived)) = recent {
+            return Ok(Arc::clone(derived));
+        }
+        let table = TableId::new(names.0.as_ref(), names.1.as_ref(), names.2.as_ref());
+        table.validate().map_err(|e| e.to_string())?;
+        let columns_key: ColumnsKey = (schema_at, table, key_names().map(str::to_owned).collect());
+        let derived = match self.columns.get(&columns_key) {
+            Some(derived) => Arc::clone(derived),
+            None => {
+                let derived = Arc::new(derive_columns(schema, &columns_key.1, &columns_key.2)?);
+                self.columns.insert(columns_key, Arc::clone(&derived));
+                derived
+            }
+        };
+        self.recent_columns
+            .push_front((schema_at, Arc::clone(&derived)));
+        self.recent_columns.truncate(Self::RECENT);
+        Ok(derived)
+    }
+}
+
 /// Decodes one Kafka record holding a Debezium envelope written by the JSON converter with
 /// schemas (`{"schema":…,"payload":…}`). `value` empty means a tombstone. Never panics; a
 /// record that is not a readable envelope is a [`DecodeError`] naming `topic`.
@@ -594,6 +636,10 @@ pub fn decode_debezium_cached(
     topic: &str,
     cache: &mut SchemaCache,
 ) -> Result<Decoded, DecodeError> {
+    if value.starts_with(&crate::avro::MAGIC) {
+        let (key, value) = avro::json_documents(key, value, topic, cache)?;
+        return decode_debezium_cached(key.as_deref(), &value, topic, cache);
+    }
     match envelope(key, value, topic, cache)? {
         Envelope::Skip(skip) => Ok(Decoded::Skip(skip)),
         Envelope::Change(change) => {
@@ -615,6 +661,12 @@ pub enum DecodedRow<'a> {
     },
     /// A record that is not a change; nothing to store.
     Skip(Skip),
+    /// An Avro record whose writer schema is not known yet: read the schema topic, add it to
+    /// the cache's [`AvroSchemas`], and decode the record again.
+    MissingSchema {
+        /// The fingerprint the record names.
+        fingerprint: u64,
+    },
 }
 
 /// Decodes one record straight into the row its change segment stores: the result of
@@ -628,6 +680,9 @@ pub fn decode_debezium_row<'a>(
     topic: &str,
     cache: &mut SchemaCache,
 ) -> Result<DecodedRow<'a>, DecodeError> {
+    if value.starts_with(&crate::avro::MAGIC) {
+        return avro::decode_avro_row(key, value, topic, cache);
+    }
     let change = match envelope(key, value, topic, cache)? {
         Envelope::Skip(skip) => return Ok(DecodedRow::Skip(skip)),
         Envelope::Change(change) => change,
@@ -802,39 +857,9 @@ fn envelope<'a>(
         }
         _ => None,
     };
-    let schema_at = std::ptr::from_ref(schema) as usize;
-    let key_names = || key_row.iter().flat_map(|k| k.iter().map(|(n, _)| n));
-    let recent = cache.recent_columns.iter().find(|(at, derived)| {
-        let t = &derived.schema.table;
-        *at == schema_at
-            && (t.source.as_str(), t.namespace.as_str(), t.table.as_str())
-                == (&*names.0, &*names.1, &*names.2)
-            && key_names().eq(derived.key_names.iter().map(String::as_str))
-    });
-    let derived = match recent {
-        Some((_, derived)) => Arc::clone(derived),
-        None => {
-            let table = TableId::new(names.0.as_ref(), names.1.as_ref(), names.2.as_ref());
-            table.validate().map_err(|e| err(e.to_string()))?;
-            let columns_key: ColumnsKey =
-                (schema_at, table, key_names().map(str::to_owned).collect());
-            let derived = match cache.columns.get(&columns_key) {
-                Some(derived) => Arc::clone(derived),
-                None => {
-                    let derived = Arc::new(
-                        derive_columns(schema, &columns_key.1, &columns_key.2).map_err(&err)?,
-                    );
-                    cache.columns.insert(columns_key, Arc::clone(&derived));
-                    derived
-                }
-            };
-            cache
-                .recent_columns
-                .push_front((schema_at, Arc::clone(&derived)));
-            cache.recent_columns.truncate(SchemaCache::RECENT);
-            derived
-        }
-    };
+    let derived = cache
+        .derived_columns(schema, &names, key_row.as_ref())
+        .map_err(&err)?;
     Ok(Envelope::Change(Change {
         payload,
         source,
@@ -1232,7 +1257,7 @@ pub(crate) struct SourceView<'a> {
 }
 
 /// A table's (source, namespace, table) names as a record gives them.
-type TableNames<'a> = (Cow<'a, str>, Cow<'a, str>, Cow<'a, str>);
+pub(crate) type TableNames<'a> = (Cow<'a, str>, Cow<'a, str>, Cow<'a, str>);
 
 impl SourceView<'_> {
     /// The table's (source, namespace, table) names, not yet validated.
@@ -1401,6 +1426,9 @@ fn is_unavailable(value: &Value, ty: &ColumnType) -> bool {
     }
 }
 
+mod avro;
 mod image;
+
+pub use avro::AvroSchemas;
 #[cfg(test)]
 mod tests;

@@ -185,19 +185,7 @@ impl CellSeed<'_> {
     }
 
     fn integer<E: serde::de::Error>(self, i: i64) -> Result<Cell<'static>, E> {
-        let ty = &self.column.column_type;
-        match self.data_type {
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::Date32 => int_in_range(i, self.data_type).map(Cell::Int),
-            DataType::Float32 | DataType::Float64 => Ok(Cell::Float(i as f64)),
-            DataType::Timestamp(TimeUnit::Microsecond, _)
-            | DataType::Time64(TimeUnit::Microsecond) => temporal_from_int(ty, i).map(Cell::Int),
-            _ => Err(String::new()),
-        }
-        .map_err(E::custom)
+        integer_cell(self.column, self.data_type, i).map_err(E::custom)
     }
 
     /// A JSON array or object: through a `Value`, as the general path reads it.
@@ -278,7 +266,7 @@ impl<'a> Visitor<'a> for CellSeed<'_> {
 }
 
 /// A JSON string as a cell of its column's type.
-fn text_cell<'a, E: serde::de::Error>(
+pub(super) fn text_cell<'a, E: serde::de::Error>(
     data_type: &DataType,
     s: Cow<'a, str>,
 ) -> Result<Cell<'a>, E> {
@@ -299,5 +287,23 @@ fn text_cell<'a, E: serde::de::Error>(
             .map(Cell::Decimal)
             .map_err(E::custom),
         _ => Err(E::custom("not a text column")),
+    }
+}
+
+/// A JSON integer as a cell of its column's type.
+pub(super) fn integer_cell(
+    column: &ColumnSchema,
+    data_type: &DataType,
+    i: i64,
+) -> Result<Cell<'static>, String> {
+    match data_type {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Date32 => {
+            int_in_range(i, data_type).map(Cell::Int)
+        }
+        DataType::Float32 | DataType::Float64 => Ok(Cell::Float(i as f64)),
+        DataType::Timestamp(TimeUnit::Microsecond, _) | DataType::Time64(TimeUnit::Microsecond) => {
+            temporal_from_int(&column.column_type, i).map(Cell::Int)
+        }
+        _ => Err(String::new()),
     }
 }

@@ -717,13 +717,7 @@ fn rows_both_ways(
             .is_some_and(|types| image::direct_row(&change, types).is_some()),
         _ => false,
     };
-    let fast = decode_debezium_row(key, value, TOPIC, &mut cache).map(|d| match d {
-        DecodedRow::Row { row, schema } => DecodedRow::Row {
-            row: row.into_owned(),
-            schema,
-        },
-        DecodedRow::Skip(s) => DecodedRow::Skip(s),
-    });
+    let fast = owned_row(decode_debezium_row(key, value, TOPIC, &mut cache));
     let general = decode_debezium(key, value, TOPIC).and_then(|d| match d {
         Decoded::Skip(s) => Ok(DecodedRow::Skip(s)),
         Decoded::Event(d) => {
@@ -976,5 +970,309 @@ proptest! {
         }
         let (fast, general, _) = rows_both_ways(Some(&key_doc(7)), &value);
         prop_assert_eq!(fast, general);
+    }
+}
+
+/// The Avro records strata's capture writes (`format = "avro"`) for a JSON converter key and
+/// value, and the writer schemas a consumer learns from the schema topic.
+fn as_avro(key: &[u8], value: &[u8]) -> (Vec<u8>, Vec<u8>, AvroSchemas) {
+    let schemas = AvroSchemas::default();
+    let encode = |document: &[u8]| {
+        let document: Value = serde_json::from_slice(document).unwrap();
+        let writer = crate::avro::WriterSchema::from_connect(document["schema"].clone()).unwrap();
+        let mut out = Vec::new();
+        writer.encode(&document["payload"], &mut out).unwrap();
+        schemas.insert(writer);
+        out
+    };
+    (encode(key), encode(value), schemas)
+}
+
+fn owned_row(
+    decoded: Result<DecodedRow<'_>, DecodeError>,
+) -> Result<DecodedRow<'static>, DecodeError> {
+    decoded.map(|d| match d {
+        DecodedRow::Row { row, schema } => DecodedRow::Row {
+            row: row.into_owned(),
+            schema,
+        },
+        DecodedRow::Skip(s) => DecodedRow::Skip(s),
+        DecodedRow::MissingSchema { fingerprint } => DecodedRow::MissingSchema { fingerprint },
+    })
+}
+
+/// An image with every column of `fields`, as the JSON converter writes a struct.
+fn complete(image: Value, fields: &Value) -> Value {
+    if image.is_null() {
+        return image;
+    }
+    let mut out = serde_json::Map::new();
+    for field in fields.as_array().unwrap() {
+        let name = field["field"].as_str().unwrap();
+        out.insert(name.into(), image.get(name).cloned().unwrap_or(Value::Null));
+    }
+    Value::Object(out)
+}
+
+/// The row of a JSON record and of the same record in Avro, and whether Avro's one-pass path
+/// took it.
+fn json_and_avro_rows(
+    key: &[u8],
+    value: &[u8],
+) -> (
+    Result<DecodedRow<'static>, DecodeError>,
+    Result<DecodedRow<'static>, DecodeError>,
+    bool,
+) {
+    let json = owned_row(decode_debezium_row(
+        Some(key),
+        value,
+        TOPIC,
+        &mut SchemaCache::default(),
+    ));
+    let (key, value, schemas) = as_avro(key, value);
+    let mut cache = SchemaCache::with_avro(schemas);
+    let took = avro::fast_path_takes(&key, &value, &mut cache);
+    let avro = owned_row(decode_debezium_row(Some(&key), &value, TOPIC, &mut cache));
+    (json, avro, took)
+}
+
+#[test]
+fn avro_records_decode_to_the_rows_of_their_json_records() {
+    let fields = wide_fields();
+    let full = json!({
+        "id": 7, "i8": -5, "i16": 300, "i64": -9_000_000_000_i64, "f32": 0.5, "f64": 1e300,
+        "flag": true, "text": "tab\there \"quoted\" ünïcode", "blob": "AAEC", "price": "Awk=",
+        "day": 20_000, "micro_ts": 1_764_064_800_000_123_i64, "milli_ts": 1_764_064_800_000_i64,
+        "nano_ts": 1_764_064_800_000_123_456_i64, "zoned": "2026-11-25T10:00:00.5+01:00",
+        "tod": 36_000_000_000_i64, "tags": [1, null, 3], "extra": {"a": 1}
+    });
+    let wide = |op: &str, before: Value, after: Value, lsn: u64| {
+        debezium_value_with(
+            fields.clone(),
+            op,
+            complete(before, &fields),
+            complete(after, &fields),
+            lsn,
+        )
+    };
+    let strata = |op: &str, before: Value, after: Value, unchanged: Value| {
+        strata_value(
+            op,
+            complete(before, &row_fields()),
+            complete(after, &row_fields()),
+            unchanged,
+        )
+    };
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("insert", wide("c", Value::Null, full.clone(), 10), true),
+        (
+            "update with NULLs and special floats",
+            wide(
+                "u",
+                Value::Null,
+                json!({"id": 7, "text": null, "f64": 3.25, "f32": "NaN", "zoned": "infinity"}),
+                11,
+            ),
+            true,
+        ),
+        ("delete", wide("d", json!({"id": 7}), Value::Null, 12), true),
+        (
+            "delete, no image",
+            wide("d", Value::Null, Value::Null, 13),
+            true,
+        ),
+        (
+            "snapshot read",
+            wide("r", Value::Null, full.clone(), 14),
+            true,
+        ),
+        (
+            "strata update",
+            strata(
+                "u",
+                Value::Null,
+                json!({"id": 7, "note": "a", "total": "1.00"}),
+                Value::Null,
+            ),
+            true,
+        ),
+        (
+            "placeholder",
+            wide(
+                "u",
+                Value::Null,
+                json!({"id": 7, "text": UNAVAILABLE_VALUE}),
+                15,
+            ),
+            false,
+        ),
+        (
+            "unchanged toast",
+            strata(
+                "u",
+                Value::Null,
+                json!({"id": 7, "note": UNAVAILABLE_VALUE, "total": "1.00", "tags": [1]}),
+                json!(["note"]),
+            ),
+            false,
+        ),
+        (
+            "out of range",
+            wide("c", Value::Null, json!({"id": 7, "i8": 300}), 16),
+            false,
+        ),
+        ("truncate", wide("t", Value::Null, Value::Null, 18), false),
+        (
+            "variable-scale decimal",
+            debezium_value_with(
+                debezium_numeric_fields(),
+                "c",
+                Value::Null,
+                complete(
+                    json!({"id": 7, "score": 1.5, "ratio": {"scale": 1, "value": "TQ=="}}),
+                    &debezium_numeric_fields(),
+                ),
+                19,
+            ),
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, value, fast) in cases {
+        let (json, avro, took) = json_and_avro_rows(&key_doc(7), &value);
+        assert_eq!(avro, json, "{what}");
+        if took != fast {
+            wrong.push(what);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "one-pass path taken or not, unlike expected: {wrong:?}"
+    );
+}
+
+#[test]
+fn avro_records_of_unknown_schemas_ask_for_them() {
+    let value = strata_value(
+        "c",
+        Value::Null,
+        complete(json!({"id": 1}), &row_fields()),
+        Value::Null,
+    );
+    let (key, value, schemas) = as_avro(&key_doc(1), &value);
+    let fingerprint = crate::avro::message_fingerprint(&value).unwrap();
+    // Nothing known: the value's schema is asked for.
+    let mut empty = SchemaCache::default();
+    assert_eq!(
+        decode_debezium_row(Some(&key), &value, TOPIC, &mut empty),
+        Ok(DecodedRow::MissingSchema { fingerprint })
+    );
+    // Learnt later, through the shared set: decoded.
+    let shared = AvroSchemas::default();
+    let mut cache = SchemaCache::with_avro(shared.clone());
+    assert!(matches!(
+        decode_debezium_row(Some(&key), &value, TOPIC, &mut cache),
+        Ok(DecodedRow::MissingSchema { .. })
+    ));
+    let (_, _, again) = as_avro(
+        &key_doc(1),
+        &strata_value(
+            "c",
+            Value::Null,
+            complete(json!({"id": 1}), &row_fields()),
+            Value::Null,
+        ),
+    );
+    assert_eq!(again.len(), schemas.len());
+    let writer = |doc: Vec<u8>| {
+        let doc: Value = serde_json::from_slice(&doc).unwrap();
+        crate::avro::WriterSchema::from_connect(doc["schema"].clone()).unwrap()
+    };
+    assert!(shared.insert(writer(key_doc(1))));
+    assert!(shared.insert(writer(strata_value(
+        "c",
+        Value::Null,
+        Value::Null,
+        Value::Null
+    ))));
+    assert!(matches!(
+        decode_debezium_row(Some(&key), &value, TOPIC, &mut cache),
+        Ok(DecodedRow::Row { .. })
+    ));
+    // The event path says which schema it lacks.
+    let e =
+        decode_debezium_cached(Some(&key), &value, TOPIC, &mut SchemaCache::default()).unwrap_err();
+    let key_fingerprint = crate::avro::message_fingerprint(&key).unwrap();
+    assert!(
+        e.reason.contains(&format!(
+            "key: Avro writer schema {key_fingerprint:016x} is not known"
+        )),
+        "{e}"
+    );
+}
+
+proptest! {
+    /// Whatever the cells, the Avro record gives the JSON record's row, or the same error.
+    #[test]
+    fn avro_rows_match_json_rows(
+        values in (1..18_usize).map(wide_value).collect::<Vec<_>>(),
+        op in prop_oneof![Just("c"), Just("u"), Just("d"), Just("r")],
+        lsn in 1..u64::MAX / 2,
+    ) {
+        let fields = wide_fields();
+        let mut image = serde_json::Map::new();
+        image.insert("id".into(), json!(7));
+        let names: Vec<String> = fields.as_array().unwrap().iter()
+            .map(|f| f["field"].as_str().unwrap().to_owned()).collect();
+        for (i, (name, value)) in names.iter().skip(1).zip(values).enumerate() {
+            let value = value.unwrap_or(Value::Null);
+            // The JSON converter writes a float column's value as a float (`2.0`, not `2`),
+            // of the column's width.
+            let value = match (i + 1, value.as_f64()) {
+                (4, Some(f)) if value.is_number() => json!(crate::avro::widen_f32(f as f32)),
+                (5, Some(f)) if value.is_number() => json!(f),
+                // A struct has the members its schema declares.
+                (17, _) if value.is_object() => json!({"a": value["a"]}),
+                _ => value,
+            };
+            image.insert(name.clone(), value);
+        }
+        let image = complete(Value::Object(image), &fields);
+        let (before, after) = if op == "d" { (image, Value::Null) } else { (Value::Null, image) };
+        let value = debezium_value_with(fields, op, before, after, lsn);
+        // Values that have no Avro form of their column type are not Avro records.
+        let document: Value = serde_json::from_slice(&value).unwrap();
+        let writer = crate::avro::WriterSchema::from_connect(document["schema"].clone()).unwrap();
+        prop_assume!(writer.encode(&document["payload"], &mut Vec::new()).is_ok());
+        let (json, avro, _) = json_and_avro_rows(&key_doc(7), &value);
+        prop_assert_eq!(avro, json);
+    }
+
+    /// Whatever a byte of an Avro record becomes, decoding never panics, and a record the
+    /// JSON path (on the converted documents) reads gives the same row.
+    #[test]
+    fn mangled_avro_records_decode_as_their_json_documents(
+        cut in 0usize..400, byte in any::<u8>(), truncate in any::<bool>()
+    ) {
+        let value = strata_value(
+            "u",
+            Value::Null,
+            complete(json!({"id": 7, "note": "a", "total": "1.00", "tags": [1, null]}), &row_fields()),
+            Value::Null,
+        );
+        let (key, mut value, schemas) = as_avro(&key_doc(7), &value);
+        let at = crate::avro::HEADER_LEN + cut % (value.len() - crate::avro::HEADER_LEN);
+        value[at] = byte;
+        if truncate {
+            value.truncate(at);
+        }
+        let mut cache = SchemaCache::with_avro(schemas);
+        let decoded = owned_row(decode_debezium_row(Some(&key), &value, TOPIC, &mut cache));
+        if let Ok((Some(key), value)) = avro::json_documents(Some(&key), &value, TOPIC, &mut cache)
+            && let Ok(row) = owned_row(decode_debezium_row(Some(&key), &value, TOPIC, &mut cache))
+        {
+            prop_assert_eq!(decoded, Ok(row));
+        }
     }
 }

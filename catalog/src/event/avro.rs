@@ -1,0 +1,700 @@
+//! Records in strata's Avro format ([`crate::avro`]) decoded into segment rows.
+//!
+//! The usual record (a change with a key, known writer schemas, no unchanged-TOAST list, no
+//! variable-scale decimal, a commit position in `source`) is read in one pass over its datum:
+//! the envelope's parts are located by the plan compiled once per writer schema, `source` gives
+//! the table and position, and the stored image is read straight into cells, each value's JSON
+//! converter text written for the event id as the JSON path writes it. Everything else goes
+//! through the JSON path: the datum is turned back into the document the JSON converter would
+//! have written, so both formats give the same rows, the same ids and the same errors. A test
+//! decodes the same events in both formats and compares.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::image::{integer_cell, text_cell};
+use super::{
+    DecodeError, DecodedRow, IdHasher, Operation, Row, SchemaCache, SourcePosition,
+    decode_debezium_row, encode_key, maybe_unavailable,
+};
+use crate::avro::{
+    self, HEADER_LEN, WriterSchema, float_json, read_bytes, read_datum, read_long, skip_datum,
+    widen_f32,
+};
+use crate::rows::{Cell, SegmentRow};
+use crate::schema::cell_from_value;
+
+/// A writer schema and what decoding needs of it, compiled once.
+#[derive(Debug)]
+pub(crate) struct AvroSchema {
+    writer: WriterSchema,
+    /// `None`: not a Debezium envelope the fast path knows (a key schema, a heartbeat…).
+    plan: Option<EnvelopePlan>,
+}
+
+impl AvroSchema {
+    fn new(writer: WriterSchema) -> Self {
+        let plan = EnvelopePlan::compile(writer.connect());
+        Self { writer, plan }
+    }
+
+    /// The JSON converter's document for a message of this schema: `{"schema":…,"payload":…}`.
+    fn json_document(&self, message: &[u8]) -> Result<Vec<u8>, avro::AvroError> {
+        let payload = self.writer.decode(message)?;
+        let mut out = Vec::with_capacity(self.writer.connect_text().len() + 256);
+        out.extend_from_slice(b"{\"schema\":");
+        out.extend_from_slice(self.writer.connect_text().as_bytes());
+        out.extend_from_slice(b",\"payload\":");
+        // Writing a `Value` to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut out, &payload);
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
+/// The writer schemas a consumer knows, shared by its decoding threads (each also keeps the
+/// ones it used in its [`SchemaCache`]). Filled from the schema topic.
+#[derive(Debug, Clone, Default)]
+pub struct AvroSchemas(Arc<RwLock<HashMap<u64, Arc<AvroSchema>>>>);
+
+impl AvroSchemas {
+    /// Adds a writer schema; `false` if it was known.
+    pub fn insert(&self, writer: WriterSchema) -> bool {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.contains_key(&writer.fingerprint()) {
+            return false;
+        }
+        map.insert(writer.fingerprint(), Arc::new(AvroSchema::new(writer)));
+        true
+    }
+
+    /// Whether the schema of `fingerprint` is known.
+    pub fn contains(&self, fingerprint: u64) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&fingerprint)
+    }
+
+    /// How many schemas are known.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, fingerprint: u64) -> Option<Arc<AvroSchema>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fingerprint)
+            .cloned()
+    }
+}
+
+impl SchemaCache {
+    /// A cache that resolves Avro writer schemas from `schemas`.
+    pub fn with_avro(schemas: AvroSchemas) -> Self {
+        Self {
+            avro: schemas,
+            ..Self::default()
+        }
+    }
+
+    fn avro_schema(&mut self, fingerprint: u64) -> Option<Arc<AvroSchema>> {
+        if let Some(found) = self.avro_used.get(&fingerprint) {
+            return Some(Arc::clone(found));
+        }
+        let found = self.avro.get(fingerprint)?;
+        if self.avro_used.len() >= Self::CAPACITY {
+            self.avro_used.clear();
+        }
+        self.avro_used.insert(fingerprint, Arc::clone(&found));
+        Some(found)
+    }
+}
+
+/// Where the envelope's parts are, in field order.
+#[derive(Debug)]
+struct EnvelopePlan {
+    fields: Vec<(Part, Value)>,
+    source: Vec<(SourcePart, Value)>,
+    source_optional: bool,
+    before: Vec<FieldPlan>,
+    after: Vec<FieldPlan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    Before,
+    After,
+    Source,
+    Op,
+    Transaction,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SourcePart {
+    Name,
+    Schema,
+    Db,
+    Table,
+    Collection,
+    TsMs,
+    TsUs,
+    Lsn,
+    CommitLsn,
+    TxId,
+    UnchangedToast,
+    Other,
+}
+
+/// One column of an image.
+#[derive(Debug)]
+struct FieldPlan {
+    name: String,
+    optional: bool,
+    kind: Kind,
+    /// The field's schema, as skipping reads it.
+    node: Value,
+    /// The same, not optional: the value's own type (for [`Kind::Nested`]).
+    value_node: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Long,
+    Float,
+    Double,
+    Bool,
+    Str,
+    Bytes,
+    /// Read as a JSON value (arrays, maps, structs).
+    Nested,
+}
+
+fn optional(node: &Value) -> bool {
+    node.get("optional").and_then(Value::as_bool) == Some(true)
+}
+
+fn type_of(node: &Value) -> &str {
+    node.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+impl EnvelopePlan {
+    fn compile(connect: &Value) -> Option<Self> {
+        let name = connect.get("name").and_then(Value::as_str).unwrap_or("");
+        if type_of(connect) != "struct" || name.contains("Heartbeat") {
+            return None;
+        }
+        let mut plan = Self {
+            fields: Vec::new(),
+            source: Vec::new(),
+            source_optional: false,
+            before: Vec::new(),
+            after: Vec::new(),
+        };
+        for field in connect.get("fields")?.as_array()? {
+            let part = match field.get("field")?.as_str()? {
+                "before" => {
+                    plan.before = Self::image(field)?;
+                    Part::Before
+                }
+                "after" => {
+                    plan.after = Self::image(field)?;
+                    Part::After
+                }
+                "source" => {
+                    plan.source_optional = optional(field);
+                    plan.source = Self::source(field)?;
+                    Part::Source
+                }
+                "op" if type_of(field) == "string" => Part::Op,
+                "transaction" => Part::Transaction,
+                _ => Part::Other,
+            };
+            plan.fields.push((part, field.clone()));
+        }
+        let has = |p: Part| plan.fields.iter().any(|(part, _)| *part == p);
+        (has(Part::Source) && has(Part::Op) && (has(Part::Before) || has(Part::After)))
+            .then_some(plan)
+    }
+
+    fn image(node: &Value) -> Option<Vec<FieldPlan>> {
+        if type_of(node) != "struct" {
+            return None;
+        }
+        node.get("fields")?
+            .as_array()?
+            .iter()
+            .map(|field| {
+                let kind = match type_of(field) {
+                    "int8" | "int16" | "int32" | "int64" => Kind::Long,
+                    "float" | "float32" => Kind::Float,
+                    "double" | "float64" => Kind::Double,
+                    "boolean" => Kind::Bool,
+                    "string" => Kind::Str,
+                    "bytes" => Kind::Bytes,
+                    _ => Kind::Nested,
+                };
+                let mut value_node = field.clone();
+                value_node
+                    .as_object_mut()?
+                    .insert("optional".into(), Value::Bool(false));
+                Some(FieldPlan {
+                    name: field.get("field")?.as_str()?.to_owned(),
+                    optional: optional(field),
+                    kind,
+                    node: field.clone(),
+                    value_node,
+                })
+            })
+            .collect()
+    }
+
+    fn source(node: &Value) -> Option<Vec<(SourcePart, Value)>> {
+        if type_of(node) != "struct" {
+            return None;
+        }
+        node.get("fields")?
+            .as_array()?
+            .iter()
+            .map(|field| {
+                let name = field.get("field")?.as_str()?;
+                let ty = type_of(field);
+                let part = match (name, ty) {
+                    ("name", "string") => SourcePart::Name,
+                    ("schema", "string") => SourcePart::Schema,
+                    ("db", "string") => SourcePart::Db,
+                    ("table", "string") => SourcePart::Table,
+                    ("collection", "string") => SourcePart::Collection,
+                    ("ts_ms", "int64") => SourcePart::TsMs,
+                    ("ts_us", "int64") => SourcePart::TsUs,
+                    ("lsn", "int64") => SourcePart::Lsn,
+                    ("commit_lsn", "int64") => SourcePart::CommitLsn,
+                    ("txId", "int64" | "string") => SourcePart::TxId,
+                    ("unchanged_toast", _) => SourcePart::UnchangedToast,
+                    _ => SourcePart::Other,
+                };
+                Some((part, field.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Reads an optional value's union branch: `Some(true)` when a value follows.
+fn present(node_optional: bool, input: &mut &[u8]) -> Option<bool> {
+    if !node_optional {
+        return Some(true);
+    }
+    match read_long(input)? {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+fn read_str<'a>(input: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(read_bytes(input)?).ok()
+}
+
+/// Decodes one record whose value (and key) are strata Avro messages. A writer schema not yet
+/// known: [`DecodedRow::MissingSchema`].
+pub(crate) fn decode_avro_row<'a>(
+    key: Option<&[u8]>,
+    value: &'a [u8],
+    topic: &str,
+    cache: &mut SchemaCache,
+) -> Result<DecodedRow<'a>, DecodeError> {
+    let err = |reason: String| DecodeError::new(topic, reason);
+    let fingerprint = avro::message_fingerprint(value)
+        .ok_or_else(|| err("value: an Avro message shorter than its header".into()))?;
+    let Some(schema) = cache.avro_schema(fingerprint) else {
+        return Ok(DecodedRow::MissingSchema { fingerprint });
+    };
+    let key = key.filter(|k| !k.iter().all(u8::is_ascii_whitespace));
+    let key_schema = match key {
+        Some(bytes) => {
+            let fingerprint = avro::message_fingerprint(bytes).ok_or_else(|| {
+                err("key: not an Avro single-object encoding, but the value is one".into())
+            })?;
+            match cache.avro_schema(fingerprint) {
+                Some(found) => Some(found),
+                None => return Ok(DecodedRow::MissingSchema { fingerprint }),
+            }
+        }
+        None => None,
+    };
+    if let (Some(key), Some(key_schema)) = (key, &key_schema)
+        && let Some(row) = fast_row(&schema, key_schema, key, value, cache)
+    {
+        return Ok(row);
+    }
+    // The JSON path, on the documents the JSON converter would have written.
+    let (key_json, value_json) = json_documents(key, value, topic, cache)?;
+    Ok(
+        match decode_debezium_row(key_json.as_deref(), &value_json, topic, cache)? {
+            DecodedRow::Row { row, schema } => DecodedRow::Row {
+                row: row.into_owned(),
+                schema,
+            },
+            DecodedRow::Skip(skip) => DecodedRow::Skip(skip),
+            DecodedRow::MissingSchema { fingerprint } => DecodedRow::MissingSchema { fingerprint },
+        },
+    )
+}
+
+/// The documents the JSON converter would have written for an Avro record's key and value.
+/// A writer schema not known is an error naming its fingerprint.
+pub(crate) fn json_documents(
+    key: Option<&[u8]>,
+    value: &[u8],
+    topic: &str,
+    cache: &mut SchemaCache,
+) -> Result<(Option<Vec<u8>>, Vec<u8>), DecodeError> {
+    let mut document = |what: &str, message: &[u8]| {
+        let err = |reason: String| DecodeError::new(topic, format!("{what}: {reason}"));
+        let fingerprint = avro::message_fingerprint(message)
+            .ok_or_else(|| err("not an Avro single-object encoding".into()))?;
+        let schema = cache.avro_schema(fingerprint).ok_or_else(|| {
+            err(format!(
+                "Avro writer schema {fingerprint:016x} is not known (not in the schema topic)"
+            ))
+        })?;
+        schema
+            .json_document(message)
+            .map_err(|e| err(e.to_string()))
+    };
+    let key = key.filter(|k| !k.iter().all(u8::is_ascii_whitespace));
+    let key = key.map(|k| document("key", k)).transpose()?;
+    Ok((key, document("value", value)?))
+}
+
+/// Whether the one-pass path decodes this record (tests check it takes the usual ones).
+#[cfg(test)]
+pub(super) fn fast_path_takes(key: &[u8], value: &[u8], cache: &mut SchemaCache) -> bool {
+    let schemas = avro::message_fingerprint(value)
+        .zip(avro::message_fingerprint(key))
+        .and_then(|(v, k)| Some((cache.avro_schema(v)?, cache.avro_schema(k)?)));
+    schemas.is_some_and(|(schema, key_schema)| {
+        fast_row(&schema, &key_schema, key, value, cache).is_some()
+    })
+}
+
+/// What the fast path reads of `source`.
+#[derive(Default)]
+struct Source<'a> {
+    name: Option<&'a str>,
+    schema: Option<&'a str>,
+    db: Option<&'a str>,
+    table: Option<&'a str>,
+    collection: Option<&'a str>,
+    ts_ms: Option<i64>,
+    ts_us: Option<i64>,
+    lsn: Option<i64>,
+    commit_lsn: Option<i64>,
+    tx_id: Option<Cow<'a, str>>,
+}
+
+/// The row of a usual record, or `None` for the JSON path to decode.
+fn fast_row<'a>(
+    schema: &AvroSchema,
+    key_schema: &AvroSchema,
+    key: &[u8],
+    value: &'a [u8],
+    cache: &mut SchemaCache,
+) -> Option<DecodedRow<'a>> {
+    let plan = schema.plan.as_ref()?;
+    let mut input = value.get(HEADER_LEN..)?;
+    let mut before: Option<&'a [u8]> = None;
+    let mut after: Option<&'a [u8]> = None;
+    let mut op = None;
+    let mut transaction = false;
+    let mut source = Source::default();
+    for (part, node) in &plan.fields {
+        match part {
+            Part::Before | Part::After => {
+                let start = input;
+                if present(optional(node), &mut input)? {
+                    let image = input;
+                    for field in if *part == Part::Before {
+                        &plan.before
+                    } else {
+                        &plan.after
+                    } {
+                        skip_datum(&field.node, &mut input)?;
+                    }
+                    let image = &image[..image.len() - input.len()];
+                    if *part == Part::Before {
+                        before = Some(image);
+                    } else {
+                        after = Some(image);
+                    }
+                }
+                debug_assert!(start.len() >= input.len());
+            }
+            Part::Source => {
+                if !present(plan.source_optional, &mut input)? {
+                    return None;
+                }
+                read_source(&plan.source, &mut input, &mut source)?;
+            }
+            Part::Op => op = Some(read_str(&mut input)?),
+            Part::Transaction => {
+                let start = input;
+                skip_datum(node, &mut input)?;
+                // Not null: it may carry the commit position (the JSON path reads it).
+                transaction = !optional(node) || start.first() != Some(&0);
+            }
+            Part::Other => skip_datum(node, &mut input)?,
+        }
+    }
+    if !input.is_empty() {
+        return None;
+    }
+    let op = match op? {
+        "c" => Operation::Create,
+        "u" => Operation::Update,
+        "d" => Operation::Delete,
+        "r" => Operation::Read,
+        _ => return None,
+    };
+    let names = (
+        Cow::Borrowed(source.name?),
+        Cow::Borrowed(source.schema.or(source.db)?),
+        Cow::Borrowed(source.table.or(source.collection)?),
+    );
+    let commit_ts_us = match (source.ts_us, source.ts_ms) {
+        (Some(us), _) => us,
+        (None, Some(ms)) => ms.checked_mul(1000)?,
+        (None, None) => return None,
+    };
+    let seq = u64::try_from(source.lsn?).ok()?;
+    let commit = match source.commit_lsn {
+        Some(lsn) => u64::try_from(lsn).ok()?,
+        None if !transaction => seq,
+        None => return None,
+    };
+    let position = SourcePosition { commit, seq };
+
+    // The key document, in its schema's column order.
+    let mut key_input = key.get(HEADER_LEN..)?;
+    let mut key_row = Row::new();
+    for field in key_schema.writer.connect().get("fields")?.as_array()? {
+        let name = field.get("field")?.as_str()?;
+        key_row.insert(name, read_datum(field, &mut key_input, "").ok()?);
+    }
+    if !key_input.is_empty() {
+        return None;
+    }
+
+    let derived = cache
+        .derived_columns(schema.writer.connect(), &names, Some(&key_row))
+        .ok()?;
+    let types = derived.types.as_ref().ok()?;
+    if !derived.variable_scale.is_empty() {
+        return None;
+    }
+    let (image, fields) = match op {
+        Operation::Delete => match (before, after) {
+            (Some(image), _) => (Some(image), &plan.before),
+            (None, Some(image)) => (Some(image), &plan.after),
+            (None, None) => (None, &plan.after),
+        },
+        _ => (Some(after?), &plan.after),
+    };
+    let columns = &derived.schema.columns;
+    let mut cells = vec![Cell::Null; columns.len()];
+    let mut texts: Vec<u8> = Vec::with_capacity(256);
+    let mut spans: Vec<Option<(usize, usize)>> = vec![None; columns.len()];
+    if let Some(mut input) = image {
+        for (i, field) in fields.iter().enumerate() {
+            let index = match columns.get(i) {
+                Some(column) if column.name == field.name => i,
+                _ => columns.iter().position(|c| c.name == field.name)?,
+            };
+            let start = texts.len();
+            cells[index] = read_cell(
+                field,
+                &columns[index],
+                &types[index],
+                &mut input,
+                &mut texts,
+            )?;
+            spans[index] = Some((start, texts.len()));
+        }
+    }
+    if op == Operation::Delete {
+        // A delete's image may lack key columns the key document has.
+        for (index, column) in columns.iter().enumerate() {
+            if spans[index].is_none()
+                && let Some(value) = key_row.get(&column.name).filter(|v| !v.is_null())
+            {
+                cells[index] =
+                    cell_from_value(&column.name, &column.column_type, &types[index], value)
+                        .ok()?;
+            }
+        }
+    }
+    let mut id = IdHasher::new(&derived.schema.table, op, &key_row);
+    id.count(spans.iter().flatten().count());
+    for &index in &derived.by_name {
+        if let Some((start, end)) = spans[index] {
+            id.cell(&columns[index].name, |buf| {
+                buf.extend_from_slice(&texts[start..end]);
+            });
+        }
+    }
+    Some(DecodedRow::Row {
+        row: SegmentRow {
+            op,
+            commit_ts_us,
+            position,
+            tx_id: source.tx_id,
+            id: id.finish(commit_ts_us, position),
+            key: encode_key(&key_row),
+            unchanged: Vec::new(),
+            cells,
+        },
+        schema: Arc::clone(&derived.schema),
+    })
+}
+
+fn read_source<'a>(
+    plan: &[(SourcePart, Value)],
+    input: &mut &'a [u8],
+    source: &mut Source<'a>,
+) -> Option<()> {
+    for (part, node) in plan {
+        if *part == SourcePart::Other {
+            skip_datum(node, input)?;
+            continue;
+        }
+        if !present(optional(node), input)? {
+            continue;
+        }
+        match part {
+            SourcePart::Name => source.name = Some(read_str(input)?),
+            SourcePart::Schema => source.schema = Some(read_str(input)?),
+            SourcePart::Db => source.db = Some(read_str(input)?),
+            SourcePart::Table => source.table = Some(read_str(input)?),
+            SourcePart::Collection => source.collection = Some(read_str(input)?),
+            SourcePart::TsMs => source.ts_ms = Some(read_long(input)?),
+            SourcePart::TsUs => source.ts_us = Some(read_long(input)?),
+            SourcePart::Lsn => source.lsn = Some(read_long(input)?),
+            SourcePart::CommitLsn => source.commit_lsn = Some(read_long(input)?),
+            SourcePart::TxId => {
+                source.tx_id = Some(if type_of(node) == "string" {
+                    Cow::Borrowed(read_str(input)?)
+                } else {
+                    Cow::Owned(read_long(input)?.to_string())
+                });
+            }
+            // A list of unchanged TOASTed columns: the JSON path reads those.
+            SourcePart::UnchangedToast => return None,
+            SourcePart::Other => {}
+        }
+    }
+    Some(())
+}
+
+/// Whether serde_json writes `s` as it stands between quotes.
+fn plain(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+/// Reads one image value into its cell, appending the JSON converter's text of it to `texts`.
+fn read_cell<'a>(
+    field: &FieldPlan,
+    column: &crate::schema::ColumnSchema,
+    data_type: &arrow::datatypes::DataType,
+    input: &mut &'a [u8],
+    texts: &mut Vec<u8>,
+) -> Option<Cell<'a>> {
+    use arrow::datatypes::DataType;
+    if !present(field.optional, input)? {
+        texts.extend_from_slice(b"null");
+        return Some(Cell::Null);
+    }
+    let float = |f: f64, texts: &mut Vec<u8>| -> Option<Cell<'a>> {
+        match float_json(f) {
+            Value::Number(_) => {
+                let _ = serde_json::to_writer(&mut *texts, &f);
+                matches!(data_type, DataType::Float32 | DataType::Float64).then_some(Cell::Float(f))
+            }
+            Value::String(s) => {
+                let _ = serde_json::to_writer(&mut *texts, &s);
+                text_cell::<serde_json::Error>(data_type, Cow::Owned(s)).ok()
+            }
+            _ => None,
+        }
+    };
+    match field.kind {
+        Kind::Long => {
+            let n = read_long(input)?;
+            let _ = serde_json::to_writer(&mut *texts, &n);
+            integer_cell(column, data_type, n).ok()
+        }
+        Kind::Float => {
+            let raw = f32::from_le_bytes(input.get(..4)?.try_into().ok()?);
+            *input = &input[4..];
+            float(
+                if raw.is_finite() {
+                    widen_f32(raw)
+                } else {
+                    f64::from(raw)
+                },
+                texts,
+            )
+        }
+        Kind::Double => {
+            let raw = f64::from_le_bytes(input.get(..8)?.try_into().ok()?);
+            *input = &input[8..];
+            float(raw, texts)
+        }
+        Kind::Bool => {
+            let b = match *input.first()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            *input = &input[1..];
+            texts.extend_from_slice(if b { b"true" } else { b"false" });
+            (*data_type == DataType::Boolean).then_some(Cell::Bool(b))
+        }
+        Kind::Str => {
+            let s = read_str(input)?;
+            if plain(s) {
+                texts.push(b'"');
+                texts.extend_from_slice(s.as_bytes());
+                texts.push(b'"');
+            } else {
+                let _ = serde_json::to_writer(&mut *texts, s);
+            }
+            text_cell::<serde_json::Error>(data_type, Cow::Borrowed(s)).ok()
+        }
+        Kind::Bytes => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(read_bytes(input)?);
+            texts.push(b'"');
+            texts.extend_from_slice(b64.as_bytes());
+            texts.push(b'"');
+            text_cell::<serde_json::Error>(data_type, Cow::Owned(b64)).ok()
+        }
+        Kind::Nested => {
+            let value = read_datum(&field.value_node, input, "").ok()?;
+            let _ = serde_json::to_writer(&mut *texts, &value);
+            if maybe_unavailable(&value) {
+                return None;
+            }
+            cell_from_value(&column.name, &column.column_type, data_type, &value).ok()
+        }
+    }
+}
