@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub(crate) use strata_capture::postgres::PostgresSourceConfig;
 pub(crate) use strata_capture::postgres::config::redact_url;
+pub(crate) use strata_capture::sink::RecordFormat;
 pub(crate) use strata_compactor::CompactorConfig;
 pub(crate) use strata_query::{CoalesceConfig, SnapshotConfig};
 
@@ -180,6 +181,13 @@ pub(crate) struct KafkaConfig {
     pub(crate) partitions: i32,
     /// Replication factor of the topics strata creates; `-1` takes the broker's default.
     pub(crate) replication_factor: i32,
+    /// How the capture writes change records: `json` (the JSON converter's envelope with its
+    /// schema, as Debezium writes it; the default) or `avro` (Avro single-object encoding, each
+    /// writer schema published once to `schema_topic`).
+    pub(crate) format: RecordFormat,
+    /// The compacted topic the writer schemas of `format = "avro"` are published to. Default
+    /// `_strata_schemas`.
+    pub(crate) schema_topic: String,
     /// Extra librdkafka properties passed as they are (`security.protocol`, `sasl.mechanism`, …).
     pub(crate) properties: std::collections::BTreeMap<String, String>,
 }
@@ -193,6 +201,8 @@ impl Default for KafkaConfig {
             connect_timeout: Duration::from_secs(10),
             partitions: 4,
             replication_factor: -1,
+            format: RecordFormat::Json,
+            schema_topic: strata_catalog::avro::DEFAULT_SCHEMA_TOPIC.into(),
             properties: Default::default(),
         }
     }
@@ -409,6 +419,27 @@ impl Config {
         if self.kafka.topic_prefix.is_empty() {
             return Err(invalid("kafka.topic_prefix", "must not be empty".into()));
         }
+        let schema_topic = &self.kafka.schema_topic;
+        if schema_topic.is_empty()
+            || schema_topic.len() > 249
+            || !schema_topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(invalid(
+                "kafka.schema_topic",
+                format!("`{schema_topic}` is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+            ));
+        }
+        if schema_topic.starts_with(&format!("{}.", self.kafka.topic_prefix)) {
+            return Err(invalid(
+                "kafka.schema_topic",
+                format!(
+                    "`{schema_topic}` is under kafka.topic_prefix: change-topic patterns would \
+                     read schemas as change events"
+                ),
+            ));
+        }
         crate::storage::StorageLocation::parse(&self.storage.url)
             .map_err(|message| invalid("storage.url", message))?;
         if self.kafka.partitions < 1 {
@@ -577,6 +608,44 @@ mod tests {
     }
 
     #[test]
+    fn kafka_format_is_json_unless_avro_is_asked_for() {
+        let defaults = Config::default();
+        assert_eq!(defaults.kafka.format, RecordFormat::Json);
+        assert_eq!(defaults.kafka.schema_topic, "_strata_schemas");
+
+        let config = load_str(
+            "[kafka]\nformat = \"avro\"\nschema_topic = \"_my_schemas\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.format, RecordFormat::Avro);
+        assert_eq!(config.kafka.schema_topic, "_my_schemas");
+
+        let config = Config::load(None, env(&[("STRATA_KAFKA__FORMAT", "avro")])).unwrap();
+        assert_eq!(config.kafka.format, RecordFormat::Avro);
+    }
+
+    #[test]
+    fn unknown_kafka_format_is_named() {
+        let err = load_str("[kafka]\nformat = \"xml\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::Key { key, .. } if key == "kafka.format"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("xml") && msg.contains("json") && msg.contains("avro"),
+            "{msg}"
+        );
+        let err = Config::load(None, env(&[("STRATA_KAFKA__FORMAT", "xml")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("kafka.format") && msg.contains("STRATA_KAFKA__FORMAT"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn unknown_section_is_named() {
         let err = load_str("[kafkaa]\nbrokers = \"a:1\"\n", &[]).unwrap_err();
         assert!(
@@ -655,6 +724,12 @@ mod tests {
             (
                 "[kafka]\nconnect_timeout = \"0s\"\n",
                 "kafka.connect_timeout",
+            ),
+            ("[kafka]\nschema_topic = \"\"\n", "kafka.schema_topic"),
+            ("[kafka]\nschema_topic = \"a b\"\n", "kafka.schema_topic"),
+            (
+                "[kafka]\nschema_topic = \"strata.schemas\"\n",
+                "kafka.schema_topic",
             ),
             ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
             (

@@ -54,6 +54,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             connect_timeout: config.kafka.connect_timeout,
             partitions: config.kafka.partitions,
             replication_factor: config.kafka.replication_factor,
+            format: config.kafka.format,
+            schema_topic: config.kafka.schema_topic.clone(),
         };
         let source_name = pg.name.clone();
         let capture = PostgresCapture::new(pg, sink, &config.kafka.topic_prefix)

@@ -17,8 +17,12 @@
 //! partition. A delivery that fails for good (the broker stayed away past `message.timeout.ms`)
 //! poisons the sink: [`EventSink::check`] returns the error and the listener stops without moving
 //! its position, so nothing is lost; a restart resends from the last durable position.
+//!
+//! With [`RecordFormat::Avro`] records name their writer schema by fingerprint; before the first
+//! record of a schema, [`EventSink::publish_schema`] writes the schema to the compacted schema
+//! topic and waits for Kafka's acknowledgement, once per schema and process.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +34,8 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{
     BaseProducer, BaseRecord, Producer as _, ProducerContext, ThreadedProducer,
 };
+use serde::{Deserialize, Serialize};
+use strata_catalog::avro::WriterSchema;
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,28 @@ pub enum SinkError {
         /// The broker's reason.
         reason: String,
     },
+    /// A writer schema could not be published; no record naming it was sent.
+    #[error("cannot publish writer schema {fingerprint} to schema topic {topic}: {reason}")]
+    Schema {
+        /// The schema topic (`kafka.schema_topic`).
+        topic: String,
+        /// The schema's fingerprint, 16 hex digits.
+        fingerprint: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How change records are written to Kafka (`[kafka] format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// The JSON converter's `{"schema","payload"}` envelope, as Debezium writes it.
+    #[default]
+    Json,
+    /// Avro single-object encoding ([`strata_catalog::avro`]); writer schemas go to the schema
+    /// topic.
+    Avro,
 }
 
 /// How events are published.
@@ -81,6 +109,10 @@ pub struct SinkConfig {
     pub partitions: i32,
     /// Replication factor of the topics the sink creates (`-1`: the broker's default).
     pub replication_factor: i32,
+    /// How change records are written.
+    pub format: RecordFormat,
+    /// The compacted topic writer schemas are published to (with [`RecordFormat::Avro`]).
+    pub schema_topic: String,
 }
 
 /// A position a listener may resume from once every event before it is durable.
@@ -140,12 +172,23 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Writer schemas this process has published.
+#[derive(Debug, Default)]
+struct Published {
+    /// The schema topic exists (created with `cleanup.policy=compact` if it did not).
+    topic_ready: bool,
+    /// Fingerprints acknowledged by Kafka.
+    fingerprints: HashSet<u64>,
+}
+
 /// An idempotent Kafka producer that tracks which positions are durable.
 pub struct EventSink {
     producer: ThreadedProducer<DeliveryContext>,
     context: DeliveryContext,
     config: SinkConfig,
     brokers: String,
+    /// Held while a schema is published, so concurrent snapshot workers publish it once.
+    published: tokio::sync::Mutex<Published>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -205,22 +248,12 @@ impl EventSink {
             context,
             config,
             brokers,
+            published: tokio::sync::Mutex::default(),
         })
     }
 
     /// Creates topics that do not exist yet (existing ones are left as they are).
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), SinkError> {
-        if topics.is_empty() {
-            return Ok(());
-        }
-        let admin: AdminClient<_> =
-            self.config
-                .client
-                .create()
-                .map_err(|source| SinkError::Create {
-                    brokers: self.brokers.clone(),
-                    source,
-                })?;
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
@@ -231,13 +264,29 @@ impl EventSink {
                 )
             })
             .collect();
+        self.create_topics(&new).await
+    }
+
+    async fn create_topics(&self, new: &[NewTopic<'_>]) -> Result<(), SinkError> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let names = || new.iter().map(|t| t.name).collect::<Vec<_>>().join(",");
+        let admin: AdminClient<_> =
+            self.config
+                .client
+                .create()
+                .map_err(|source| SinkError::Create {
+                    brokers: self.brokers.clone(),
+                    source,
+                })?;
         let options = AdminOptions::new().operation_timeout(Some(self.config.connect_timeout));
         let results =
             admin
-                .create_topics(&new, &options)
+                .create_topics(new, &options)
                 .await
                 .map_err(|e| SinkError::CreateTopic {
-                    topic: topics.join(","),
+                    topic: names(),
                     reason: e.to_string(),
                 })?;
         for result in results {
@@ -254,6 +303,48 @@ impl EventSink {
         Ok(())
     }
 
+    /// Publishes `schema` to the schema topic (key: its fingerprint in hex) and waits until Kafka
+    /// acknowledged it, unless this process did so before. Call it before the first record
+    /// naming the schema: a record is never in Kafka before its schema. The schema topic is
+    /// created on first use, compacted, with one partition.
+    pub async fn publish_schema(&self, schema: &WriterSchema) -> Result<(), SinkError> {
+        let mut published = self.published.lock().await;
+        if published.fingerprints.contains(&schema.fingerprint()) {
+            return Ok(());
+        }
+        let topic = self.config.schema_topic.as_str();
+        let failed = |reason: String| SinkError::Schema {
+            topic: topic.to_owned(),
+            fingerprint: schema.topic_key(),
+            reason,
+        };
+        if !published.topic_ready {
+            let new = NewTopic::new(
+                topic,
+                1,
+                TopicReplication::Fixed(self.config.replication_factor),
+            )
+            .set("cleanup.policy", "compact");
+            self.create_topics(&[new])
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            published.topic_ready = true;
+        }
+        let key = schema.topic_key();
+        let seq = self
+            .queue(topic, Some(key.as_bytes()), schema.topic_value().as_bytes())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // librdkafka retries until `message.timeout.ms`, then reports a failure.
+        while self.lock().in_flight.contains(&seq) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.check().map_err(|e| failed(e.to_string()))?;
+        published.fingerprints.insert(schema.fingerprint());
+        tracing::debug!(topic, fingerprint = %key, "writer schema published");
+        Ok(())
+    }
+
     /// Queues one event. Waits (asynchronously) while librdkafka's queue is full.
     pub async fn send(
         &self,
@@ -261,6 +352,11 @@ impl EventSink {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<(), SinkError> {
+        self.queue(topic, key, value).await.map(drop)
+    }
+
+    /// Queues one record and returns its sequence number.
+    async fn queue(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<u64, SinkError> {
         self.check()?;
         let seq = {
             let mut tracker = self.lock();
@@ -276,7 +372,7 @@ impl EventSink {
                 record = record.key(key);
             }
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(seq),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     opaque = record.delivery_opaque;
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -288,7 +384,7 @@ impl EventSink {
                         .failure
                         .get_or_insert_with(|| (topic.to_owned(), e.to_string()));
                     drop(tracker);
-                    return self.check();
+                    return self.check().map(|()| seq);
                 }
             }
         }
@@ -310,7 +406,7 @@ impl EventSink {
         self.lock().durable
     }
 
-    /// Events acknowledged so far.
+    /// Records acknowledged so far (events, and writer schemas).
     pub fn delivered(&self) -> u64 {
         self.lock().delivered
     }

@@ -22,12 +22,20 @@
 //!
 //! Value columns are declared optional (pgoutput does not say which columns are NOT NULL); key
 //! columns are required. Types map as in [`super::value`].
+//!
+//! With [`RecordFormat::Avro`] the key and the value are instead the Avro single-object encoding
+//! ([`strata_catalog::avro`]) of the very `payload` above, laid out by the writer schema built
+//! from the same Connect schema: decoded, an Avro record is the JSON record's payload, value for
+//! value.
 
 use std::io::Write as _;
+
+use strata_catalog::avro::{AvroError, WriterSchema};
 
 use super::pgoutput::{ColumnValue, Oid, Relation, Tuple};
 use super::value::{self, PgType, ValueError};
 use crate::now_micros;
+use crate::sink::RecordFormat;
 
 /// Debezium's default placeholder for a TOASTed value that was not sent.
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
@@ -85,6 +93,16 @@ pub enum EnvelopeError {
         /// The column.
         column: String,
     },
+    /// A schema or an event has no Avro form (`kafka.format = "avro"`).
+    #[error("table {table}: Avro {part}: {source}")]
+    Avro {
+        /// `schema.table`
+        table: String,
+        /// `key schema`, `value schema`, `key` or `value`.
+        part: &'static str,
+        /// What the Avro writer said.
+        source: AvroError,
+    },
 }
 
 /// One column of a captured table.
@@ -115,6 +133,15 @@ pub struct TableLayout {
     pub columns: Vec<ColumnLayout>,
     key_schema: String,
     value_schema: String,
+    /// The Avro writer schemas, with [`RecordFormat::Avro`].
+    avro: Option<WriterSchemas>,
+}
+
+/// A relation's Avro writer schemas, built from its Connect key and value schemas.
+#[derive(Debug, Clone)]
+struct WriterSchemas {
+    key: WriterSchema,
+    value: WriterSchema,
 }
 
 /// Naming shared by every event of a source.
@@ -127,6 +154,8 @@ pub struct ServerNaming {
     pub database: String,
     /// strata's version, for `source.version`.
     pub version: String,
+    /// How keys and values are written.
+    pub format: RecordFormat,
 }
 
 impl TableLayout {
@@ -159,6 +188,22 @@ impl TableLayout {
         );
         let key_schema = key_schema(&topic, &columns);
         let value_schema = value_schema(&topic, &columns);
+        let avro = match naming.format {
+            RecordFormat::Json => None,
+            RecordFormat::Avro => {
+                let writer = |text: &str, part| {
+                    WriterSchema::from_connect_text(text).map_err(|source| EnvelopeError::Avro {
+                        table: table.clone(),
+                        part,
+                        source,
+                    })
+                };
+                Some(WriterSchemas {
+                    key: writer(&key_schema, "key schema")?,
+                    value: writer(&value_schema, "value schema")?,
+                })
+            }
+        };
         Ok(Self {
             relation_id: relation.id,
             namespace: relation.namespace.clone(),
@@ -167,7 +212,14 @@ impl TableLayout {
             columns,
             key_schema,
             value_schema,
+            avro,
         })
+    }
+
+    /// The Avro writer schemas of its keys and values (none with [`RecordFormat::Json`]): each
+    /// must be published before the first record that names it.
+    pub fn writer_schemas(&self) -> impl Iterator<Item = &WriterSchema> {
+        self.avro.iter().flat_map(|w| [&w.key, &w.value])
     }
 
     /// `schema.table`.
@@ -280,13 +332,22 @@ pub fn encode_key(
     row: Row<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
-    out.clear();
-    out.extend_from_slice(b"{\"schema\":");
-    out.extend_from_slice(layout.key_schema.as_bytes());
-    out.extend_from_slice(b",\"payload\":");
-    write_row(layout, row, true, out, &mut Vec::new())?;
-    out.push(b'}');
-    Ok(())
+    match &layout.avro {
+        None => {
+            out.clear();
+            out.extend_from_slice(b"{\"schema\":");
+            out.extend_from_slice(layout.key_schema.as_bytes());
+            out.extend_from_slice(b",\"payload\":");
+            write_row(layout, row, true, out, &mut Vec::new())?;
+            out.push(b'}');
+            Ok(())
+        }
+        Some(avro) => {
+            let mut payload = Vec::new();
+            write_row(layout, row, true, &mut payload, &mut Vec::new())?;
+            encode_avro(layout, &avro.key, "key", &payload, out)
+        }
+    }
 }
 
 /// Writes the Kafka value of a change into `out`.
@@ -299,10 +360,53 @@ pub fn encode_value(
     source: &EventSource,
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
-    out.clear();
-    out.extend_from_slice(b"{\"schema\":");
-    out.extend_from_slice(layout.value_schema.as_bytes());
-    out.extend_from_slice(b",\"payload\":{\"before\":");
+    match &layout.avro {
+        None => {
+            out.clear();
+            out.extend_from_slice(b"{\"schema\":");
+            out.extend_from_slice(layout.value_schema.as_bytes());
+            out.extend_from_slice(b",\"payload\":");
+            write_payload(layout, naming, op, before, after, source, out)?;
+            out.push(b'}');
+            Ok(())
+        }
+        Some(avro) => {
+            let mut payload = Vec::new();
+            write_payload(layout, naming, op, before, after, source, &mut payload)?;
+            encode_avro(layout, &avro.value, "value", &payload, out)
+        }
+    }
+}
+
+/// Encodes `payload`, the JSON text the JSON format writes as `"payload"`, with `schema`.
+fn encode_avro(
+    layout: &TableLayout,
+    schema: &WriterSchema,
+    part: &'static str,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    let avro_error = |source| EnvelopeError::Avro {
+        table: layout.qualified_name(),
+        part,
+        source,
+    };
+    let payload: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| avro_error(AvroError(format!("the JSON payload does not parse: {e}"))))?;
+    schema.encode(&payload, out).map_err(avro_error)
+}
+
+/// Appends a change's `{"before",…,"transaction"}` payload to `out`.
+fn write_payload(
+    layout: &TableLayout,
+    naming: &ServerNaming,
+    op: Op,
+    before: Option<Row<'_>>,
+    after: Option<Row<'_>>,
+    source: &EventSource,
+    out: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    out.extend_from_slice(b"{\"before\":");
     let mut unchanged = Vec::new();
     match before {
         Some(row) => write_row(layout, row, false, out, &mut Vec::new())?,
@@ -374,7 +478,7 @@ pub fn encode_value(
         }
         _ => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
     Ok(())
 }
 
@@ -593,6 +697,7 @@ mod tests {
             server_name: "strata.pg".into(),
             database: "shop".into(),
             version: "0.1.0".into(),
+            format: RecordFormat::Json,
         }
     }
 
@@ -755,5 +860,272 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("total"), "{err}");
+    }
+
+    // --- kafka.format = "avro": the same payloads, as Avro single-object encodings. ---
+
+    /// A table with a column of each type the Avro tests cover.
+    fn typed_relation() -> Relation {
+        let col = |flags, name: &str, type_oid| RelationColumn {
+            flags,
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+        };
+        Relation {
+            xid: None,
+            id: 16500,
+            namespace: "public".into(),
+            name: "typed".into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: vec![
+                col(1, "id", 23),
+                col(1, "region", 21),
+                col(0, "i8", 20),
+                col(0, "t", 25),
+                col(0, "n", 1700),
+                col(0, "b", 16),
+                col(0, "f4", 700),
+                col(0, "f8", 701),
+                col(0, "by", 17),
+                col(0, "tz", 1184),
+                col(0, "ts", 1114),
+                col(0, "d", 1082),
+                col(0, "u", 2950),
+                col(0, "jb", 3802),
+                col(0, "ai", 1007),
+            ],
+        }
+    }
+
+    /// One row of [`typed_relation`] in PostgreSQL's text output, `None` for NULL.
+    const TYPED_ROW: [Option<&str>; 15] = [
+        Some("7"),
+        Some("-32768"),
+        Some("-9223372036854775808"),
+        Some("h\u{e9}llo \"w\u{f6}rld\" \\ \u{1F980}\nnext line"),
+        Some("-12345678901234567890.123456789"),
+        Some("t"),
+        Some("1.1"),
+        Some("-2.718281828459045"),
+        Some("\\x00ff7f80"),
+        Some("2026-11-25 10:00:00.5+05:30"),
+        Some("2026-11-25 10:00:00.123456"),
+        Some("2026-11-25"),
+        Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        Some("{\"a\": [1, \"x\"], \"b\": null}"),
+        Some("{1,NULL,-3}"),
+    ];
+
+    fn tuple(row: &[Option<&str>]) -> Tuple {
+        Tuple(
+            row.iter()
+                .map(|v| v.map_or(ColumnValue::Null, text))
+                .collect(),
+        )
+    }
+
+    fn streamed(order: u64) -> EventSource {
+        EventSource {
+            commit_ts_micros: 1_764_064_800_000_000,
+            snapshot: "false",
+            tx_id: Some(901),
+            lsn: 0x1_0000_0010 + order,
+            commit_lsn: 0x1_0000_0100,
+            last_commit_lsn: Some(0x1_0000_0001),
+            order: Some((order, order)),
+        }
+    }
+
+    /// Encodes one event as JSON and as Avro and checks that the Avro key and value decode to
+    /// exactly the JSON ones' payloads. Returns the value's payload.
+    fn same_payload_in_avro(
+        op: Op,
+        before: Option<Row<'_>>,
+        after: Option<Row<'_>>,
+        source: &EventSource,
+    ) -> serde_json::Value {
+        let json_naming = naming();
+        let avro_naming = ServerNaming {
+            format: RecordFormat::Avro,
+            ..naming()
+        };
+        let json_layout = TableLayout::new(&typed_relation(), &json_naming).unwrap();
+        let avro_layout = TableLayout::new(&typed_relation(), &avro_naming).unwrap();
+        assert_eq!(json_layout.writer_schemas().count(), 0);
+        let schemas = avro_layout.avro.as_ref().unwrap();
+        let payload = |json: &[u8]| -> serde_json::Value {
+            let mut record: serde_json::Value = serde_json::from_slice(json).unwrap();
+            record["payload"].take()
+        };
+
+        if let Some(row) = after.or(before) {
+            let (mut json, mut avro) = (Vec::new(), Vec::new());
+            encode_key(&json_layout, row, &mut json).unwrap();
+            encode_key(&avro_layout, row, &mut avro).unwrap();
+            assert_eq!(avro[..2], [0xC3, 0x01]);
+            assert_eq!(
+                strata_catalog::avro::message_fingerprint(&avro),
+                Some(schemas.key.fingerprint())
+            );
+            assert_eq!(schemas.key.decode(&avro).unwrap(), payload(&json));
+        }
+
+        let (mut json, mut avro) = (Vec::new(), Vec::new());
+        encode_value(
+            &json_layout,
+            &json_naming,
+            op,
+            before,
+            after,
+            source,
+            &mut json,
+        )
+        .unwrap();
+        encode_value(
+            &avro_layout,
+            &avro_naming,
+            op,
+            before,
+            after,
+            source,
+            &mut avro,
+        )
+        .unwrap();
+        assert_eq!(
+            strata_catalog::avro::message_fingerprint(&avro),
+            Some(schemas.value.fingerprint())
+        );
+        let want = payload(&json);
+        let mut got = schemas.value.decode(&avro).unwrap();
+        // The envelope's ts_ms is the wall clock when each was encoded.
+        let (got_ms, want_ms) = (
+            got["ts_ms"].as_i64().unwrap(),
+            want["ts_ms"].as_i64().unwrap(),
+        );
+        assert!((got_ms - want_ms).abs() < 60_000, "{got_ms} vs {want_ms}");
+        got["ts_ms"] = want["ts_ms"].clone();
+        assert_eq!(got, want);
+        // Much smaller: no schema, and binary values (an update of this wide table with before
+        // and after images is ~8x smaller).
+        assert!(
+            avro.len() * 5 < json.len() && avro.len() < want.to_string().len(),
+            "Avro {} bytes, JSON {} bytes (payload {})",
+            avro.len(),
+            json.len(),
+            want.to_string().len()
+        );
+        want
+    }
+
+    #[test]
+    fn avro_insert_is_the_json_payload() {
+        let row = tuple(&TYPED_ROW);
+        let p = same_payload_in_avro(Op::Create, None, Some(Row::Tuple(&row)), &streamed(1));
+        assert_eq!(p["op"], "c");
+        assert_eq!(p["after"]["region"], -32768);
+        assert_eq!(p["after"]["f4"], 1.1);
+        assert_eq!(p["after"]["by"], "AP9/gA==");
+        assert_eq!(p["after"]["ai"], serde_json::json!([1, null, -3]));
+
+        // NULLs, and the floats JSON writes as strings.
+        let mut nulls = [None; 15];
+        nulls[..2].copy_from_slice(&TYPED_ROW[..2]);
+        nulls[6] = Some("NaN");
+        nulls[7] = Some("-Infinity");
+        nulls[14] = Some("{}");
+        let row = tuple(&nulls);
+        let p = same_payload_in_avro(Op::Create, None, Some(Row::Tuple(&row)), &streamed(2));
+        assert_eq!(p["after"]["t"], serde_json::Value::Null);
+        assert_eq!(p["after"]["f4"], "NaN");
+        assert_eq!(p["after"]["f8"], "-Infinity");
+        assert_eq!(p["after"]["ai"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn avro_update_with_an_unchanged_toasted_column_is_the_json_payload() {
+        let mut after = tuple(&TYPED_ROW);
+        after.0[3] = ColumnValue::UnchangedToast;
+        let p = same_payload_in_avro(Op::Update, None, Some(Row::Tuple(&after)), &streamed(3));
+        assert_eq!(p["after"]["t"], UNAVAILABLE_VALUE);
+        assert_eq!(p["source"]["unchanged_toast"], serde_json::json!(["t"]));
+
+        // With the old row (REPLICA IDENTITY FULL), before and after both.
+        let before = tuple(&TYPED_ROW);
+        let p = same_payload_in_avro(
+            Op::Update,
+            Some(Row::Tuple(&before)),
+            Some(Row::Tuple(&after)),
+            &streamed(4),
+        );
+        assert_eq!(p["before"]["t"], TYPED_ROW[3].unwrap());
+    }
+
+    #[test]
+    fn avro_delete_and_truncate_are_the_json_payload() {
+        // pgoutput sends the old key: the other columns are NULL.
+        let mut key_only = [None; 15];
+        key_only[..2].copy_from_slice(&TYPED_ROW[..2]);
+        let old = tuple(&key_only);
+        let p = same_payload_in_avro(Op::Delete, Some(Row::Tuple(&old)), None, &streamed(5));
+        assert_eq!(p["after"], serde_json::Value::Null);
+        assert_eq!(p["before"]["id"], 7);
+
+        // No key, no rows, no transaction.
+        let source = EventSource {
+            tx_id: None,
+            order: None,
+            last_commit_lsn: None,
+            ..streamed(6)
+        };
+        let p = same_payload_in_avro(Op::Truncate, None, None, &source);
+        assert_eq!(p["op"], "t");
+        assert_eq!(p["transaction"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn avro_snapshot_read_is_the_json_payload() {
+        let cells: Vec<Option<&[u8]>> = TYPED_ROW.iter().map(|v| v.map(str::as_bytes)).collect();
+        let source = EventSource {
+            commit_ts_micros: 1_764_064_800_000_000,
+            snapshot: "true",
+            tx_id: None,
+            lsn: 0x1_0000_0000,
+            commit_lsn: 0x1_0000_0000,
+            last_commit_lsn: None,
+            order: None,
+        };
+        let p = same_payload_in_avro(Op::Read, None, Some(Row::Text(&cells)), &source);
+        assert_eq!(p["op"], "r");
+        assert_eq!(p["source"]["snapshot"], "true");
+        assert_eq!(p["after"]["tz"], "2026-11-25T04:30:00.5Z");
+    }
+
+    #[test]
+    fn avro_schemas_are_built_once_per_relation_and_named_by_records() {
+        let avro = ServerNaming {
+            format: RecordFormat::Avro,
+            ..naming()
+        };
+        let layout = TableLayout::new(&typed_relation(), &avro).unwrap();
+        let fingerprints: Vec<u64> = layout
+            .writer_schemas()
+            .map(WriterSchema::fingerprint)
+            .collect();
+        assert_eq!(fingerprints.len(), 2);
+        assert_ne!(fingerprints[0], fingerprints[1]);
+        // Rebuilt from the same relation: the same schemas, so the same fingerprints.
+        let again = TableLayout::new(&typed_relation(), &avro).unwrap();
+        assert!(
+            again
+                .writer_schemas()
+                .map(WriterSchema::fingerprint)
+                .eq(fingerprints)
+        );
+        // The published record carries the JSON converter's schema, as JSON records do.
+        let value = layout.writer_schemas().nth(1).unwrap();
+        let record: serde_json::Value = serde_json::from_str(value.topic_value()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&layout.value_schema).unwrap();
+        assert_eq!(record["connect"], json);
     }
 }

@@ -279,6 +279,11 @@ pub async fn run_snapshot(
     sink.ensure_topics(&layouts.iter().map(|l| l.topic.clone()).collect::<Vec<_>>())
         .await
         .map_err(CaptureError::Sink)?;
+    for schema in layouts.iter().flat_map(TableLayout::writer_schemas) {
+        sink.publish_schema(schema)
+            .await
+            .map_err(CaptureError::Sink)?;
+    }
 
     let planner = connect_sql(url).await?;
     let chunks = plan_chunks(&planner.0, tables, chunk_rows).await?;

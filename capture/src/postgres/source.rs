@@ -186,6 +186,7 @@ impl PostgresCapture {
         sink: SinkConfig,
         topic_prefix: &str,
     ) -> Result<Self, CaptureError> {
+        let format = sink.format;
         let sink = EventSink::connect(sink).await.map_err(CaptureError::Sink)?;
         let database = config
             .url
@@ -197,6 +198,7 @@ impl PostgresCapture {
             server_name: format!("{topic_prefix}.{}", config.name),
             database,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            format,
         };
         Ok(Self {
             config,
@@ -591,6 +593,13 @@ impl Streamer<'_> {
                 }
                 let is_new = changed || !self.layouts.contains_key(&relation.id);
                 self.ensure_topic(&layout.topic.clone()).await?;
+                for schema in layout.writer_schemas() {
+                    self.capture
+                        .sink
+                        .publish_schema(schema)
+                        .await
+                        .map_err(CaptureError::Sink)?;
+                }
                 if is_new {
                     self.record_schema(&layout, lsn).await?;
                 }
