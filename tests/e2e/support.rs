@@ -164,6 +164,12 @@ impl PgCapture {
         format!("strata.{}.public.{}", self.source, self.table(name))
     }
 
+    /// This test's schema topic for `kafka.format = "avro"` (`kafka.schema_topic`), dropped with
+    /// its other topics.
+    pub fn schema_topic(&self) -> String {
+        format!("_strata_schemas.{}", self.source)
+    }
+
     /// The environment of a `strata` child capturing `tables` (short names): only these STRATA_*
     /// variables, the capture alone (no compactor), metrics off, storage in memory. `extra` adds or
     /// overrides variables.
@@ -330,6 +336,7 @@ async fn cleanup(source: &str) -> Result<(), String> {
         .create()
         .map_err(|e| e.to_string())?;
     let prefix = format!("strata.{source}.");
+    let schema_topic = format!("_strata_schemas.{source}");
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))
@@ -338,7 +345,7 @@ async fn cleanup(source: &str) -> Result<(), String> {
         .topics()
         .iter()
         .map(|t| t.name().to_owned())
-        .filter(|t| t.starts_with(&prefix))
+        .filter(|t| t.starts_with(&prefix) || *t == schema_topic)
         .collect();
     if !topics.is_empty() {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
