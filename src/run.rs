@@ -87,7 +87,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         let catalog = storage.catalog().await?;
         let catalog = Arc::new(catalog);
         let compactor = Compactor::new(
-            config.compactor.clone(),
+            strata_compactor::CompactorConfig {
+                // Avro writer schemas are read where the capture writes them.
+                schema_topic: config.kafka.schema_topic.clone(),
+                ..config.compactor.clone()
+            },
             kafka_client(&config.kafka),
             Arc::clone(&catalog),
             Arc::clone(&storage.store),

@@ -222,7 +222,7 @@ fn connect_type<'s>(node: &'s Value, path: &str) -> Result<&'s str, AvroError> {
         .ok_or_else(|| error(path, "schema has no \"type\""))
 }
 
-fn is_optional(node: &Value) -> bool {
+pub(crate) fn is_optional(node: &Value) -> bool {
     node.get("optional").and_then(Value::as_bool) == Some(true)
 }
 
@@ -651,39 +651,74 @@ fn for_each_block(
     }
 }
 
-/// Skips one value of Connect schema `node`.
-pub(crate) fn skip_datum(node: &Value, input: &mut &[u8]) -> Option<()> {
-    if is_optional(node) {
-        match read_long(input)? {
-            0 => return Some(()),
-            1 => {}
+/// How a value of a Connect schema is laid out, compiled once per schema, to skip values
+/// without looking the schema up again.
+#[derive(Debug, Clone)]
+pub(crate) enum Shape {
+    /// A zigzag varint (every integer type).
+    Long,
+    /// So many bytes (`float` 4, `double` 8, `boolean` 1).
+    Fixed(usize),
+    /// A length-prefixed byte string (`string`, `bytes`).
+    Bytes,
+    /// The fields, in order.
+    Struct(Vec<Shape>),
+    /// Blocks of items.
+    Array(Box<Shape>),
+    /// Blocks of (string key, value).
+    Map(Box<Shape>),
+    /// A union branch (0 = null), then the value.
+    Optional(Box<Shape>),
+}
+
+impl Shape {
+    /// The shape of Connect schema `node`; `None` if it has no Avro form.
+    pub(crate) fn of(node: &Value) -> Option<Self> {
+        let shape = match node.get("type")?.as_str()? {
+            "int8" | "int16" | "int32" | "int64" => Self::Long,
+            "float" | "float32" => Self::Fixed(4),
+            "double" | "float64" => Self::Fixed(8),
+            "boolean" => Self::Fixed(1),
+            "string" | "bytes" => Self::Bytes,
+            "struct" => Self::Struct(
+                node.get("fields")?
+                    .as_array()?
+                    .iter()
+                    .map(Self::of)
+                    .collect::<Option<_>>()?,
+            ),
+            "array" => Self::Array(Box::new(Self::of(node.get("items")?)?)),
+            "map" => Self::Map(Box::new(Self::of(node.get("values")?)?)),
             _ => return None,
-        }
+        };
+        Some(if is_optional(node) {
+            Self::Optional(Box::new(shape))
+        } else {
+            shape
+        })
     }
-    match node.get("type")?.as_str()? {
-        "int8" | "int16" | "int32" | "int64" => {
-            read_long(input)?;
-        }
-        "float" | "float32" => {
-            read_fixed::<4>(input)?;
-        }
-        "double" | "float64" => {
-            read_fixed::<8>(input)?;
-        }
-        "boolean" => {
-            read_fixed::<1>(input)?;
-        }
-        "string" | "bytes" => {
-            read_bytes(input)?;
-        }
-        "struct" => {
-            for field in node.get("fields")?.as_array()? {
-                skip_datum(field, input)?;
+
+    /// Skips one value.
+    pub(crate) fn skip(&self, input: &mut &[u8]) -> Option<()> {
+        match self {
+            Self::Long => {
+                read_long(input)?;
             }
-        }
-        ty @ ("array" | "map") => {
-            let inner = node.get(if ty == "array" { "items" } else { "values" })?;
-            loop {
+            Self::Fixed(n) => *input = input.get(*n..)?,
+            Self::Bytes => {
+                read_bytes(input)?;
+            }
+            Self::Struct(fields) => {
+                for field in fields {
+                    field.skip(input)?;
+                }
+            }
+            Self::Optional(inner) => match read_long(input)? {
+                0 => {}
+                1 => inner.skip(input)?,
+                _ => return None,
+            },
+            Self::Array(inner) | Self::Map(inner) => loop {
                 let count = read_long(input)?;
                 if count == 0 {
                     break;
@@ -695,16 +730,15 @@ pub(crate) fn skip_datum(node: &Value, input: &mut &[u8]) -> Option<()> {
                     continue;
                 }
                 for _ in 0..count {
-                    if ty == "map" {
+                    if matches!(self, Self::Map(_)) {
                         read_bytes(input)?;
                     }
-                    skip_datum(inner, input)?;
+                    inner.skip(input)?;
                 }
-            }
+            },
         }
-        _ => return None,
+        Some(())
     }
-    Some(())
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@
 //! STRATA_BENCH_EVENTS=200000 cargo bench -p strata-compactor --bench throughput   # quick
 //! cargo bench -p strata-compactor --bench throughput -- --events 200000 --partitions 4
 //! STRATA_BENCH_COMPRESSION=none cargo bench -p strata-compactor --bench throughput  # uncompressed topic
+//! STRATA_BENCH_FORMAT=avro cargo bench -p strata-compactor --bench throughput  # `[kafka] format = "avro"`
 //! ```
 //!
-//! 1. Not timed: N Debezium JSON change events (the envelope strata's PostgreSQL capture
-//!    writes, with schemas) of `public.orders` (`id` int8 key + 8 columns: int4, text,
+//! 1. Not timed: N Debezium change events (the envelope strata's PostgreSQL capture writes:
+//!    the JSON converter's with schemas, or with `STRATA_BENCH_FORMAT=avro` strata's Avro
+//!    format, its writer schemas published to the schema topic first) of `public.orders` (`id` int8 key + 8 columns: int4, text,
 //!    numeric-as-string, int2, text, bool, timestamptz, timestamp), 30% inserts then updates
 //!    and 5% deletes of random keys, keyed by `id` into P partitions of a fresh topic.
 //! 2. Timed: a `strata_compactor::Compactor` with default settings but a 1 s flush deadline
@@ -42,9 +44,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
+use strata_catalog::avro::{DEFAULT_SCHEMA_TOPIC, WriterSchema};
 use strata_catalog::{
-    Catalog, CatalogConfig, DecodedRow, SchemaCache, SegmentBuilder, decode_debezium_row,
-    encode_segment,
+    AvroSchemas, Catalog, CatalogConfig, DecodedRow, SchemaCache, SegmentBuilder,
+    decode_debezium_row, encode_segment,
 };
 use strata_compactor::{Compactor, CompactorConfig};
 use tokio_util::sync::CancellationToken;
@@ -116,6 +119,13 @@ struct Workload {
     inserts: usize,
     key_schema: String,
     value_schema: String,
+    /// With `STRATA_BENCH_FORMAT=avro`: the key's and value's writer schemas.
+    avro: Option<(WriterSchema, WriterSchema)>,
+}
+
+/// `STRATA_BENCH_FORMAT`: `json` (the default) or `avro`.
+fn format() -> String {
+    std::env::var("STRATA_BENCH_FORMAT").unwrap_or_else(|_| "json".to_owned())
 }
 
 const STATUS: [&str; 5] = ["new", "paid", "shipped", "delivered", "cancelled"];
@@ -209,9 +219,26 @@ impl Workload {
             n,
             partitions,
             inserts: (n * 3 / 10).max(1),
+            avro: match format().as_str() {
+                "json" => None,
+                "avro" => Some((
+                    WriterSchema::from_connect_text(&key_schema).expect("key writer schema"),
+                    WriterSchema::from_connect_text(&value_schema).expect("value writer schema"),
+                )),
+                other => panic!("STRATA_BENCH_FORMAT={other}: json or avro"),
+            },
             key_schema,
             value_schema,
         }
+    }
+
+    /// The schema cache a decoder of these records needs.
+    fn schema_cache(&self) -> SchemaCache {
+        let schemas = AvroSchemas::default();
+        for writer in self.avro.iter().flat_map(|(k, v)| [k, v]) {
+            schemas.insert(writer.clone());
+        }
+        SchemaCache::with_avro(schemas)
     }
 
     /// Record `i`: (partition, key, value).
@@ -272,6 +299,16 @@ impl Workload {
             "transaction": {"id": format!("{tx_id}:{commit_lsn}"), "total_order": i % 5 + 1,
                             "data_collection_order": i % 5 + 1},
         });
+        if let Some((key_writer, value_writer)) = &self.avro {
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            key_writer
+                .encode(&json!({ "id": id }), &mut key)
+                .expect("avro key");
+            value_writer
+                .encode(&payload, &mut value)
+                .expect("avro value");
+            return (partition, key, value);
+        }
         let key = format!(
             "{{\"schema\":{},\"payload\":{{\"id\":{id}}}}}",
             self.key_schema
@@ -368,6 +405,19 @@ async fn produce(w: &Workload) -> (Vec<i64>, u64) {
         .set("compression.type", compression())
         .create()
         .expect("producer");
+    // As the capture does: the writer schemas are in the schema topic before any record.
+    for writer in w.avro.iter().flat_map(|(k, v)| [k, v]) {
+        let key = writer.topic_key();
+        producer
+            .send(
+                FutureRecord::to(DEFAULT_SCHEMA_TOPIC)
+                    .key(&key)
+                    .payload(writer.topic_value()),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("schema published");
+    }
     let mut ends = vec![0_i64; w.partitions as usize];
     let mut bytes = 0_u64;
     let mut pending = VecDeque::new();
@@ -577,7 +627,7 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
     let mut start_index = 0_usize;
     reset_peak_rss();
     let mut write_cpu = 0.0;
-    let mut cache = SchemaCache::default();
+    let mut cache = w.schema_cache();
     for (s, rows) in segments.iter().enumerate() {
         let records: Vec<_> = (start_index..start_index + *rows as usize)
             .map(|i| w.record(i))
@@ -593,7 +643,7 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
                     schema.get_or_insert(s);
                     rows.push(row);
                 }
-                DecodedRow::Skip(skip) => panic!("unexpected skip {skip:?}"),
+                other => panic!("unexpected {other:?}"),
             }
         }
         decode += t.elapsed().as_secs_f64();
@@ -662,11 +712,17 @@ async fn main() {
         println!("|---|---:|---:|---:|");
         for (name, secs) in [
             (
-                "JSON decode into segment rows (cells, event id, key)",
+                format!(
+                    "{} decode into segment rows (cells, event id, key)",
+                    format()
+                ),
                 s.decode,
             ),
-            ("Arrow builders + sort (SegmentBuilder)", s.arrow),
-            ("Parquet encode + put (the raw write)", s.write.seconds),
+            ("Arrow builders + sort (SegmentBuilder)".to_owned(), s.arrow),
+            (
+                "Parquet encode + put (the raw write)".to_owned(),
+                s.write.seconds,
+            ),
         ] {
             println!("| {name} | {} | {secs:.2} | {} |", w.n, rate(n, secs));
         }
@@ -684,9 +740,10 @@ async fn main() {
     let t = Instant::now();
     let (ends, json_bytes) = produce(&w).await;
     eprintln!(
-        "produced in {:.1} s ({:.1} MiB of JSON); ends {ends:?}",
+        "produced in {:.1} s ({:.1} MiB of {}); ends {ends:?}",
         t.elapsed().as_secs_f64(),
-        json_bytes as f64 / MIB
+        json_bytes as f64 / MIB,
+        format()
     );
 
     let work = tempfile::tempdir().expect("temp dir");
@@ -712,23 +769,25 @@ async fn main() {
     let d = bench_config();
     println!();
     println!(
-        "events={} partitions={} table=public.orders (id int8 key + 8 columns) json={:.1} MiB ({:.0} B/event) \
+        "events={} partitions={} table=public.orders (id int8 key + 8 columns) {}={:.1} MiB ({:.0} B/event) \
          parquet={:.1} MiB",
         w.n,
         w.partitions,
+        format(),
         json_mib,
         json_bytes as f64 / n,
         c.parquet_bytes as f64 / MIB
     );
     println!(
         "compactor settings (defaults but flush_interval): max_segment_bytes={} row_group_rows={} \
-         zstd_level={} flush_interval={:?} dedup_window={}; topic written with compression.type={}",
+         zstd_level={} flush_interval={:?} dedup_window={}; topic written with compression.type={}, format={}",
         d.max_segment_bytes,
         d.row_group_rows,
         d.zstd_level,
         d.flush_interval,
         d.dedup_window,
-        compression()
+        compression(),
+        format()
     );
     println!(
         "compactor: {} segments in {} commits, first record consumed at {:.2} s, all {} at {:.2} s \
@@ -743,7 +802,8 @@ async fn main() {
     );
     println!();
     println!(
-        "| path | events | seconds | events/s | MB/s (JSON in) | MB/s (Parquet out) | peak RSS MiB | CPU s |"
+        "| path | events | seconds | events/s | MB/s ({} in) | MB/s (Parquet out) | peak RSS MiB | CPU s |",
+        format()
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let row = |name: &str, p: &Part, out_bytes: u64| {
@@ -785,7 +845,10 @@ async fn main() {
         fetch.seconds,
     );
     step(
-        "JSON decode into segment rows (cells, event id, key)",
+        &format!(
+            "{} decode into segment rows (cells, event id, key)",
+            format()
+        ),
         s.decode,
     );
     step("Arrow builders + sort (SegmentBuilder)", s.arrow);

@@ -29,8 +29,8 @@ use rdkafka::consumer::{
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use strata_catalog::{
-    Action, Catalog, CommitInfo, DecodeError, OffsetRange, QuarantineEntry, QuarantinedObject,
-    SchemaVersion, TableId, TableSchema, Watermark,
+    Action, AvroSchemas, Catalog, CommitInfo, DecodeError, OffsetRange, QuarantineEntry,
+    QuarantinedObject, SchemaVersion, TableId, TableSchema, Watermark,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,7 @@ use crate::batch::{Batch, PartitionState, PendingSegment, TopicPartition};
 use crate::config::CompactorConfig;
 use crate::decode::{DecodePool, Outcome, RawRecord};
 use crate::error::{Error, Result};
+use crate::schemas::read_schema_topic;
 use crate::segment;
 use crate::stats::CompactorStats;
 
@@ -49,6 +50,23 @@ const TICK: Duration = Duration::from_millis(50);
 const REFRESH_ATTEMPTS: u32 = 5;
 /// The most records taken from the consumer's queue at once, to decode side by side.
 const CHUNK_RECORDS: usize = 2048;
+
+/// The error of a record whose Avro writer schema the schema topic does not hold.
+fn missing_schema(
+    record: &RawRecord<'_>,
+    fingerprint: u64,
+    config: &CompactorConfig,
+) -> DecodeError {
+    DecodeError {
+        topic: record.topic.to_owned(),
+        partition: Some(record.partition),
+        offset: Some(record.offset),
+        reason: format!(
+            "Avro writer schema {fingerprint:016x} is not in schema topic {}",
+            config.schema_topic
+        ),
+    }
+}
 
 /// Consumes Debezium change topics and turns them into Parquet change segments committed to
 /// the catalog together with the offsets they came from.
@@ -150,6 +168,14 @@ impl Compactor {
         })?;
         info!(topics = ?self.config.topics, "compactor subscribed");
 
+        let avro = AvroSchemas::default();
+        let decoders =
+            DecodePool::new(self.config.effective_decode_threads(), &avro).map_err(|e| {
+                Error::Config {
+                    field: "decode_threads",
+                    reason: format!("could not start the decode threads: {e}"),
+                }
+            })?;
         let mut run = Run {
             compactor: &self,
             consumer: &consumer,
@@ -157,13 +183,10 @@ impl Compactor {
             batch: Batch::default(),
             deadline: None,
             topic_tables: HashMap::new(),
-            decoders: DecodePool::new(self.config.effective_decode_threads()).map_err(|e| {
-                Error::Config {
-                    field: "decode_threads",
-                    reason: format!("could not start the decode threads: {e}"),
-                }
-            })?,
+            avro,
+            decoders,
             in_flight: None,
+            next_idle_watermarks: None,
             resets: 0,
         };
         let mut tick = tokio::time::interval(TICK);
@@ -203,7 +226,8 @@ impl Compactor {
                                 value: m.payload(),
                             })
                             .collect();
-                        let outcomes = run.decoders.decode_all(&records);
+                        let mut outcomes = run.decoders.decode_all(&records);
+                        run.learn_schemas(&records, &mut outcomes).await?;
                         for (record, outcome) in records.iter().zip(outcomes) {
                             if run.rewound_since(record, resets) {
                                 continue;
@@ -227,6 +251,7 @@ impl Compactor {
             if due || run.over_size() {
                 run.flush().await?;
             }
+            run.advance_idle_watermarks();
         }
         // A flush in flight is let finish: it commits, or it leaves nothing behind.
         if let Some(in_flight) = run.in_flight.take() {
@@ -369,6 +394,10 @@ struct Run<'a> {
     topic_tables: HashMap<String, BTreeSet<TableId>>,
     /// One per decoding thread.
     decoders: DecodePool,
+    /// When [`Run::advance_idle_watermarks`] may look next.
+    next_idle_watermarks: Option<Instant>,
+    /// The Avro writer schemas learnt from the schema topic (shared with the decoders).
+    avro: AvroSchemas,
     /// The flush being written and committed, if any.
     in_flight: Option<InFlight>,
     /// How many times the partitions were rewound to the catalog's offsets ([`Run::reset`]).
@@ -469,6 +498,41 @@ impl FlushWork {
 }
 
 impl Run<'_> {
+    /// Records whose Avro writer schema was unknown: reads the schema topic and decodes them
+    /// again; a fingerprint it does not hold makes the record bad input.
+    async fn learn_schemas<'a>(
+        &mut self,
+        records: &[RawRecord<'a>],
+        outcomes: &mut [Outcome<'a>],
+    ) -> Result<()> {
+        if !outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::MissingSchema(_)))
+        {
+            return Ok(());
+        }
+        let client = self.compactor.client.clone();
+        let topic = self.config().schema_topic.clone();
+        let avro = self.avro.clone();
+        tokio::task::spawn_blocking(move || read_schema_topic(&client, &topic, &avro))
+            .await
+            .map_err(|e| Error::Segment {
+                table: "(schema topic)".into(),
+                reason: format!("the schema topic reader panicked: {e}"),
+            })??;
+        for (record, outcome) in records.iter().zip(outcomes.iter_mut()) {
+            if let Outcome::MissingSchema(fingerprint) = outcome {
+                *outcome = match self.decoders.decode_one(record) {
+                    Some(Outcome::MissingSchema(_)) | None => {
+                        Outcome::Bad(missing_schema(record, *fingerprint, self.config()))
+                    }
+                    Some(other) => other,
+                };
+            }
+        }
+        Ok(())
+    }
+
     fn config(&self) -> &CompactorConfig {
         &self.compactor.config
     }
@@ -692,6 +756,12 @@ impl Run<'_> {
                 return Ok(());
             }
             Outcome::Row { row, schema } => (row, schema),
+            Outcome::MissingSchema(fingerprint) => {
+                let e = missing_schema(record, fingerprint, self.config());
+                return self
+                    .quarantine(topic, partition, offset, key, value, &e)
+                    .await;
+            }
             Outcome::Bad(e) => {
                 return self
                     .quarantine(topic, partition, offset, key, value, &e)
@@ -821,13 +891,7 @@ impl Run<'_> {
                 plan.push(Planned::Segment(pending));
             }
         }
-        let mut watermarks: BTreeMap<TableId, i64> = BTreeMap::new();
-        for (topic, ts) in self.topic_watermarks() {
-            for table in self.topic_tables.get(&topic).into_iter().flatten() {
-                let wm = watermarks.entry(table.clone()).or_insert(ts);
-                *wm = (*wm).min(ts);
-            }
-        }
+        let watermarks = self.table_watermarks();
         let mut offsets = Vec::new();
         let mut kafka_offsets = TopicPartitionList::new();
         for ((topic, partition), p) in &mut self.partitions {
@@ -941,6 +1005,63 @@ impl Run<'_> {
                 Ok(false)
             }
         }
+    }
+
+    /// Per table seen on the assigned topics: the commit time up to which all its changes have
+    /// been read (see [`Run::topic_watermarks`]).
+    fn table_watermarks(&self) -> BTreeMap<TableId, i64> {
+        let mut watermarks: BTreeMap<TableId, i64> = BTreeMap::new();
+        for (topic, ts) in self.topic_watermarks() {
+            for table in self.topic_tables.get(&topic).into_iter().flatten() {
+                let wm = watermarks.entry(table.clone()).or_insert(ts);
+                *wm = (*wm).min(ts);
+            }
+        }
+        watermarks
+    }
+
+    /// With nothing buffered and no flush in flight (every record read is committed), commits
+    /// the table watermarks that moved on since, at most once per `flush_interval`. Without it
+    /// a table whose changes stopped would keep the watermark of its last flush, taken before
+    /// the broker's statistics said its partitions were caught up, and its last changes would
+    /// wait for the next one to be snapshotted.
+    fn advance_idle_watermarks(&mut self) {
+        if !self.batch.is_empty() || self.in_flight.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if self.next_idle_watermarks.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_idle_watermarks = Some(now + self.compactor.config.flush_interval);
+        let state = self.compactor.catalog.state();
+        let tail: Vec<Action> = self
+            .table_watermarks()
+            .into_iter()
+            .filter(|(table, ts)| {
+                state.table(table).is_some() && state.watermark(table).is_none_or(|w| *ts > w)
+            })
+            .map(|(table, ts)| Action::SetWatermark(Watermark { table, ts }))
+            .collect();
+        if tail.is_empty() {
+            return;
+        }
+        debug!(
+            tables = tail.len(),
+            "committing watermarks that moved on while idle"
+        );
+        let work = FlushWork {
+            store: Arc::clone(&self.compactor.store),
+            catalog: Arc::clone(&self.compactor.catalog),
+            config: self.compactor.config.clone(),
+            records: 0,
+            plan: Vec::new(),
+            tail,
+        };
+        self.in_flight = Some(InFlight {
+            task: tokio::spawn(work.run()),
+            kafka_offsets: TopicPartitionList::new(),
+        });
     }
 
     /// Per topic whose partitions are all assigned here and understood: the commit time up to

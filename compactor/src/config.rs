@@ -60,6 +60,10 @@ pub struct CompactorConfig {
     /// Threads decoding records side by side (the compactor's main CPU cost); 0: one per
     /// core. Default 0.
     pub decode_threads: usize,
+    /// The topic Avro writer schemas are read from (`strata_catalog::avro`). Not read from
+    /// `[compactor]`: `strata` sets it from `[kafka] schema_topic`, which the capture writes to.
+    #[serde(skip)]
+    pub schema_topic: String,
 }
 
 impl Default for CompactorConfig {
@@ -75,6 +79,7 @@ impl Default for CompactorConfig {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             writer_id: DEFAULT_GROUP_ID.into(),
             decode_threads: 0,
+            schema_topic: strata_catalog::avro::DEFAULT_SCHEMA_TOPIC.into(),
         }
     }
 }
@@ -111,6 +116,9 @@ impl CompactorConfig {
         }
         if self.writer_id.is_empty() {
             return invalid("writer_id", "must not be empty");
+        }
+        if self.schema_topic.is_empty() {
+            return invalid("schema_topic", "must not be empty");
         }
         if self.decode_threads > MAX_DECODE_THREADS {
             return invalid("decode_threads", "must be at most 64 (0: one per core)");

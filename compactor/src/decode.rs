@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use strata_catalog::{
-    DecodeError, DecodedRow, SchemaCache, SegmentRow, TableSchema, decode_debezium_row,
+    AvroSchemas, DecodeError, DecodedRow, SchemaCache, SegmentRow, TableSchema, decode_debezium_row,
 };
 
 /// Below this many records per thread, a chunk is decoded on the caller's thread.
@@ -37,6 +37,9 @@ pub(crate) enum Outcome<'a> {
         row: SegmentRow<'a>,
         schema: Arc<TableSchema>,
     },
+    /// An Avro record whose writer schema is not known yet (read the schema topic, decode
+    /// again).
+    MissingSchema(u64),
     /// Bad input, to be quarantined.
     Bad(DecodeError),
 }
@@ -48,12 +51,22 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder resolving Avro writer schemas from `avro`.
+    pub(crate) fn new(avro: AvroSchemas) -> Self {
+        Self {
+            schemas: SchemaCache::with_avro(avro),
+        }
+    }
+}
+
+impl Decoder {
     /// Decodes, checks and names one record.
     pub(crate) fn decode<'a>(&mut self, record: &RawRecord<'a>) -> Outcome<'a> {
         let value = record.value.unwrap_or_default();
         match decode_debezium_row(record.key, value, record.topic, &mut self.schemas) {
             Ok(DecodedRow::Skip(_)) => Outcome::Skip,
             Ok(DecodedRow::Row { row, schema }) => Outcome::Row { row, schema },
+            Ok(DecodedRow::MissingSchema { fingerprint }) => Outcome::MissingSchema(fingerprint),
             Err(e) => Outcome::Bad(e.at(record.partition, record.offset)),
         }
     }
@@ -69,8 +82,8 @@ pub(crate) struct DecodePool {
 }
 
 impl DecodePool {
-    /// A pool of `threads` decoders (at least one).
-    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+    /// A pool of `threads` decoders (at least one), resolving Avro writer schemas from `avro`.
+    pub(crate) fn new(threads: usize, avro: &AvroSchemas) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let pool = if threads > 1 {
             Some(
@@ -84,9 +97,14 @@ impl DecodePool {
             None
         };
         Ok(Self {
-            decoders: (0..threads).map(|_| Decoder::default()).collect(),
+            decoders: (0..threads).map(|_| Decoder::new(avro.clone())).collect(),
             pool,
         })
+    }
+
+    /// Decodes one record on the caller's thread.
+    pub(crate) fn decode_one<'a>(&mut self, record: &RawRecord<'a>) -> Option<Outcome<'a>> {
+        self.decoders.first_mut().map(|d| d.decode(record))
     }
 
     /// Decodes `records`, in their order, cut into contiguous slices decoded side by side.
@@ -160,12 +178,21 @@ mod tests {
                 .map(|o| match o {
                     Outcome::Skip => "skip".to_owned(),
                     Outcome::Row { row, .. } => format!("{} {:?}", row.position.seq, &row.id[..4]),
+                    Outcome::MissingSchema(f) => format!("missing {f:016x}"),
                     Outcome::Bad(e) => e.to_string(),
                 })
                 .collect()
         };
-        let one = summary(DecodePool::new(1).expect("pool").decode_all(&records));
-        let many = summary(DecodePool::new(4).expect("pool").decode_all(&records));
+        let one = summary(
+            DecodePool::new(1, &AvroSchemas::default())
+                .expect("pool")
+                .decode_all(&records),
+        );
+        let many = summary(
+            DecodePool::new(4, &AvroSchemas::default())
+                .expect("pool")
+                .decode_all(&records),
+        );
         assert_eq!(one, many);
         assert_eq!(one[500], "skip", "a null value is a tombstone");
         assert!(one[1].starts_with("101 "), "{}", one[1]);

@@ -24,6 +24,25 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The schema topic (Avro writer schemas) could not be read.
+    #[error("kafka {operation} of schema topic {topic}: {source}")]
+    SchemaTopic {
+        /// The schema topic.
+        topic: String,
+        /// `read metadata`, `read`, …
+        operation: &'static str,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Reading the schema topic to its end took too long.
+    #[error("schema topic {topic} was not read to its end within {timeout:?}")]
+    SchemaTopicTimeout {
+        /// The schema topic.
+        topic: String,
+        /// How long it was given.
+        timeout: std::time::Duration,
+    },
     /// The catalog failed (after the compactor's own retries).
     #[error(transparent)]
     Catalog(#[from] strata_catalog::Error),

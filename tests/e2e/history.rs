@@ -36,21 +36,39 @@ struct Pipeline {
     storage: tempfile::TempDir,
     group: String,
     instance: String,
+    /// `[kafka] format`, with the capture's own schema topic when it is `avro`.
+    kafka: Vec<(&'static str, String)>,
 }
 
 impl Pipeline {
     fn new(tag: &str) -> Self {
+        Self::with_format(tag, "json")
+    }
+
+    /// A pipeline whose capture writes (and compactor reads) `[kafka] format`.
+    fn with_format(tag: &str, format: &str) -> Self {
+        let capture = PgCapture::new(tag);
+        let kafka = vec![
+            ("STRATA_KAFKA__FORMAT", format.to_owned()),
+            ("STRATA_KAFKA__SCHEMA_TOPIC", capture.schema_topic()),
+        ];
         Self {
-            capture: PgCapture::new(tag),
+            capture,
             storage: tempfile::tempdir().unwrap(),
             group: unique("e2e-history"),
             instance: unique("e2e-history-member"),
+            kafka,
         }
+    }
+
+    /// The Kafka format settings, as environment pairs.
+    fn kafka_env(&self) -> Vec<(&str, &str)> {
+        self.kafka.iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
 
     /// `strata run` with the capture alone, once it streams (tables empty: no snapshot rows).
     async fn start_capture(&self, tables: &[&str]) -> Strata {
-        self.capture.run_streaming(tables, &[]).await
+        self.capture.run_streaming(tables, &self.kafka_env()).await
     }
 
     /// `strata run` with the compactor alone, over this pipeline's storage, topics and group,
@@ -60,28 +78,27 @@ impl Pipeline {
     async fn start_compactor(&self, tables: &[&str]) -> Strata {
         let topics = format!("['^strata\\.{}\\..*']", self.capture.source);
         let storage = self.storage.path().to_str().unwrap().to_owned();
-        let env = self.capture.env(
-            tables,
-            &[
-                ("STRATA_RUN__PARTS", r#"["compactor"]"#),
-                ("STRATA_STORAGE__URL", &storage),
-                ("STRATA_COMPACTOR__TOPICS", &topics),
-                ("STRATA_COMPACTOR__GROUP_ID", &self.group),
-                ("STRATA_COMPACTOR__FLUSH_INTERVAL", "\"500ms\""),
-                // Snapshots every second once anything changed: reads go through them.
-                ("STRATA_SNAPSHOTS__INTERVAL", "\"1s\""),
-                ("STRATA_SNAPSHOTS__MIN_CHANGES", "1"),
-                // Coalescing every second, two segments of a window are enough: reads and
-                // kills meet coalesced segments too.
-                ("STRATA_COALESCE__INTERVAL", "\"1s\""),
-                ("STRATA_COALESCE__MIN_SEGMENTS", "2"),
-                ("STRATA_COALESCE__SETTLE", "\"0s\""),
-                (
-                    "STRATA_KAFKA__PROPERTIES__GROUP.INSTANCE.ID",
-                    &self.instance,
-                ),
-            ],
-        );
+        let mut extra = self.kafka_env();
+        extra.extend([
+            ("STRATA_RUN__PARTS", r#"["compactor"]"#),
+            ("STRATA_STORAGE__URL", &storage),
+            ("STRATA_COMPACTOR__TOPICS", &topics),
+            ("STRATA_COMPACTOR__GROUP_ID", &self.group),
+            ("STRATA_COMPACTOR__FLUSH_INTERVAL", "\"500ms\""),
+            // Snapshots every second once anything changed: reads go through them.
+            ("STRATA_SNAPSHOTS__INTERVAL", "\"1s\""),
+            ("STRATA_SNAPSHOTS__MIN_CHANGES", "1"),
+            // Coalescing every second, two segments of a window are enough: reads and
+            // kills meet coalesced segments too.
+            ("STRATA_COALESCE__INTERVAL", "\"1s\""),
+            ("STRATA_COALESCE__MIN_SEGMENTS", "2"),
+            ("STRATA_COALESCE__SETTLE", "\"0s\""),
+            (
+                "STRATA_KAFKA__PROPERTIES__GROUP.INSTANCE.ID",
+                &self.instance,
+            ),
+        ]);
+        let env = self.capture.env(tables, &extra);
         let strata = self.capture.spawn(&["run"], &env);
         strata
             .wait_for_log("compactor subscribed", Duration::from_secs(30))
@@ -430,8 +447,19 @@ async fn wait_for_changes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_equals_postgres_at_five_instants() {
+    five_instants(Pipeline::new("hist")).await;
+}
+
+/// The same history, carried through Kafka as strata's Avro records (`[kafka] format = "avro"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_equals_postgres_at_five_instants_over_avro() {
+    five_instants(Pipeline::with_format("histavro", "avro")).await;
+}
+
+/// For 5 instants at which PostgreSQL's state was recorded, `as_of` equals it row for row and
+/// `changes` between them equals the changes committed.
+async fn five_instants(pipeline: Pipeline) {
     let started = Instant::now();
-    let pipeline = Pipeline::new("hist");
     let table = pipeline.capture.table("t");
     let mut client = pg_connect().await;
     client
@@ -573,8 +601,9 @@ async fn as_of_equals_postgres_at_five_instants() {
         .filter(|e| e.segment.content_version.is_some())
         .count();
     eprintln!(
-        "as_of_equals_postgres_at_five_instants: {total} changes in 5 phases, caught up after \
-         {caught_up:?}, done after {:?}; {coalesced} coalesced segments read",
+        "as_of_equals_postgres_at_five_instants ({:?}): {total} changes in 5 phases, caught up \
+         after {caught_up:?}, done after {:?}; {coalesced} coalesced segments read",
+        pipeline.kafka[0].1,
         started.elapsed()
     );
 }

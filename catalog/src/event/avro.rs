@@ -22,8 +22,7 @@ use super::{
     decode_debezium_row, encode_key, maybe_unavailable,
 };
 use crate::avro::{
-    self, HEADER_LEN, WriterSchema, float_json, read_bytes, read_datum, read_long, skip_datum,
-    widen_f32,
+    self, HEADER_LEN, Shape, WriterSchema, float_json, read_bytes, read_datum, read_long, widen_f32,
 };
 use crate::rows::{Cell, SegmentRow};
 use crate::schema::cell_from_value;
@@ -34,12 +33,15 @@ pub(crate) struct AvroSchema {
     writer: WriterSchema,
     /// `None`: not a Debezium envelope the fast path knows (a key schema, a heartbeat…).
     plan: Option<EnvelopePlan>,
+    /// As a key document: its columns (`None`: not a struct of them).
+    key: Option<Vec<FieldPlan>>,
 }
 
 impl AvroSchema {
     fn new(writer: WriterSchema) -> Self {
         let plan = EnvelopePlan::compile(writer.connect());
-        Self { writer, plan }
+        let key = EnvelopePlan::image(writer.connect());
+        Self { writer, plan, key }
     }
 
     /// The JSON converter's document for a message of this schema: `{"schema":…,"payload":…}`.
@@ -124,8 +126,10 @@ impl SchemaCache {
 /// Where the envelope's parts are, in field order.
 #[derive(Debug)]
 struct EnvelopePlan {
-    fields: Vec<(Part, Value)>,
-    source: Vec<(SourcePart, Value)>,
+    /// Each field's part and shape.
+    fields: Vec<(Part, Shape)>,
+    /// Each field of `source`: its part, whether it is optional, its shape.
+    source: Vec<(SourcePart, bool, Shape)>,
     source_optional: bool,
     before: Vec<FieldPlan>,
     after: Vec<FieldPlan>,
@@ -153,6 +157,7 @@ enum SourcePart {
     Lsn,
     CommitLsn,
     TxId,
+    TxIdText,
     UnchangedToast,
     Other,
 }
@@ -163,9 +168,9 @@ struct FieldPlan {
     name: String,
     optional: bool,
     kind: Kind,
-    /// The field's schema, as skipping reads it.
-    node: Value,
-    /// The same, not optional: the value's own type (for [`Kind::Nested`]).
+    /// The field's layout, for skipping it.
+    shape: Shape,
+    /// The field's schema, not optional: the value's own type (for [`Kind::Nested`]).
     value_node: Value,
 }
 
@@ -221,7 +226,7 @@ impl EnvelopePlan {
                 "transaction" => Part::Transaction,
                 _ => Part::Other,
             };
-            plan.fields.push((part, field.clone()));
+            plan.fields.push((part, Shape::of(field)?));
         }
         let has = |p: Part| plan.fields.iter().any(|(part, _)| *part == p);
         (has(Part::Source) && has(Part::Op) && (has(Part::Before) || has(Part::After)))
@@ -253,14 +258,14 @@ impl EnvelopePlan {
                     name: field.get("field")?.as_str()?.to_owned(),
                     optional: optional(field),
                     kind,
-                    node: field.clone(),
+                    shape: Shape::of(field)?,
                     value_node,
                 })
             })
             .collect()
     }
 
-    fn source(node: &Value) -> Option<Vec<(SourcePart, Value)>> {
+    fn source(node: &Value) -> Option<Vec<(SourcePart, bool, Shape)>> {
         if type_of(node) != "struct" {
             return None;
         }
@@ -280,11 +285,12 @@ impl EnvelopePlan {
                     ("ts_us", "int64") => SourcePart::TsUs,
                     ("lsn", "int64") => SourcePart::Lsn,
                     ("commit_lsn", "int64") => SourcePart::CommitLsn,
-                    ("txId", "int64" | "string") => SourcePart::TxId,
+                    ("txId", "int64") => SourcePart::TxId,
+                    ("txId", "string") => SourcePart::TxIdText,
                     ("unchanged_toast", _) => SourcePart::UnchangedToast,
                     _ => SourcePart::Other,
                 };
-                Some((part, field.clone()))
+                Some((part, optional(field), Shape::of(field)?))
             })
             .collect()
     }
@@ -419,18 +425,18 @@ fn fast_row<'a>(
     let mut op = None;
     let mut transaction = false;
     let mut source = Source::default();
-    for (part, node) in &plan.fields {
+    for (part, shape) in &plan.fields {
         match part {
             Part::Before | Part::After => {
-                let start = input;
-                if present(optional(node), &mut input)? {
+                if present(matches!(shape, Shape::Optional(_)), &mut input)? {
                     let image = input;
-                    for field in if *part == Part::Before {
+                    let fields = if *part == Part::Before {
                         &plan.before
                     } else {
                         &plan.after
-                    } {
-                        skip_datum(&field.node, &mut input)?;
+                    };
+                    for field in fields {
+                        field.shape.skip(&mut input)?;
                     }
                     let image = &image[..image.len() - input.len()];
                     if *part == Part::Before {
@@ -439,7 +445,6 @@ fn fast_row<'a>(
                         after = Some(image);
                     }
                 }
-                debug_assert!(start.len() >= input.len());
             }
             Part::Source => {
                 if !present(plan.source_optional, &mut input)? {
@@ -450,11 +455,11 @@ fn fast_row<'a>(
             Part::Op => op = Some(read_str(&mut input)?),
             Part::Transaction => {
                 let start = input;
-                skip_datum(node, &mut input)?;
+                shape.skip(&mut input)?;
                 // Not null: it may carry the commit position (the JSON path reads it).
-                transaction = !optional(node) || start.first() != Some(&0);
+                transaction = !matches!(shape, Shape::Optional(_)) || start.first() != Some(&0);
             }
-            Part::Other => skip_datum(node, &mut input)?,
+            Part::Other => shape.skip(&mut input)?,
         }
     }
     if !input.is_empty() {
@@ -488,9 +493,8 @@ fn fast_row<'a>(
     // The key document, in its schema's column order.
     let mut key_input = key.get(HEADER_LEN..)?;
     let mut key_row = Row::new();
-    for field in key_schema.writer.connect().get("fields")?.as_array()? {
-        let name = field.get("field")?.as_str()?;
-        key_row.insert(name, read_datum(field, &mut key_input, "").ok()?);
+    for field in key_schema.key.as_ref()? {
+        key_row.insert(field.name.as_str(), read_value(field, &mut key_input)?);
     }
     if !key_input.is_empty() {
         return None;
@@ -569,16 +573,16 @@ fn fast_row<'a>(
 }
 
 fn read_source<'a>(
-    plan: &[(SourcePart, Value)],
+    plan: &[(SourcePart, bool, Shape)],
     input: &mut &'a [u8],
     source: &mut Source<'a>,
 ) -> Option<()> {
-    for (part, node) in plan {
+    for (part, optional, shape) in plan {
         if *part == SourcePart::Other {
-            skip_datum(node, input)?;
+            shape.skip(input)?;
             continue;
         }
-        if !present(optional(node), input)? {
+        if !present(*optional, input)? {
             continue;
         }
         match part {
@@ -591,19 +595,26 @@ fn read_source<'a>(
             SourcePart::TsUs => source.ts_us = Some(read_long(input)?),
             SourcePart::Lsn => source.lsn = Some(read_long(input)?),
             SourcePart::CommitLsn => source.commit_lsn = Some(read_long(input)?),
-            SourcePart::TxId => {
-                source.tx_id = Some(if type_of(node) == "string" {
-                    Cow::Borrowed(read_str(input)?)
-                } else {
-                    Cow::Owned(read_long(input)?.to_string())
-                });
-            }
+            SourcePart::TxId => source.tx_id = Some(Cow::Owned(read_long(input)?.to_string())),
+            SourcePart::TxIdText => source.tx_id = Some(Cow::Borrowed(read_str(input)?)),
             // A list of unchanged TOASTed columns: the JSON path reads those.
             SourcePart::UnchangedToast => return None,
             SourcePart::Other => {}
         }
     }
     Some(())
+}
+
+/// Reads one value as the JSON converter's value.
+fn read_value(field: &FieldPlan, input: &mut &[u8]) -> Option<Value> {
+    if !present(field.optional, input)? {
+        return Some(Value::Null);
+    }
+    Some(match field.kind {
+        Kind::Long => Value::from(read_long(input)?),
+        Kind::Str => Value::String(read_str(input)?.to_owned()),
+        _ => read_datum(&field.value_node, input, "").ok()?,
+    })
 }
 
 /// Whether serde_json writes `s` as it stands between quotes.

@@ -2,6 +2,7 @@
 //! and a local directory or the dev stack's S3 (`STRATA_S3_*`). Missing settings fail.
 //! Run `source ~/.cache/strata/stack/env` first.
 
+mod avro;
 mod flush_failures;
 mod support;
 

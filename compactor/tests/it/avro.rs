@@ -1,0 +1,112 @@
+//! A topic in strata's Avro format (`[kafka] format = "avro"`): the compactor learns the writer
+//! schemas from the schema topic and stores the same rows, with the same event ids, as from
+//! the JSON records; a record naming a schema the topic does not hold is quarantined, named.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use strata_catalog::QuarantinedObject;
+use strata_catalog::avro::WriterSchema;
+
+use super::support::*;
+use super::{check_rows, scenario};
+
+/// `document` (a JSON converter key or value) as strata's capture writes it in Avro, and its
+/// writer schema.
+fn to_avro(document: &[u8]) -> (Vec<u8>, WriterSchema) {
+    let document: serde_json::Value = serde_json::from_slice(document).expect("fixture json");
+    let writer = WriterSchema::from_connect(document["schema"].clone()).expect("writer schema");
+    let mut out = Vec::new();
+    writer
+        .encode(&document["payload"], &mut out)
+        .expect("fits its schema");
+    (out, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_are_stored_as_their_json_records_are() {
+    let server = unique("strata.itavro");
+    let topic = format!("{server}.public.items");
+    let schema_topic = unique("_strata_schemas_it");
+    create_topic(&topic, 2).await;
+    create_topic(&schema_topic, 1).await;
+    let mut s = scenario(&server, &topic, 200, true);
+
+    // The same records in Avro (the malformed one stays as it is), and one naming a schema
+    // that was never published.
+    let mut schemas = std::collections::BTreeMap::new();
+    for record in &mut s.records {
+        let Some(value) = record
+            .value
+            .as_ref()
+            .filter(|v| v.starts_with(b"{\"schema\":{"))
+        else {
+            continue;
+        };
+        let (value, writer) = to_avro(value);
+        schemas.insert(writer.fingerprint(), writer);
+        let (key, writer) = to_avro(record.key.as_deref().expect("a key"));
+        schemas.insert(writer.fingerprint(), writer);
+        record.key = Some(key);
+        record.value = Some(value);
+    }
+    let mut unknown = s.records[0].clone();
+    let value = unknown.value.as_mut().expect("a value");
+    value[2..10].copy_from_slice(&0x0123_4567_89ab_cdef_u64.to_le_bytes());
+    let unknown_at = (unknown.partition, s.ends[unknown.partition as usize]);
+    s.records.push(unknown);
+    s.ends[unknown_at.0 as usize] += 1;
+    assert_eq!(schemas.len(), 2, "one key schema, one value schema");
+    let published: Vec<Record> = schemas
+        .values()
+        .map(|w| Record {
+            partition: 0,
+            key: Some(w.topic_key().into_bytes()),
+            value: Some(w.topic_value().as_bytes().to_vec()),
+        })
+        .collect();
+    produce(&schema_topic, &published).await;
+    produce(&topic, &s.records).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+    let root = Path::from("warehouse");
+    let group = unique("g");
+    let mut config = test_config(&group, &topic);
+    config.schema_topic = schema_topic;
+    let running = start(config, Arc::clone(&store), &root).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    running.stop().await;
+
+    // The rows and ids of the JSON records (`expected` was computed from them).
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &s.expected);
+
+    let reason = |partition: i32, offset: i64| {
+        state
+            .quarantine()
+            .iter()
+            .find(|q| {
+                q.object
+                    == QuarantinedObject::KafkaRecord {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                    }
+            })
+            .map(|q| q.reason.clone())
+            .unwrap_or_else(|| panic!("no quarantine entry for {partition}/{offset}"))
+    };
+    let (partition, offset) = s.malformed;
+    assert!(reason(partition, offset).contains("not JSON"));
+    let reason = reason(unknown_at.0, unknown_at.1);
+    assert!(
+        reason.contains(
+            "Avro writer schema 0123456789abcdef is not in schema topic _strata_schemas_it"
+        ),
+        "{reason}"
+    );
+}
