@@ -189,10 +189,6 @@ async fn avro_capture_writes_records_whose_schemas_are_in_the_schema_topic() {
         by_id[&2][1]["source"]["commit_lsn"]
     );
 
-    // ---------------------------------------------------------------------------------------
-    // NOT YET CHECKED: `strata sql` over an Avro capture. Once the compactor reads Avro records
-    // (with the same STRATA_KAFKA__SCHEMA_TOPIC), start it here as history.rs does and check
-    // that `as_of` and `changes` answer as over a JSON capture. Until then this test checks the
-    // records alone.
-    // ---------------------------------------------------------------------------------------
+    // The history over an Avro capture (compactor, snapshots, `as_of`, `changes`, `strata
+    // status`) is checked by `history::as_of_equals_postgres_at_five_instants_over_avro`.
 }
