@@ -44,12 +44,29 @@ use crate::schemas::read_schema_topic;
 use crate::segment;
 use crate::stats::CompactorStats;
 
+/// The hasher of the maps looked up per record (not keyed by outside input an attacker picks:
+/// topics and tables are the operator's).
+type FastHash = foldhash::fast::RandomState;
+
 /// How often the loop wakes without records (seek retries, flush deadlines).
 const TICK: Duration = Duration::from_millis(50);
 /// Attempts at refreshing the catalog after a failed commit before giving up.
 const REFRESH_ATTEMPTS: u32 = 5;
 /// The most records taken from the consumer's queue at once, to decode side by side.
 const CHUNK_RECORDS: usize = 2048;
+
+/// The state of an assigned partition, looked up with `key` (reused: no allocation per record).
+fn partition_mut<'p>(
+    partitions: &'p mut HashMap<TopicPartition, PartitionState, FastHash>,
+    key: &mut TopicPartition,
+    topic: &str,
+    partition: i32,
+) -> Option<&'p mut PartitionState> {
+    key.0.clear();
+    key.0.push_str(topic);
+    key.1 = partition;
+    partitions.get_mut(key)
+}
 
 /// The error of a record whose Avro writer schema the schema topic does not hold.
 fn missing_schema(
@@ -179,10 +196,11 @@ impl Compactor {
         let mut run = Run {
             compactor: &self,
             consumer: &consumer,
-            partitions: HashMap::new(),
+            partitions: HashMap::default(),
             batch: Batch::default(),
             deadline: None,
-            topic_tables: HashMap::new(),
+            topic_tables: HashMap::default(),
+            key: TopicPartition::default(),
             avro,
             decoders,
             in_flight: None,
@@ -386,12 +404,14 @@ impl ConsumerContext for RebalanceContext {
 struct Run<'a> {
     compactor: &'a Compactor,
     consumer: &'a StreamConsumer<RebalanceContext>,
-    partitions: HashMap<TopicPartition, PartitionState>,
+    partitions: HashMap<TopicPartition, PartitionState, FastHash>,
     batch: Batch,
     /// When the unflushed batch must be flushed.
     deadline: Option<Instant>,
     /// The tables seen on each topic (for watermarks).
-    topic_tables: HashMap<String, BTreeSet<TableId>>,
+    topic_tables: HashMap<String, BTreeSet<TableId>, FastHash>,
+    /// A reused key for looking up [`Run::partitions`] by a record's topic and partition.
+    key: TopicPartition,
     /// One per decoding thread.
     decoders: DecodePool,
     /// When [`Run::advance_idle_watermarks`] may look next.
@@ -661,6 +681,10 @@ impl Run<'_> {
     /// True if the record's partition was rewound (sent back to the catalog's offset) after
     /// reset number `resets`: a record fetched before then is not taken.
     fn rewound_since(&self, record: &RawRecord<'_>, resets: u64) -> bool {
+        // Only a reset rewinds partitions.
+        if self.resets == resets {
+            return false;
+        }
         self.partitions
             .get(&(record.topic.to_owned(), record.partition))
             .is_some_and(|p| p.rewound_at > resets)
@@ -699,8 +723,7 @@ impl Run<'_> {
             key,
             value,
         } = *record;
-        let tp = (topic.to_owned(), partition);
-        let Some(state) = self.partitions.get_mut(&tp) else {
+        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition) else {
             debug!(
                 topic,
                 partition, offset, "record of a partition not assigned here"
@@ -779,7 +802,7 @@ impl Run<'_> {
                 .or_default()
                 .insert(schema.table.clone());
         }
-        let Some(state) = self.partitions.get_mut(&tp) else {
+        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition) else {
             return Ok(());
         };
         state.saw(row.commit_ts_us);
