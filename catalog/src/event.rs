@@ -498,6 +498,10 @@ pub struct SchemaCache {
     /// Avro writer schemas: the consumer's shared ones, and those this cache used.
     avro: AvroSchemas,
     avro_used: HashMap<u64, Arc<avro::AvroSchema>>,
+    /// Per Avro value schema, the columns its last record had (its next record's likely ones).
+    avro_columns: HashMap<u64, Arc<DerivedColumns>>,
+    /// Scratch for the JSON texts of a record's cells (kept between records).
+    avro_texts: Vec<u8>,
 }
 
 type ColumnsKey = (usize, TableId, Vec<String>);

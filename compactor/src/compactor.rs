@@ -723,7 +723,8 @@ impl Run<'_> {
             key,
             value,
         } = *record;
-        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition) else {
+        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
+        else {
             debug!(
                 topic,
                 partition, offset, "record of a partition not assigned here"
@@ -802,7 +803,8 @@ impl Run<'_> {
                 .or_default()
                 .insert(schema.table.clone());
         }
-        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition) else {
+        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
+        else {
             return Ok(());
         };
         state.saw(row.commit_ts_us);

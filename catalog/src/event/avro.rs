@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::image::{integer_cell, text_cell};
 use super::{
-    DecodeError, DecodedRow, IdHasher, Operation, Row, SchemaCache, SourcePosition,
+    DecodeError, DecodedRow, DerivedColumns, IdHasher, Operation, Row, SchemaCache, SourcePosition,
     decode_debezium_row, encode_key, maybe_unavailable,
 };
 use crate::avro::{
@@ -117,6 +117,7 @@ impl SchemaCache {
         let found = self.avro.get(fingerprint)?;
         if self.avro_used.len() >= Self::CAPACITY {
             self.avro_used.clear();
+            self.avro_columns.clear();
         }
         self.avro_used.insert(fingerprint, Arc::clone(&found));
         Some(found)
@@ -410,7 +411,43 @@ struct Source<'a> {
     tx_id: Option<Cow<'a, str>>,
 }
 
+/// A decoded image: its cells (schema order) and, in `texts`, each cell's JSON text.
+struct Image<'a> {
+    cells: Vec<Cell<'a>>,
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+/// Reads an image's fields into the cells of `derived`'s columns, their texts into `texts`.
+fn read_image<'a>(
+    fields: &[FieldPlan],
+    derived: &DerivedColumns,
+    input: &mut &'a [u8],
+    texts: &mut Vec<u8>,
+) -> Option<Image<'a>> {
+    let columns = &derived.schema.columns;
+    let types = derived.types.as_ref().ok()?;
+    let mut image = Image {
+        cells: vec![Cell::Null; columns.len()],
+        spans: vec![None; columns.len()],
+    };
+    texts.clear();
+    for (i, field) in fields.iter().enumerate() {
+        let index = match columns.get(i) {
+            Some(column) if column.name == field.name => i,
+            _ => columns.iter().position(|c| c.name == field.name)?,
+        };
+        let start = texts.len();
+        image.cells[index] = read_cell(field, &columns[index], &types[index], input, texts)?;
+        image.spans[index] = Some((start, texts.len()));
+    }
+    Some(image)
+}
+
 /// The row of a usual record, or `None` for the JSON path to decode.
+///
+/// One pass: the `after` image comes before `source` (which names the table), so it is read
+/// with the columns the previous record of this writer schema had, and read again only if
+/// `source` names another table or key.
 fn fast_row<'a>(
     schema: &AvroSchema,
     key_schema: &AvroSchema,
@@ -419,9 +456,17 @@ fn fast_row<'a>(
     cache: &mut SchemaCache,
 ) -> Option<DecodedRow<'a>> {
     let plan = schema.plan.as_ref()?;
+    let fingerprint = schema.writer.fingerprint();
+    let guess = cache
+        .avro_columns
+        .get(&fingerprint)
+        .filter(|d| d.types.is_ok() && d.variable_scale.is_empty())
+        .cloned();
+    let mut texts = std::mem::take(&mut cache.avro_texts);
     let mut input = value.get(HEADER_LEN..)?;
     let mut before: Option<&'a [u8]> = None;
     let mut after: Option<&'a [u8]> = None;
+    let mut read_after: Option<Image<'a>> = None;
     let mut op = None;
     let mut transaction = false;
     let mut source = Source::default();
@@ -430,13 +475,23 @@ fn fast_row<'a>(
             Part::Before | Part::After => {
                 if present(matches!(shape, Shape::Optional(_)), &mut input)? {
                     let image = input;
-                    let fields = if *part == Part::Before {
-                        &plan.before
+                    if let (Part::After, Some(guess)) = (part, &guess) {
+                        read_after = read_image(&plan.after, guess, &mut input, &mut texts);
+                        if read_after.is_none() {
+                            input = image;
+                            for field in &plan.after {
+                                field.shape.skip(&mut input)?;
+                            }
+                        }
                     } else {
-                        &plan.after
-                    };
-                    for field in fields {
-                        field.shape.skip(&mut input)?;
+                        let fields = if *part == Part::Before {
+                            &plan.before
+                        } else {
+                            &plan.after
+                        };
+                        for field in fields {
+                            field.shape.skip(&mut input)?;
+                        }
                     }
                     let image = &image[..image.len() - input.len()];
                     if *part == Part::Before {
@@ -507,35 +562,30 @@ fn fast_row<'a>(
     if !derived.variable_scale.is_empty() {
         return None;
     }
-    let (image, fields) = match op {
+    if guess.as_ref().is_none_or(|g| !Arc::ptr_eq(g, &derived)) {
+        cache.avro_columns.insert(fingerprint, Arc::clone(&derived));
+        read_after = None;
+    }
+    let image = match op {
         Operation::Delete => match (before, after) {
-            (Some(image), _) => (Some(image), &plan.before),
-            (None, Some(image)) => (Some(image), &plan.after),
-            (None, None) => (None, &plan.after),
+            (Some(mut image), _) => {
+                Some(read_image(&plan.before, &derived, &mut image, &mut texts)?)
+            }
+            (None, Some(mut image)) => {
+                Some(read_image(&plan.after, &derived, &mut image, &mut texts)?)
+            }
+            (None, None) => None,
         },
-        _ => (Some(after?), &plan.after),
+        _ => match read_after {
+            Some(image) => Some(image),
+            None => Some(read_image(&plan.after, &derived, &mut after?, &mut texts)?),
+        },
     };
     let columns = &derived.schema.columns;
-    let mut cells = vec![Cell::Null; columns.len()];
-    let mut texts: Vec<u8> = Vec::with_capacity(256);
-    let mut spans: Vec<Option<(usize, usize)>> = vec![None; columns.len()];
-    if let Some(mut input) = image {
-        for (i, field) in fields.iter().enumerate() {
-            let index = match columns.get(i) {
-                Some(column) if column.name == field.name => i,
-                _ => columns.iter().position(|c| c.name == field.name)?,
-            };
-            let start = texts.len();
-            cells[index] = read_cell(
-                field,
-                &columns[index],
-                &types[index],
-                &mut input,
-                &mut texts,
-            )?;
-            spans[index] = Some((start, texts.len()));
-        }
-    }
+    let Image { mut cells, spans } = image.unwrap_or_else(|| Image {
+        cells: vec![Cell::Null; columns.len()],
+        spans: vec![None; columns.len()],
+    });
     if op == Operation::Delete {
         // A delete's image may lack key columns the key document has.
         for (index, column) in columns.iter().enumerate() {
@@ -557,6 +607,7 @@ fn fast_row<'a>(
             });
         }
     }
+    cache.avro_texts = texts;
     Some(DecodedRow::Row {
         row: SegmentRow {
             op,
