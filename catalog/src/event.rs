@@ -333,7 +333,7 @@ fn canonical_json(value: &Value) -> String {
 /// 16 hex digits of its total-order bits; string `s` + the text with `\0` written `\x01\x01`
 /// and `\x01` written `\x01\x02`; anything else `j` + its JSON text escaped the same way.
 pub fn encode_key(key: &Row) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(20 * key.len());
     for (_, value) in key.iter() {
         encode_key_component(value, &mut out);
         out.push('\0');
@@ -341,14 +341,24 @@ pub fn encode_key(key: &Row) -> String {
     out
 }
 
+/// `n` as 16 lowercase hex digits (what `{:016x}` writes, without the formatter).
+fn push_hex16(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.extend(
+        (0..16)
+            .rev()
+            .map(|i| char::from(DIGITS[((n >> (4 * i)) & 0xf) as usize])),
+    );
+}
+
 fn encode_key_component(value: &Value, out: &mut String) {
-    use std::fmt::Write as _;
     match value {
         Value::Null => out.push('0'),
         Value::Bool(b) => out.push_str(if *b { "b1" } else { "b0" }),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                let _ = write!(out, "i{:016x}", (i as u64) ^ (1 << 63));
+                out.push('i');
+                push_hex16(out, (i as u64) ^ (1 << 63));
             } else if let (None, Some(f)) = (n.as_u64(), n.as_f64()) {
                 let bits = f.to_bits();
                 let ordered = if bits >> 63 == 1 {
@@ -356,7 +366,8 @@ fn encode_key_component(value: &Value, out: &mut String) {
                 } else {
                     bits | (1 << 63)
                 };
-                let _ = write!(out, "f{ordered:016x}");
+                out.push('f');
+                push_hex16(out, ordered);
             } else {
                 out.push('j');
                 escape_into(&n.to_string(), out);

@@ -572,6 +572,11 @@ async fn fetch_only(w: &Workload, ends: &[i64]) -> Part {
         )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        // The compactor's prefetch settings (see `Compactor::run`): librdkafka's defaults wait
+        // 1 s whenever the local queue is full, which with small (Avro) records made this
+        // read slower than the compactor itself.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
