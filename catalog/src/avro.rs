@@ -760,33 +760,27 @@ mod tests {
     }
 
     fn envelope() -> Value {
+        let row = |field: &str| {
+            serde_json::json!({
+                "type": "struct", "name": "s.public.t.Value", "optional": true, "field": field,
+                "fields": [{"type": "int64", "optional": false, "field": "id"},
+                           {"type": "int16", "optional": true, "field": "q"},
+                           {"type": "float", "optional": true, "field": "f"},
+                           {"type": "double", "optional": true, "field": "d"},
+                           {"type": "bytes", "optional": true, "field": "b",
+                            "name": "org.apache.kafka.connect.data.Decimal",
+                            "parameters": {"scale": "2"}},
+                           {"type": "array", "optional": true, "field": "tags",
+                            "items": {"type": "string", "optional": true}},
+                           {"type": "boolean", "optional": true, "field": "on"},
+                           {"type": "string", "optional": true, "field": "note"}]
+            })
+        };
         serde_json::json!({
             "type": "struct", "name": "s.public.t.Envelope", "optional": false,
             "fields": [
-                {"type": "struct", "name": "s.public.t.Value", "optional": true, "field": "before",
-                 "fields": [{"type": "int64", "optional": false, "field": "id"},
-                            {"type": "int16", "optional": true, "field": "q"},
-                            {"type": "float", "optional": true, "field": "f"},
-                            {"type": "double", "optional": true, "field": "d"},
-                            {"type": "bytes", "optional": true, "field": "b",
-                             "name": "org.apache.kafka.connect.data.Decimal",
-                             "parameters": {"scale": "2"}},
-                            {"type": "array", "optional": true, "field": "tags",
-                             "items": {"type": "string", "optional": true}},
-                            {"type": "boolean", "optional": true, "field": "on"},
-                            {"type": "string", "optional": true, "field": "note"}]},
-                {"type": "struct", "name": "s.public.t.Value", "optional": true, "field": "after",
-                 "fields": [{"type": "int64", "optional": false, "field": "id"},
-                            {"type": "int16", "optional": true, "field": "q"},
-                            {"type": "float", "optional": true, "field": "f"},
-                            {"type": "double", "optional": true, "field": "d"},
-                            {"type": "bytes", "optional": true, "field": "b",
-                             "name": "org.apache.kafka.connect.data.Decimal",
-                             "parameters": {"scale": "2"}},
-                            {"type": "array", "optional": true, "field": "tags",
-                             "items": {"type": "string", "optional": true}},
-                            {"type": "boolean", "optional": true, "field": "on"},
-                            {"type": "string", "optional": true, "field": "note"}]},
+                row("before"),
+                row("after"),
                 {"type": "string", "optional": false, "field": "op"},
                 {"type": "map", "optional": true, "field": "extra",
                  "keys": {"type": "string"}, "values": {"type": "int32"}},

@@ -16,15 +16,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::image::{integer_cell, text_cell};
+use super::image::{ImageCells, RowHead, image_row, integer_cell, text_cell};
 use super::{
-    DecodeError, DecodedRow, DerivedColumns, IdHasher, Operation, Row, SchemaCache, SourcePosition,
-    decode_debezium_row, encode_key, maybe_unavailable,
+    DecodeError, DecodedRow, DerivedColumns, Operation, Row, SchemaCache, SourcePosition,
+    decode_debezium_row, maybe_unavailable,
 };
 use crate::avro::{
     self, HEADER_LEN, Shape, WriterSchema, float_json, read_bytes, read_datum, read_long, widen_f32,
 };
-use crate::rows::{Cell, SegmentRow};
+use crate::rows::Cell;
 use crate::schema::cell_from_value;
 
 /// A writer schema and what decoding needs of it, compiled once.
@@ -582,43 +582,25 @@ fn fast_row<'a>(
         },
     };
     let columns = &derived.schema.columns;
-    let Image { mut cells, spans } = image.unwrap_or_else(|| Image {
+    let Image { cells, spans } = image.unwrap_or_else(|| Image {
         cells: vec![Cell::Null; columns.len()],
         spans: vec![None; columns.len()],
     });
-    if op == Operation::Delete {
-        // A delete's image may lack key columns the key document has.
-        for (index, column) in columns.iter().enumerate() {
-            if spans[index].is_none()
-                && let Some(value) = key_row.get(&column.name).filter(|v| !v.is_null())
-            {
-                cells[index] =
-                    cell_from_value(&column.name, &column.column_type, &types[index], value)
-                        .ok()?;
-            }
-        }
-    }
-    let mut id = IdHasher::new(&derived.schema.table, op, &key_row);
-    id.count(spans.iter().flatten().count());
-    for &index in &derived.by_name {
-        if let Some((start, end)) = spans[index] {
-            id.cell(&columns[index].name, |buf| {
-                buf.extend_from_slice(&texts[start..end]);
-            });
-        }
-    }
+    let head = RowHead {
+        op,
+        commit_ts_us,
+        position,
+        tx_id: source.tx_id,
+    };
+    let image = ImageCells {
+        cells,
+        spans,
+        texts: &texts,
+    };
+    let row = image_row(&derived, types, image, head, &key_row)?;
     cache.avro_texts = texts;
     Some(DecodedRow::Row {
-        row: SegmentRow {
-            op,
-            commit_ts_us,
-            position,
-            tx_id: source.tx_id,
-            id: id.finish(commit_ts_us, position),
-            key: encode_key(&key_row),
-            unchanged: Vec::new(),
-            cells,
-        },
+        row,
         schema: Arc::clone(&derived.schema),
     })
 }

@@ -20,8 +20,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{
-    Change, IdHasher, Operation, UNAVAILABLE_BASE64, UNAVAILABLE_VALUE, encode_key,
-    maybe_unavailable,
+    Change, DerivedColumns, IdHasher, Operation, Row, UNAVAILABLE_BASE64, UNAVAILABLE_VALUE,
+    encode_key, maybe_unavailable,
 };
 use crate::rows::{Cell, SegmentRow};
 use crate::schema::{
@@ -74,7 +74,61 @@ pub(crate) fn direct_row<'a>(change: &Change<'a>, types: &[DataType]) -> Option<
         .ok()?;
         de.end().ok()?;
     }
-    if change.op == Operation::Delete {
+    image_row(
+        derived,
+        types,
+        ImageCells {
+            cells,
+            spans,
+            texts: &texts,
+        },
+        change.row_head(),
+        key,
+    )
+}
+
+/// A change's image read into cells (schema order), with each cell's JSON text in `texts`.
+pub(super) struct ImageCells<'t, 'a> {
+    pub(super) cells: Vec<Cell<'a>>,
+    pub(super) spans: Vec<Option<(usize, usize)>>,
+    pub(super) texts: &'t [u8],
+}
+
+/// What a segment row has besides its cells, key and id.
+pub(super) struct RowHead<'a> {
+    pub(super) op: Operation,
+    pub(super) commit_ts_us: i64,
+    pub(super) position: super::SourcePosition,
+    pub(super) tx_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Change<'a> {
+    fn row_head(&self) -> RowHead<'a> {
+        RowHead {
+            op: self.op,
+            commit_ts_us: self.commit_ts_us,
+            position: self.position,
+            tx_id: self.tx_id.clone(),
+        }
+    }
+}
+
+/// The segment row of an image read into cells: a delete's missing key columns filled in from
+/// the key document, the event id hashed from the cells' JSON texts (both decoders' last step).
+pub(super) fn image_row<'a>(
+    derived: &DerivedColumns,
+    types: &[DataType],
+    image: ImageCells<'_, 'a>,
+    head: RowHead<'a>,
+    key: &Row,
+) -> Option<SegmentRow<'a>> {
+    let columns = &derived.schema.columns;
+    let ImageCells {
+        mut cells,
+        spans,
+        texts,
+    } = image;
+    if head.op == Operation::Delete {
         // A delete's image may lack key columns the key document has.
         for (index, column) in columns.iter().enumerate() {
             if spans[index].is_none()
@@ -86,8 +140,7 @@ pub(crate) fn direct_row<'a>(change: &Change<'a>, types: &[DataType]) -> Option<
             }
         }
     }
-
-    let mut id = IdHasher::new(&derived.schema.table, change.op, key);
+    let mut id = IdHasher::new(&derived.schema.table, head.op, key);
     id.count(spans.iter().flatten().count());
     for &index in &derived.by_name {
         if let Some((start, end)) = spans[index] {
@@ -97,11 +150,11 @@ pub(crate) fn direct_row<'a>(change: &Change<'a>, types: &[DataType]) -> Option<
         }
     }
     Some(SegmentRow {
-        op: change.op,
-        commit_ts_us: change.commit_ts_us,
-        position: change.position,
-        tx_id: change.tx_id.clone(),
-        id: id.finish(change.commit_ts_us, change.position),
+        op: head.op,
+        commit_ts_us: head.commit_ts_us,
+        position: head.position,
+        tx_id: head.tx_id,
+        id: id.finish(head.commit_ts_us, head.position),
         key: encode_key(key),
         unchanged: Vec::new(),
         cells,

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use strata_catalog::QuarantinedObject;
 use strata_catalog::avro::WriterSchema;
 
 use super::support::*;
-use super::{check_rows, scenario};
+use super::{check_rows, quarantined, scenario};
 
 /// `document` (a JSON converter key or value) as strata's capture writes it in Avro, and its
 /// writer schema.
@@ -85,24 +84,10 @@ async fn avro_records_are_stored_as_their_json_records_are() {
     let rows = read_segments(&store, &root, &state).await;
     check_rows(&rows, &s.expected);
 
-    let reason = |partition: i32, offset: i64| {
-        state
-            .quarantine()
-            .iter()
-            .find(|q| {
-                q.object
-                    == QuarantinedObject::KafkaRecord {
-                        topic: topic.clone(),
-                        partition,
-                        offset,
-                    }
-            })
-            .map(|q| q.reason.clone())
-            .unwrap_or_else(|| panic!("no quarantine entry for {partition}/{offset}"))
-    };
-    let (partition, offset) = s.malformed;
-    assert!(reason(partition, offset).contains("not JSON"));
-    let reason = reason(unknown_at.0, unknown_at.1);
+    let reason =
+        |(partition, offset): (i32, i64)| quarantined(&state, &topic, partition, offset).reason;
+    assert!(reason(s.malformed).contains("not JSON"));
+    let reason = reason(unknown_at);
     assert!(
         reason.contains(
             "Avro writer schema 0123456789abcdef is not in schema topic _strata_schemas_it"

@@ -121,6 +121,33 @@ fn scenario(server: &str, topic: &str, n: usize, with_duplicates: bool) -> Scena
     }
 }
 
+/// The catalog's quarantine entry of a Kafka record.
+fn quarantined(
+    state: &strata_catalog::CatalogState,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> strata_catalog::QuarantineEntry {
+    state
+        .quarantine()
+        .iter()
+        .find(|q| {
+            q.object
+                == QuarantinedObject::KafkaRecord {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                }
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "quarantine entry for {partition}/{offset}: {:?}",
+                state.quarantine()
+            )
+        })
+}
+
 fn check_rows(rows: &[ReadRow], expected: &BTreeMap<[u8; 32], (String, i32, Option<String>)>) {
     assert_eq!(
         rows.len(),
@@ -161,23 +188,7 @@ async fn compact_and_check(store: Arc<dyn ObjectStore>, root: Path) {
 
     // The malformed record: quarantined in the catalog and stored raw.
     let (partition, offset) = s.malformed;
-    let entry = state
-        .quarantine()
-        .iter()
-        .find(|q| {
-            q.object
-                == QuarantinedObject::KafkaRecord {
-                    topic: topic.clone(),
-                    partition,
-                    offset,
-                }
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "quarantine entry for {partition}/{offset}: {:?}",
-                state.quarantine()
-            )
-        });
+    let entry = quarantined(&state, &topic, partition, offset);
     assert!(entry.reason.contains("not JSON"), "{}", entry.reason);
     let raw = store
         .get(&object_path(
