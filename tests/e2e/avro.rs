@@ -192,3 +192,108 @@ async fn avro_capture_writes_records_whose_schemas_are_in_the_schema_topic() {
     // The history over an Avro capture (compactor, snapshots, `as_of`, `changes`, `strata
     // status`) is checked by `history::as_of_equals_postgres_at_five_instants_over_avro`.
 }
+
+/// A column added while strata captures in Avro: the capture publishes the table's new writer
+/// schema before its first record, the compactor learns it from the schema topic, and the
+/// history holds the rows of both schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_mid_stream_reaches_the_history_over_avro() {
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path;
+    use strata_catalog::{Catalog, CatalogConfig};
+    use strata_query::StrataContext;
+
+    let capture = PgCapture::new("avroddl");
+    let table = capture.table("t");
+    let schema_topic = capture.schema_topic();
+    let client = pg_connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int4 PRIMARY KEY, name text);
+             INSERT INTO {table} VALUES (1, 'one');"
+        ))
+        .await
+        .unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let storage_url = storage.path().to_str().unwrap().to_owned();
+    let topics = format!("['^strata\\.{}\\..*']", capture.source);
+    let group = crate::support::unique("e2e-avro-ddl");
+    let _strata = capture
+        .run_streaming(
+            &["t"],
+            &[
+                ("STRATA_KAFKA__FORMAT", "avro"),
+                ("STRATA_KAFKA__SCHEMA_TOPIC", &schema_topic),
+                ("STRATA_RUN__PARTS", r#"["capture", "compactor"]"#),
+                ("STRATA_STORAGE__URL", &storage_url),
+                ("STRATA_COMPACTOR__TOPICS", &topics),
+                ("STRATA_COMPACTOR__GROUP_ID", &group),
+                ("STRATA_COMPACTOR__FLUSH_INTERVAL", "\"300ms\""),
+            ],
+        )
+        .await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} VALUES (2, 'two');
+             ALTER TABLE {table} ADD COLUMN score int4;
+             INSERT INTO {table} VALUES (3, 'three', 7);
+             UPDATE {table} SET score = 1 WHERE id = 1;"
+        ))
+        .await
+        .unwrap();
+
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(storage.path()).unwrap());
+    let want = "+----+-------+-------+\n\
+                | id | name  | score |\n\
+                +----+-------+-------+\n\
+                | 1  | one   | 1     |\n\
+                | 2  | two   |       |\n\
+                | 3  | three | 7     |\n\
+                +----+-------+-------+";
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let got = loop {
+        let catalog = Catalog::open(
+            Arc::clone(&store),
+            Path::default(),
+            CatalogConfig::default(),
+        )
+        .await
+        .unwrap();
+        let strata = StrataContext::new(Arc::new(catalog), Arc::clone(&store)).unwrap();
+        let got = match strata
+            .query(&format!(
+                "SELECT id, name, score FROM public.{table} ORDER BY id"
+            ))
+            .await
+        {
+            Ok(batches) => arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string(),
+            Err(e) => e.to_string(),
+        };
+        if got == want || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(got, want, "the history over Avro records of two schemas");
+
+    // Two value schemas (before and after the column), published once each, and the key's.
+    let mut published = TopicReader::open_with(&schema_topic, Duration::from_secs(30), raw).await;
+    published.read_to_end(Duration::from_secs(30)).await;
+    let fingerprints: std::collections::BTreeSet<u64> = published
+        .events
+        .iter()
+        .map(|r| WriterSchema::from_record(&r.value).unwrap().fingerprint())
+        .collect();
+    assert_eq!(
+        fingerprints.len(),
+        3,
+        "key, value before and after the column"
+    );
+    assert_eq!(published.events.len(), 3, "each schema published once");
+}
