@@ -184,6 +184,25 @@ impl WriterSchema {
         write_datum(&self.connect, payload, out, "")
     }
 
+    /// [`WriterSchema::encode`] of a payload given as JSON text, read once without building a
+    /// `Value` (a struct's members must come in schema order, as the JSON converter writes
+    /// them; absent optional members are null). The same bytes as `encode` of the parsed
+    /// text. `out` is cleared first.
+    pub fn encode_json(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), AvroError> {
+        use serde::de::DeserializeSeed as _;
+        out.clear();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        Transcode {
+            node: &self.connect,
+            out,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| error("", e))
+    }
+
     /// The JSON converter payload a single-object encoded `message` of this schema holds.
     pub fn decode(&self, message: &[u8]) -> Result<Value, AvroError> {
         match message_fingerprint(message) {
@@ -538,6 +557,216 @@ fn write_datum(
     Ok(())
 }
 
+/// Writes the JSON value being read as an Avro value of Connect schema `node`.
+struct Transcode<'s> {
+    node: &'s Value,
+    out: &'s mut Vec<u8>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Transcode<'_> {
+    fn ty<E: serde::de::Error>(&self) -> Result<&str, E> {
+        connect_type(self.node, "").map_err(E::custom)
+    }
+
+    /// The union branch of a present value, if the schema is optional.
+    fn present(&mut self) {
+        if is_optional(self.node) {
+            self.out.push(2);
+        }
+    }
+
+    fn long<E: serde::de::Error>(mut self, n: i64) -> Result<(), E> {
+        match self.ty()? {
+            "int8" | "int16" | "int32" | "int64" => {
+                self.present();
+                write_long(self.out, n);
+                Ok(())
+            }
+            _ => self.float(n as f64),
+        }
+    }
+
+    fn float<E: serde::de::Error>(mut self, f: f64) -> Result<(), E> {
+        match self.ty()? {
+            "float" | "float32" => {
+                self.present();
+                self.out.extend_from_slice(&(f as f32).to_le_bytes());
+            }
+            "double" | "float64" => {
+                self.present();
+                self.out.extend_from_slice(&f.to_le_bytes());
+            }
+            other => return Err(E::custom(format!("a number for a {other}"))),
+        }
+        Ok(())
+    }
+
+    /// Items of an array or entries of a map, counted into one block.
+    fn block<E>(
+        &mut self,
+        mut items: impl FnMut(&mut Vec<u8>) -> Result<Option<()>, E>,
+    ) -> Result<(), E> {
+        let mut body = Vec::new();
+        let mut count = 0_i64;
+        while items(&mut body)?.is_some() {
+            count += 1;
+        }
+        if count > 0 {
+            write_long(self.out, count);
+            self.out.extend_from_slice(&body);
+        }
+        self.out.push(0);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a value of Connect schema {}", self.node)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        if !is_optional(self.node) {
+            return Err(E::custom("null for a required value"));
+        }
+        self.out.push(0);
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, b: bool) -> Result<(), E> {
+        if self.ty::<E>()? != "boolean" {
+            return Err(E::custom("a boolean for another type"));
+        }
+        self.present();
+        self.out.push(u8::from(b));
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
+        self.long(n)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
+        match i64::try_from(n) {
+            Ok(n) => self.long(n),
+            Err(_) => self.float(n as f64),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<(), E> {
+        self.float(f)
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, s: &str) -> Result<(), E> {
+        match self.ty()? {
+            "string" => {
+                self.present();
+                write_bytes(self.out, s.as_bytes());
+            }
+            "bytes" => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|e| E::custom(format!("not base64: {e}")))?;
+                self.present();
+                write_bytes(self.out, &bytes);
+            }
+            "float" | "float32" | "double" | "float64" => {
+                let f = json_float(&Value::String(s.to_owned()), "").map_err(E::custom)?;
+                self.float(f)?;
+            }
+            other => return Err(E::custom(format!("a string for a {other}"))),
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        if self.ty::<A::Error>()? != "array" {
+            return Err(A::Error::custom("an array for another type"));
+        }
+        let items = self
+            .node
+            .get("items")
+            .ok_or_else(|| A::Error::custom("array schema has no items"))?;
+        self.present();
+        self.block(|body| {
+            seq.next_element_seed(Transcode {
+                node: items,
+                out: body,
+            })
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        match self.ty::<A::Error>()? {
+            "struct" => {
+                let fields = fields_of(self.node, "").map_err(A::Error::custom)?;
+                self.present();
+                let mut next = 0;
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    // Members in schema order; fields skipped over are absent, so null.
+                    let at = fields[next..]
+                        .iter()
+                        .position(|f| f.get("field").and_then(Value::as_str) == Some(&*name))
+                        .ok_or_else(|| {
+                            A::Error::custom(format!("member {name:?} out of schema order"))
+                        })?;
+                    for skipped in &fields[next..next + at] {
+                        Transcode {
+                            node: skipped,
+                            out: self.out,
+                        }
+                        .visit_unit::<A::Error>()?;
+                    }
+                    map.next_value_seed(Transcode {
+                        node: &fields[next + at],
+                        out: self.out,
+                    })?;
+                    next += at + 1;
+                }
+                for skipped in &fields[next..] {
+                    Transcode {
+                        node: skipped,
+                        out: self.out,
+                    }
+                    .visit_unit::<A::Error>()?;
+                }
+                Ok(())
+            }
+            "map" => {
+                let values = self
+                    .node
+                    .get("values")
+                    .ok_or_else(|| A::Error::custom("map schema has no values"))?;
+                self.present();
+                self.block(|body| {
+                    let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
+                        return Ok(None);
+                    };
+                    write_bytes(body, key.as_bytes());
+                    map.next_value_seed(Transcode {
+                        node: values,
+                        out: body,
+                    })
+                    .map(Some)
+                })
+            }
+            other => Err(A::Error::custom(format!("an object for a {other}"))),
+        }
+    }
+}
+
 fn truncated(path: &str) -> AvroError {
     error(path, "the datum ends early")
 }
@@ -813,6 +1042,36 @@ mod tests {
         let bad = serde_json::json!({"before": null, "after": {"id": "x"}, "op": "c"});
         let e = schema.encode(&bad, &mut out).unwrap_err();
         assert_eq!(e.0, "after.id: \"x\" is not an integer");
+    }
+
+    #[test]
+    fn json_text_encodes_to_the_same_bytes() {
+        let schema = WriterSchema::from_connect(envelope()).unwrap();
+        let texts = [
+            r#"{"before":null,"after":{"id":-7,"q":300,"f":1.1,"d":"NaN","b":"AeI=","tags":["a",null,"ü\"x"],"on":true,"note":null},"op":"c","extra":{"j":2,"k":-1},"ts_ms":1764064800000}"#,
+            r#"{"before":{"id":1},"after":null,"op":"d"}"#,
+            r#"{"after":{"id":2,"f":-0.5,"d":1e300,"tags":[]},"op":"u","extra":{}}"#,
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            schema.encode(&value, &mut a).unwrap();
+            schema.encode_json(text.as_bytes(), &mut b).unwrap();
+            assert_eq!(a, b, "{text}");
+            assert_eq!(schema.decode(&b).unwrap()["op"], value["op"]);
+        }
+        for bad in [
+            r#"{"after":{"id":3,"tags":[],"q":1},"op":"u"}"#,
+            r#"{"op":"c","before":null}"#,
+            r#"{"before":null,"after":{"id":"x"},"op":"c"}"#,
+            r#"{"before":null,"after":{"id":null},"op":"c"}"#,
+            r#"{"before":null,"op":"c""#,
+        ] {
+            assert!(
+                schema.encode_json(bad.as_bytes(), &mut Vec::new()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -378,7 +378,8 @@ pub fn encode_value(
     }
 }
 
-/// Encodes `payload`, the JSON text the JSON format writes as `"payload"`, with `schema`.
+/// Encodes `payload`, the JSON text the JSON format writes as `"payload"`, with `schema`: read
+/// once, straight into Avro (its members come in schema order, as this module writes them).
 fn encode_avro(
     layout: &TableLayout,
     schema: &WriterSchema,
@@ -386,14 +387,13 @@ fn encode_avro(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
-    let avro_error = |source| EnvelopeError::Avro {
-        table: layout.qualified_name(),
-        part,
-        source,
-    };
-    let payload: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| avro_error(AvroError(format!("the JSON payload does not parse: {e}"))))?;
-    schema.encode(&payload, out).map_err(avro_error)
+    schema
+        .encode_json(payload, out)
+        .map_err(|source| EnvelopeError::Avro {
+            table: layout.qualified_name(),
+            part,
+            source,
+        })
 }
 
 /// Appends a change's `{"before",…,"transaction"}` payload to `out`.
