@@ -52,6 +52,8 @@ type FastHash = foldhash::fast::RandomState;
 const TICK: Duration = Duration::from_millis(50);
 /// Attempts at refreshing the catalog after a failed commit before giving up.
 const REFRESH_ATTEMPTS: u32 = 5;
+/// How long a writer schema missing from the schema topic is not looked for again.
+const MISSING_SCHEMA_MEMORY: Duration = Duration::from_secs(60);
 /// The most records taken from the consumer's queue at once, to decode side by side.
 const CHUNK_RECORDS: usize = 2048;
 
@@ -205,6 +207,7 @@ impl Compactor {
             decoders,
             in_flight: None,
             next_idle_watermarks: None,
+            missing_schemas: HashMap::default(),
             resets: 0,
         };
         let mut tick = tokio::time::interval(TICK);
@@ -414,6 +417,8 @@ struct Run<'a> {
     key: TopicPartition,
     /// One per decoding thread.
     decoders: DecodePool,
+    /// Writer schemas the schema topic did not hold, and when that was found.
+    missing_schemas: HashMap<u64, Instant, FastHash>,
     /// When [`Run::advance_idle_watermarks`] may look next.
     next_idle_watermarks: Option<Instant>,
     /// The Avro writer schemas learnt from the schema topic (shared with the decoders).
@@ -525,10 +530,21 @@ impl Run<'_> {
         records: &[RawRecord<'a>],
         outcomes: &mut [Outcome<'a>],
     ) -> Result<()> {
-        if !outcomes
-            .iter()
-            .any(|o| matches!(o, Outcome::MissingSchema(_)))
-        {
+        // A fingerprint the schema topic did not hold a moment ago is not read for again: a
+        // schema is in the topic before any record naming it, so one read after seeing the
+        // record settles it (and a stream of such records does not read the topic per chunk).
+        let now = Instant::now();
+        self.missing_schemas
+            .retain(|_, at| now.duration_since(*at) < MISSING_SCHEMA_MEMORY);
+        let unknown = outcomes.iter().any(
+            |o| matches!(o, Outcome::MissingSchema(fp) if !self.missing_schemas.contains_key(fp)),
+        );
+        if !unknown {
+            for (record, outcome) in records.iter().zip(outcomes.iter_mut()) {
+                if let Outcome::MissingSchema(fingerprint) = outcome {
+                    *outcome = Outcome::Bad(missing_schema(record, *fingerprint, self.config()));
+                }
+            }
             return Ok(());
         }
         let client = self.compactor.client.clone();
@@ -544,6 +560,7 @@ impl Run<'_> {
             if let Outcome::MissingSchema(fingerprint) = outcome {
                 *outcome = match self.decoders.decode_one(record) {
                     Some(Outcome::MissingSchema(_)) | None => {
+                        self.missing_schemas.insert(*fingerprint, now);
                         Outcome::Bad(missing_schema(record, *fingerprint, self.config()))
                     }
                     Some(other) => other,

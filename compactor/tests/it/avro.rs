@@ -54,9 +54,13 @@ async fn avro_records_are_stored_as_their_json_records_are() {
     let mut unknown = s.records[0].clone();
     let value = unknown.value.as_mut().expect("a value");
     value[2..10].copy_from_slice(&0x0123_4567_89ab_cdef_u64.to_le_bytes());
-    let unknown_at = (unknown.partition, s.ends[unknown.partition as usize]);
-    s.records.push(unknown);
-    s.ends[unknown_at.0 as usize] += 1;
+    // Twice: the second is quarantined without reading the schema topic again.
+    let mut unknown_at = Vec::new();
+    for _ in 0..2 {
+        unknown_at.push((unknown.partition, s.ends[unknown.partition as usize]));
+        s.records.push(unknown.clone());
+        s.ends[unknown.partition as usize] += 1;
+    }
     assert_eq!(schemas.len(), 2, "one key schema, one value schema");
     let published: Vec<Record> = schemas
         .values()
@@ -87,11 +91,13 @@ async fn avro_records_are_stored_as_their_json_records_are() {
     let reason =
         |(partition, offset): (i32, i64)| quarantined(&state, &topic, partition, offset).reason;
     assert!(reason(s.malformed).contains("not JSON"));
-    let reason = reason(unknown_at);
-    assert!(
-        reason.contains(
-            "Avro writer schema 0123456789abcdef is not in schema topic _strata_schemas_it"
-        ),
-        "{reason}"
-    );
+    for at in unknown_at {
+        let reason = reason(at);
+        assert!(
+            reason.contains(
+                "Avro writer schema 0123456789abcdef is not in schema topic _strata_schemas_it"
+            ),
+            "{reason}"
+        );
+    }
 }
