@@ -128,3 +128,34 @@ fn a_row_that_does_not_fit_is_refused_whole() {
         "no rows, no segment"
     );
 }
+
+#[test]
+fn the_segment_order_is_arrows_lexicographic_order() {
+    use arrow::compute::{SortColumn, lexsort_to_indices};
+    // Keys that sort differently as numbers and as text (negative, wide), repeated keys with
+    // distinct positions, arriving shuffled.
+    let mut rows = Vec::new();
+    for i in 0..600_u64 {
+        let id = [(-3_i64), 7, 70, -70_000, i64::MAX, 0][(i * 7 % 6) as usize];
+        let commit = (i * 7919) % 97;
+        rows.push(row(id, commit, i, Some("n")));
+    }
+    let mut builder = SegmentBuilder::new(schema()).unwrap();
+    for r in rows {
+        builder.push(r).unwrap();
+    }
+    let batch = builder.finish().unwrap();
+    let columns: Vec<SortColumn> = [
+        crate::schema::KEY_COLUMN,
+        crate::schema::COMMIT_POS_COLUMN,
+        crate::schema::SEQ_COLUMN,
+    ]
+    .iter()
+    .map(|name| SortColumn {
+        values: Arc::clone(batch.column_by_name(name).unwrap()),
+        options: None,
+    })
+    .collect();
+    let arrow_order = lexsort_to_indices(&columns, None).unwrap();
+    assert_eq!(sort_indices(&batch).unwrap(), arrow_order);
+}
