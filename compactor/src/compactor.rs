@@ -54,35 +54,8 @@ const TICK: Duration = Duration::from_millis(50);
 const REFRESH_ATTEMPTS: u32 = 5;
 /// How long a writer schema missing from the schema topic is not looked for again.
 const MISSING_SCHEMA_MEMORY: Duration = Duration::from_secs(60);
-/// Records decoded side by side at once (a chunk).
+/// The most records taken from the consumer's queue at once, to decode side by side.
 const CHUNK_RECORDS: usize = 2048;
-/// The most chunks taken from the consumer's queue at once: each decodes while the one before
-/// it is taken into the batch.
-const PIPELINE_CHUNKS: usize = 4;
-
-/// A decoded chunk of records, being taken into the batch in order.
-struct Chunk<'r, 'a> {
-    /// [`Run::resets`] when its records were fetched.
-    resets: u64,
-    rest: std::iter::Zip<std::slice::Iter<'r, RawRecord<'a>>, std::vec::IntoIter<Outcome<'a>>>,
-}
-
-impl<'r, 'a> Chunk<'r, 'a> {
-    fn new(resets: u64, records: &'r [RawRecord<'a>], outcomes: Vec<Outcome<'a>>) -> Self {
-        Self {
-            resets,
-            rest: records.iter().zip(outcomes),
-        }
-    }
-}
-
-/// What taking a chunk stopped for.
-enum Need<'r, 'a> {
-    /// This record must be quarantined, for this reason.
-    Quarantine(&'r RawRecord<'a>, DecodeError),
-    /// The batch is full.
-    Flush,
-}
 
 /// The state of an assigned partition, looked up with `key` (reused: no allocation per record).
 fn partition_mut<'p>(
@@ -215,7 +188,7 @@ impl Compactor {
         info!(topics = ?self.config.topics, "compactor subscribed");
 
         let avro = AvroSchemas::default();
-        let mut decoders =
+        let decoders =
             DecodePool::new(self.config.effective_decode_threads(), &avro).map_err(|e| {
                 Error::Config {
                     field: "decode_threads",
@@ -231,6 +204,7 @@ impl Compactor {
             topic_tables: HashMap::default(),
             key: TopicPartition::default(),
             avro,
+            decoders,
             in_flight: None,
             next_idle_watermarks: None,
             missing_schemas: HashMap::default(),
@@ -247,7 +221,7 @@ impl Compactor {
                     Ok(message) => {
                         // And whatever else is already waiting, up to a chunk.
                         let mut messages = vec![message];
-                        while messages.len() < CHUNK_RECORDS * PIPELINE_CHUNKS {
+                        while messages.len() < CHUNK_RECORDS {
                             match consumer.recv().now_or_never() {
                                 Some(Ok(message)) => messages.push(message),
                                 Some(Err(e)) => {
@@ -273,7 +247,17 @@ impl Compactor {
                                 value: m.payload(),
                             })
                             .collect();
-                        run.take_records(&mut decoders, &records, resets).await?;
+                        let mut outcomes = run.decoders.decode_all(&records);
+                        run.learn_schemas(&records, &mut outcomes).await?;
+                        for (record, outcome) in records.iter().zip(outcomes) {
+                            if run.rewound_since(record, resets) {
+                                continue;
+                            }
+                            run.on_record(record, outcome).await?;
+                            if run.over_size() {
+                                run.flush().await?;
+                            }
+                        }
                     }
                     Err(e) => warn!(error = %e, "kafka consumer error"),
                 },
@@ -432,6 +416,7 @@ struct Run<'a> {
     /// A reused key for looking up [`Run::partitions`] by a record's topic and partition.
     key: TopicPartition,
     /// One per decoding thread.
+    decoders: DecodePool,
     /// Writer schemas the schema topic did not hold, and when that was found.
     missing_schemas: HashMap<u64, Instant, FastHash>,
     /// When [`Run::advance_idle_watermarks`] may look next.
@@ -542,7 +527,6 @@ impl Run<'_> {
     /// again; a fingerprint it does not hold makes the record bad input.
     async fn learn_schemas<'a>(
         &mut self,
-        decoders: &mut DecodePool,
         records: &[RawRecord<'a>],
         outcomes: &mut [Outcome<'a>],
     ) -> Result<()> {
@@ -574,7 +558,7 @@ impl Run<'_> {
             })??;
         for (record, outcome) in records.iter().zip(outcomes.iter_mut()) {
             if let Outcome::MissingSchema(fingerprint) = outcome {
-                *outcome = match decoders.decode_one(record) {
+                *outcome = match self.decoders.decode_one(record) {
                     Some(Outcome::MissingSchema(_)) | None => {
                         self.missing_schemas.insert(*fingerprint, now);
                         Outcome::Bad(missing_schema(record, *fingerprint, self.config()))
@@ -747,14 +731,14 @@ impl Run<'_> {
             .is_full(config.max_segment_bytes, config.max_batch_bytes)
     }
 
-    /// Takes one decoded record into the batch, in the order of its partition. A record to
-    /// keep aside comes back with why, for the caller to quarantine (which writes to the store).
-    fn take(&mut self, record: &RawRecord<'_>, outcome: Outcome<'_>) -> Option<DecodeError> {
+    /// Takes one decoded record into the batch, in the order of its partition.
+    async fn on_record(&mut self, record: &RawRecord<'_>, outcome: Outcome<'_>) -> Result<()> {
         let RawRecord {
             topic,
             partition,
             offset,
-            ..
+            key,
+            value,
         } = *record;
         let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
         else {
@@ -762,11 +746,11 @@ impl Run<'_> {
                 topic,
                 partition, offset, "record of a partition not assigned here"
             );
-            return None;
+            return Ok(());
         };
         if state.seek_pending.is_some() {
             // Fetched before the seek we still owe: not ours to count.
-            return None;
+            return Ok(());
         }
         if let Some(until) = state.warm_until {
             if offset < until {
@@ -777,7 +761,7 @@ impl Run<'_> {
                         .insert(row.id, self.compactor.config.dedup_window);
                 }
                 CompactorStats::add(&self.compactor.stats.records_replayed, 1);
-                return None;
+                return Ok(());
             }
             state.warm_until = None;
             info!(
@@ -788,7 +772,7 @@ impl Run<'_> {
             );
         }
         match state.next {
-            Some(next) if offset < next => return None, // already consumed (prefetched before a seek)
+            Some(next) if offset < next => return Ok(()), // already consumed (prefetched before a seek)
             Some(next) if offset > next => {
                 debug!(
                     topic,
@@ -810,13 +794,20 @@ impl Run<'_> {
         let (row, schema) = match outcome {
             Outcome::Skip => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
-                return None;
+                return Ok(());
             }
             Outcome::Row { row, schema } => (row, schema),
             Outcome::MissingSchema(fingerprint) => {
-                return Some(missing_schema(record, fingerprint, self.config()));
+                let e = missing_schema(record, fingerprint, self.config());
+                return self
+                    .quarantine(topic, partition, offset, key, value, &e)
+                    .await;
             }
-            Outcome::Bad(e) => return Some(e),
+            Outcome::Bad(e) => {
+                return self
+                    .quarantine(topic, partition, offset, key, value, &e)
+                    .await;
+            }
         };
         CompactorStats::add(&self.compactor.stats.events_in, 1);
         if !self
@@ -829,102 +820,32 @@ impl Run<'_> {
                 .or_default()
                 .insert(schema.table.clone());
         }
-        let state = partition_mut(&mut self.partitions, &mut self.key, topic, partition)?;
+        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
+        else {
+            return Ok(());
+        };
         state.saw(row.commit_ts_us);
         if state.has_seen(&row.id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
-            return None;
+            return Ok(());
         }
         let id = row.id;
         if let Err(e) = self.batch.push(row, &schema) {
             // The decoder makes rows that fit their schema; one that does not is kept aside
             // like bad input rather than stopping the compactor.
-            return Some(
-                DecodeError {
-                    topic: topic.to_owned(),
-                    partition: None,
-                    offset: None,
-                    reason: format!("table {}: {e}", schema.table),
-                }
-                .at(partition, offset),
-            );
+            let e = DecodeError {
+                topic: topic.to_owned(),
+                partition: None,
+                offset: None,
+                reason: format!("table {}: {e}", schema.table),
+            }
+            .at(partition, offset);
+            return self
+                .quarantine(topic, partition, offset, key, value, &e)
+                .await;
         }
         state.batch_ids.insert(id);
-        None
-    }
-
-    /// Takes a chunk's records into the batch until one must be quarantined or the batch is
-    /// full: what the caller must do (with the store) before taking the rest.
-    fn take_ready<'r, 'a>(&mut self, chunk: &mut Chunk<'r, 'a>) -> Option<Need<'r, 'a>> {
-        for (record, outcome) in chunk.rest.by_ref() {
-            if self.rewound_since(record, chunk.resets) {
-                continue;
-            }
-            if let Some(error) = self.take(record, outcome) {
-                return Some(Need::Quarantine(record, error));
-            }
-            if self.over_size() {
-                return Some(Need::Flush);
-            }
-        }
-        None
-    }
-
-    /// Takes the rest of a chunk into the batch, starting with `need`, quarantining and
-    /// flushing as it goes.
-    async fn take_chunk(
-        &mut self,
-        mut chunk: Chunk<'_, '_>,
-        mut need: Option<Need<'_, '_>>,
-    ) -> Result<()> {
-        loop {
-            match need {
-                None => return Ok(()),
-                Some(Need::Quarantine(record, error)) => {
-                    self.quarantine(
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                        &error,
-                    )
-                    .await?;
-                    if self.over_size() {
-                        self.flush().await?;
-                    }
-                }
-                Some(Need::Flush) => self.flush().await?,
-            }
-            need = self.take_ready(&mut chunk);
-        }
-    }
-
-    /// Decodes `records` (fetched at reset number `resets`) and takes them into the batch in
-    /// their order, a chunk at a time: each chunk decodes on the decode threads while this
-    /// thread takes the one before it.
-    async fn take_records(
-        &mut self,
-        decoders: &mut DecodePool,
-        records: &[RawRecord<'_>],
-        resets: u64,
-    ) -> Result<()> {
-        let mut chunks = records.chunks(CHUNK_RECORDS);
-        let Some(first) = chunks.next() else {
-            return Ok(());
-        };
-        let mut outcomes = decoders.decode_all(first);
-        self.learn_schemas(decoders, first, &mut outcomes).await?;
-        let mut current = Chunk::new(resets, first, outcomes);
-        for next in chunks {
-            let (mut outcomes, need) =
-                decoders.decode_while(next, || self.take_ready(&mut current));
-            self.take_chunk(current, need).await?;
-            self.learn_schemas(decoders, next, &mut outcomes).await?;
-            current = Chunk::new(resets, next, outcomes);
-        }
-        let need = self.take_ready(&mut current);
-        self.take_chunk(current, need).await
+        Ok(())
     }
 
     /// Stores the raw record under `_quarantine/` and queues its `Quarantine` action.

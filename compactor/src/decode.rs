@@ -109,16 +109,6 @@ impl DecodePool {
 
     /// Decodes `records`, in their order, cut into contiguous slices decoded side by side.
     pub(crate) fn decode_all<'a>(&mut self, records: &[RawRecord<'a>]) -> Vec<Outcome<'a>> {
-        self.decode_while(records, || ()).0
-    }
-
-    /// Decodes `records` like [`DecodePool::decode_all`], on the pool's threads, while this
-    /// thread runs `meanwhile`.
-    pub(crate) fn decode_while<'a, R>(
-        &mut self,
-        records: &[RawRecord<'a>],
-        meanwhile: impl FnOnce() -> R,
-    ) -> (Vec<Outcome<'a>>, R) {
         use rayon::prelude::*;
         let threads = self
             .decoders
@@ -126,27 +116,21 @@ impl DecodePool {
             .min(records.len() / MIN_RECORDS_PER_THREAD)
             .max(1);
         let (Some(pool), true) = (&self.pool, threads > 1) else {
-            let r = meanwhile();
             let Some(first) = self.decoders.first_mut() else {
-                return (Vec::new(), r);
+                return Vec::new();
             };
-            return (records.iter().map(|r| first.decode(r)).collect(), r);
+            return records.iter().map(|r| first.decode(r)).collect();
         };
         let per_thread = records.len().div_ceil(threads);
         let decoders = &mut self.decoders;
-        let mut outcomes = Vec::new();
-        let r = pool.in_place_scope(|scope| {
-            scope.spawn(|_| {
-                let parts: Vec<Vec<Outcome<'a>>> = records
-                    .par_chunks(per_thread)
-                    .zip(decoders.par_iter_mut())
-                    .map(|(slice, decoder)| slice.iter().map(|r| decoder.decode(r)).collect())
-                    .collect();
-                outcomes = parts.into_iter().flatten().collect();
-            });
-            meanwhile()
+        let parts: Vec<Vec<Outcome<'a>>> = pool.install(|| {
+            records
+                .par_chunks(per_thread)
+                .zip(decoders.par_iter_mut())
+                .map(|(slice, decoder)| slice.iter().map(|r| decoder.decode(r)).collect())
+                .collect()
         });
-        (outcomes, r)
+        parts.into_iter().flatten().collect()
     }
 }
 
