@@ -670,26 +670,37 @@ mod tests {
     use super::super::pgoutput::{RelationColumn, ReplicaIdentity};
     use super::*;
 
-    fn relation() -> Relation {
-        let col = |flags, name: &str, type_oid| RelationColumn {
-            flags,
-            name: name.into(),
-            type_oid,
-            type_modifier: -1,
-        };
+    /// A relation of `(key flag, name, type OID)` columns.
+    fn relation_of(id: u32, name: &str, columns: &[(u8, &str, u32)]) -> Relation {
         Relation {
             xid: None,
-            id: 16400,
+            id,
             namespace: "public".into(),
-            name: "orders".into(),
+            name: name.into(),
             replica_identity: ReplicaIdentity::Default,
-            columns: vec![
-                col(1, "id", 23),
-                col(0, "note", 25),
-                col(0, "total", 1700),
-                col(0, "at", 1184),
-            ],
+            columns: columns
+                .iter()
+                .map(|&(flags, name, type_oid)| RelationColumn {
+                    flags,
+                    name: name.into(),
+                    type_oid,
+                    type_modifier: -1,
+                })
+                .collect(),
         }
+    }
+
+    fn relation() -> Relation {
+        relation_of(
+            16400,
+            "orders",
+            &[
+                (1, "id", 23),
+                (0, "note", 25),
+                (0, "total", 1700),
+                (0, "at", 1184),
+            ],
+        )
     }
 
     fn naming() -> ServerNaming {
@@ -866,36 +877,27 @@ mod tests {
 
     /// A table with a column of each type the Avro tests cover.
     fn typed_relation() -> Relation {
-        let col = |flags, name: &str, type_oid| RelationColumn {
-            flags,
-            name: name.into(),
-            type_oid,
-            type_modifier: -1,
-        };
-        Relation {
-            xid: None,
-            id: 16500,
-            namespace: "public".into(),
-            name: "typed".into(),
-            replica_identity: ReplicaIdentity::Default,
-            columns: vec![
-                col(1, "id", 23),
-                col(1, "region", 21),
-                col(0, "i8", 20),
-                col(0, "t", 25),
-                col(0, "n", 1700),
-                col(0, "b", 16),
-                col(0, "f4", 700),
-                col(0, "f8", 701),
-                col(0, "by", 17),
-                col(0, "tz", 1184),
-                col(0, "ts", 1114),
-                col(0, "d", 1082),
-                col(0, "u", 2950),
-                col(0, "jb", 3802),
-                col(0, "ai", 1007),
+        relation_of(
+            16500,
+            "typed",
+            &[
+                (1, "id", 23),
+                (1, "region", 21),
+                (0, "i8", 20),
+                (0, "t", 25),
+                (0, "n", 1700),
+                (0, "b", 16),
+                (0, "f4", 700),
+                (0, "f8", 701),
+                (0, "by", 17),
+                (0, "tz", 1184),
+                (0, "ts", 1114),
+                (0, "d", 1082),
+                (0, "u", 2950),
+                (0, "jb", 3802),
+                (0, "ai", 1007),
             ],
-        }
+        )
     }
 
     /// One row of [`typed_relation`] in PostgreSQL's text output, `None` for NULL.
