@@ -198,12 +198,6 @@ async fn avro_capture_writes_records_whose_schemas_are_in_the_schema_topic() {
 /// history holds the rows of both schemas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_mid_stream_reaches_the_history_over_avro() {
-    use std::sync::Arc;
-
-    use object_store::ObjectStore;
-    use object_store::local::LocalFileSystem;
-    use object_store::path::Path;
-    use strata_catalog::{Catalog, CatalogConfig};
     use strata_query::StrataContext;
 
     let capture = PgCapture::new("avroddl");
@@ -245,8 +239,6 @@ async fn a_column_added_mid_stream_reaches_the_history_over_avro() {
         .await
         .unwrap();
 
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(storage.path()).unwrap());
     let want = "+----+-------+-------+\n\
                 | id | name  | score |\n\
                 +----+-------+-------+\n\
@@ -256,14 +248,8 @@ async fn a_column_added_mid_stream_reaches_the_history_over_avro() {
                 +----+-------+-------+";
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let got = loop {
-        let catalog = Catalog::open(
-            Arc::clone(&store),
-            Path::default(),
-            CatalogConfig::default(),
-        )
-        .await
-        .unwrap();
-        let strata = StrataContext::new(Arc::new(catalog), Arc::clone(&store)).unwrap();
+        let (store, catalog) = crate::support::open_local(storage.path()).await;
+        let strata = StrataContext::new(catalog, store).unwrap();
         let got = match strata
             .query(&format!(
                 "SELECT id, name, score FROM public.{table} ORDER BY id"

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use strata_catalog::{Catalog, CatalogConfig, TableId};
+use strata_catalog::{Catalog, TableId};
 use strata_query::StrataContext;
 use strata_query::snapshot::usable_snapshot;
 
@@ -108,16 +107,7 @@ impl Pipeline {
 
     /// The storage directory as an object store, and the catalog in it.
     async fn open(&self) -> (Arc<dyn ObjectStore>, Arc<Catalog>) {
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(self.storage.path()).unwrap());
-        let catalog = Catalog::open(
-            Arc::clone(&store),
-            Path::default(),
-            CatalogConfig::default(),
-        )
-        .await
-        .unwrap();
-        (store, Arc::new(catalog))
+        crate::support::open_local(self.storage.path()).await
     }
 
     /// The catalog's id of table `name` (short name), as the compactor recorded it.

@@ -1,15 +1,11 @@
 //! `strata sql` over a catalog and change segments written into a temp directory.
 
 use std::process::{Command, Output};
-use std::sync::Arc;
 
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
 use serde_json::{Value, json};
 use strata_catalog::{
-    Catalog, CatalogConfig, ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row,
-    SourcePosition, TableId, TableSchema,
+    ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row, SourcePosition, TableId,
+    TableSchema,
 };
 use strata_query::testing;
 
@@ -63,14 +59,7 @@ fn write_history(dir: &std::path::Path) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
-        let catalog = Catalog::open(
-            Arc::clone(&store),
-            Path::default(),
-            CatalogConfig::default(),
-        )
-        .await
-        .unwrap();
+        let (store, catalog) = crate::support::open_local(dir).await;
         let first = [
             change(Operation::Create, 1, "new", &[], 1),
             change(Operation::Create, 2, "new", &[], 1),

@@ -80,6 +80,22 @@ pub fn s3_store() -> (Arc<dyn ObjectStore>, Path) {
 // ------------------------------------------------------------------------------------------------
 
 /// A plain SQL connection to the stack's PostgreSQL.
+/// A local storage directory (strata's root) as an object store, and the catalog in it.
+pub async fn open_local(
+    dir: &std::path::Path,
+) -> (Arc<dyn ObjectStore>, Arc<strata_catalog::Catalog>) {
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap());
+    let catalog = strata_catalog::Catalog::open(
+        Arc::clone(&store),
+        Path::default(),
+        strata_catalog::CatalogConfig::default(),
+    )
+    .await
+    .unwrap();
+    (store, Arc::new(catalog))
+}
+
 pub async fn pg_connect() -> tokio_postgres::Client {
     let url = pg_url();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
