@@ -74,14 +74,6 @@ impl AvroSchemas {
         true
     }
 
-    /// Whether the schema of `fingerprint` is known.
-    pub fn contains(&self, fingerprint: u64) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&fingerprint)
-    }
-
     /// How many schemas are known.
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(PoisonError::into_inner).len()
