@@ -28,9 +28,9 @@ use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int8Builder, Int16Builder,
     Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder, UInt64Array,
+    TimestampMicrosecondBuilder, UInt32Array, UInt64Array,
 };
-use arrow::compute::take_record_batch;
+use arrow::compute::{interleave_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use serde_json::Value;
 
@@ -367,6 +367,8 @@ pub struct SegmentBuilder {
     keys: StringBuilder,
     columns: Vec<ColumnBuilder>,
     bytes: u64,
+    /// Rows appended and then taken back (see [`SegmentBuilder::retract`]).
+    retracted: Vec<u32>,
 }
 
 /// What a finished segment spans, for its catalog entry.
@@ -415,6 +417,7 @@ impl SegmentBuilder {
             keys: StringBuilder::new(),
             columns,
             bytes: 0,
+            retracted: Vec::new(),
         })
     }
 
@@ -428,7 +431,7 @@ impl SegmentBuilder {
         &self.types
     }
 
-    /// Rows appended.
+    /// Rows appended (retracted ones too).
     pub fn len(&self) -> usize {
         self.commit_ts.len()
     }
@@ -438,14 +441,48 @@ impl SegmentBuilder {
         self.commit_ts.is_empty()
     }
 
-    /// The sum of the rows' [`SegmentRow::size`].
+    /// Rows appended and not retracted: the rows the segment will hold.
+    pub fn rows(&self) -> usize {
+        if self.retracted.is_empty() {
+            return self.len();
+        }
+        self.kept().into_iter().filter(|k| *k).count()
+    }
+
+    /// The sum of the appended rows' [`SegmentRow::size`] (retracted ones too: they take
+    /// memory until the builder is finished).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// The earliest commit time appended.
+    /// The earliest commit time of the rows kept.
     pub fn min_commit_ts(&self) -> Option<i64> {
-        self.commit_ts.iter().min().copied()
+        let keep = self.kept();
+        self.commit_ts
+            .iter()
+            .zip(&keep)
+            .filter_map(|(ts, keep)| keep.then_some(*ts))
+            .min()
+    }
+
+    /// Takes back row `row` (its index in append order): the segment will not hold it. For a
+    /// row appended before its caller knew whether to keep it (the compactor's decode threads
+    /// append, its loop finds the duplicates). Out of range or retracted twice: no effect.
+    pub fn retract(&mut self, row: usize) {
+        if let Ok(row) = u32::try_from(row)
+            && (row as usize) < self.len()
+        {
+            self.retracted.push(row);
+        }
+    }
+
+    /// Per appended row, whether it is kept.
+    fn kept(&self) -> Vec<bool> {
+        let mut keep = vec![true; self.len()];
+        for &row in &self.retracted {
+            keep[row as usize] = false;
+        }
+        keep
     }
 
     /// Appends a row. A row whose cells do not fit the columns (a caller's bug: decoding
@@ -508,6 +545,7 @@ impl SegmentBuilder {
             mut keys,
             columns,
             bytes: _,
+            retracted: _,
         } = self;
         let arrow_err = |e: arrow::error::ArrowError| SchemaError::Arrow {
             reason: e.to_string(),
@@ -530,28 +568,81 @@ impl SegmentBuilder {
     }
 
     /// The batch sorted by (`_key`, `_commit_pos`, `_seq`), as segments are stored, and what
-    /// it spans. `None` without rows.
+    /// it spans; retracted rows are left out. `None` without rows.
     pub fn finish_sorted(self) -> Result<Option<(RecordBatch, SegmentSpan)>, SchemaError> {
-        if self.is_empty() {
-            return Ok(None);
-        }
-        let rows = self.len();
-        let min_commit_ts = self.commit_ts.iter().min().copied().unwrap_or_default();
-        let max_commit_ts = self.commit_ts.iter().max().copied().unwrap_or_default();
-        let positions = || {
-            self.commit_pos
+        Self::finish_sorted_many(vec![self])
+    }
+
+    /// The rows of several builders of one schema (built side by side, e.g. one per thread)
+    /// as one segment batch: sorted by (`_key`, `_commit_pos`, `_seq`), retracted rows left
+    /// out. `None` without rows; an error if the builders' schemas differ.
+    pub fn finish_sorted_many(
+        builders: Vec<SegmentBuilder>,
+    ) -> Result<Option<(RecordBatch, SegmentSpan)>, SchemaError> {
+        if let Some(first) = builders.first()
+            && let Some(other) = builders
                 .iter()
-                .zip(&self.seq)
-                .map(|(&commit, &seq)| SourcePosition { commit, seq })
+                .find(|b| !Arc::ptr_eq(&b.schema, &first.schema) && b.schema != first.schema)
+        {
+            return Err(SchemaError::Arrow {
+                reason: format!(
+                    "one segment from builders of two schemas of {} and {}",
+                    first.schema.table, other.schema.table
+                ),
+            });
+        }
+        let mut span: Option<SegmentSpan> = None;
+        let mut parts = Vec::with_capacity(builders.len());
+        for builder in builders {
+            let keep = builder.kept();
+            for (i, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+                let position = SourcePosition {
+                    commit: builder.commit_pos[i],
+                    seq: builder.seq[i],
+                };
+                let ts = builder.commit_ts[i];
+                let s = span.get_or_insert_with(|| SegmentSpan {
+                    rows: 0,
+                    min_key: String::new(),
+                    max_key: String::new(),
+                    min_commit_ts: ts,
+                    max_commit_ts: ts,
+                    min_position: position,
+                    max_position: position,
+                });
+                s.rows += 1;
+                s.min_commit_ts = s.min_commit_ts.min(ts);
+                s.max_commit_ts = s.max_commit_ts.max(ts);
+                s.min_position = s.min_position.min(position);
+                s.max_position = s.max_position.max(position);
+            }
+            if !builder.is_empty() {
+                let all = builder.retracted.is_empty();
+                parts.push((builder.finish()?, if all { None } else { Some(keep) }));
+            }
+        }
+        let Some(mut span) = span else {
+            return Ok(None);
         };
-        let min_position = positions().min().unwrap_or_default();
-        let max_position = positions().max().unwrap_or_default();
-        let batch = self.finish()?;
         let arrow_err = |e: arrow::error::ArrowError| SchemaError::Arrow {
             reason: e.to_string(),
         };
-        let indices = sort_indices(&batch)?;
-        let sorted = take_record_batch(&batch, &indices).map_err(arrow_err)?;
+        let sorted = match parts.as_slice() {
+            [(batch, None)] => {
+                let order = sort_order(&[(batch, None)])?;
+                let indices: UInt32Array = order.into_iter().map(|(_, row)| row as u32).collect();
+                take_record_batch(batch, &indices).map_err(arrow_err)?
+            }
+            _ => {
+                let refs: Vec<(&RecordBatch, Option<&[bool]>)> = parts
+                    .iter()
+                    .map(|(batch, keep)| (batch, keep.as_deref()))
+                    .collect();
+                let order = sort_order(&refs)?;
+                let batches: Vec<&RecordBatch> = parts.iter().map(|(batch, _)| batch).collect();
+                interleave_record_batch(&batches, &order).map_err(arrow_err)?
+            }
+        };
         let key_at = |row: usize| {
             sorted
                 .column_by_name(crate::schema::KEY_COLUMN)
@@ -559,24 +650,20 @@ impl SegmentBuilder {
                 .map(|keys| keys.value(row).to_owned())
                 .unwrap_or_default()
         };
-        let span = SegmentSpan {
-            rows,
-            min_key: key_at(0),
-            max_key: key_at(rows - 1),
-            min_commit_ts,
-            max_commit_ts,
-            min_position,
-            max_position,
-        };
+        span.min_key = key_at(0);
+        span.max_key = key_at(span.rows - 1);
         Ok(Some((sorted, span)))
     }
 }
 
-/// The order of a segment batch's rows by (`_key`, `_commit_pos`, `_seq`), ties by arrival: a
-/// plain sort over borrowed keys (arrow's `lexsort_to_indices` gives the same order through a
-/// comparator per column, several times slower on a flush's hundreds of thousands of rows).
-fn sort_indices(batch: &RecordBatch) -> Result<arrow::array::UInt32Array, SchemaError> {
-    use arrow::array::{StringArray, UInt64Array};
+/// The order of the kept rows of segment batches by (`_key`, `_commit_pos`, `_seq`), ties by
+/// batch and then by arrival, as (batch, row) pairs: a plain sort over borrowed keys (arrow's
+/// `lexsort_to_indices` gives the same order through a comparator per column, several times
+/// slower on a flush's hundreds of thousands of rows).
+fn sort_order(
+    batches: &[(&RecordBatch, Option<&[bool]>)],
+) -> Result<Vec<(usize, usize)>, SchemaError> {
+    use arrow::array::StringArray;
     fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str) -> Result<&'b T, SchemaError> {
         batch
             .column_by_name(name)
@@ -585,25 +672,37 @@ fn sort_indices(batch: &RecordBatch) -> Result<arrow::array::UInt32Array, Schema
                 reason: format!("segment batch without {name} of its type"),
             })
     }
-    let keys: &StringArray = column(batch, crate::schema::KEY_COLUMN)?;
-    let commit: &UInt64Array = column(batch, crate::schema::COMMIT_POS_COLUMN)?;
-    let seq: &UInt64Array = column(batch, crate::schema::SEQ_COLUMN)?;
-    let rows = u32::try_from(batch.num_rows()).map_err(|_| SchemaError::Arrow {
-        reason: format!("a segment of {} rows (at most 2^32)", batch.num_rows()),
-    })?;
-    let mut order: Vec<(&[u8], u64, u64, u32)> = (0..rows)
-        .map(|i| {
-            let i_ = i as usize;
-            (
-                keys.value(i_).as_bytes(),
-                commit.value(i_),
-                seq.value(i_),
-                i,
-            )
-        })
-        .collect();
+    let total: usize = batches.iter().map(|(b, _)| b.num_rows()).sum();
+    if u32::try_from(total).is_err() {
+        return Err(SchemaError::Arrow {
+            reason: format!("a segment of {total} rows (at most 2^32)"),
+        });
+    }
+    let mut order: Vec<(&[u8], u64, u64, u32, u32)> = Vec::with_capacity(total);
+    for (b, (batch, keep)) in batches.iter().enumerate() {
+        let keys: &StringArray = column(batch, crate::schema::KEY_COLUMN)?;
+        let commit: &UInt64Array = column(batch, crate::schema::COMMIT_POS_COLUMN)?;
+        let seq: &UInt64Array = column(batch, crate::schema::SEQ_COLUMN)?;
+        let (keys, commit, seq) = (keys, commit.values(), seq.values());
+        order.extend(
+            (0..batch.num_rows())
+                .filter(|&i| keep.is_none_or(|keep| keep[i]))
+                .map(|i| {
+                    (
+                        keys.value(i).as_bytes(),
+                        commit[i],
+                        seq[i],
+                        b as u32,
+                        i as u32,
+                    )
+                }),
+        );
+    }
     order.sort_unstable();
-    Ok(order.into_iter().map(|(.., i)| i).collect())
+    Ok(order
+        .into_iter()
+        .map(|(.., b, i)| (b as usize, i as usize))
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The unflushed batch (pure, no I/O): per-partition offset ranges and dedup, per-table
 //! buffered events grouped by schema, quarantined records.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use strata_catalog::{
@@ -142,10 +142,21 @@ impl PartitionState {
     }
 }
 
-/// Rows of one table under one schema: one segment when flushed.
+/// Where a decode thread appended a row: the thread, the segment in its [`Appended`], the
+/// row in that segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowAt {
+    pub(crate) thread: u32,
+    pub(crate) segment: u32,
+    pub(crate) row: u32,
+}
+
+/// Rows of one table under one schema appended by one decode thread.
 #[derive(Debug)]
 pub(crate) struct PendingSegment {
     pub(crate) builder: SegmentBuilder,
+    /// The arrival number (the consumer's count of records) of the last row appended.
+    pub(crate) last: u64,
 }
 
 impl PendingSegment {
@@ -154,76 +165,142 @@ impl PendingSegment {
     }
 }
 
-/// Everything consumed since the last commit.
+/// The rows one decode thread appended since the last flush: per table, a segment per run
+/// of one schema. Rows are appended before the compactor's loop has seen them; the loop
+/// retracts those it does not take (duplicates, replays, records of a rewound partition).
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    pub(crate) segments: Vec<PendingSegment>,
+    /// Per table, its latest segment in `segments`.
+    latest: HashMap<TableId, usize>,
+    /// The segment appended to last (most rows are of the same table as the one before).
+    last: Option<usize>,
+    /// The appended rows' bytes (see `SegmentRow::size`).
+    pub(crate) bytes: u64,
+}
+
+impl Appended {
+    /// Appends a row to its table's segment under `schema` (a new segment when the table's
+    /// schema changed); returns the segment's index and the row's. Fails only if the row does
+    /// not fit the schema (the decoder makes rows that do) or the schema has no segment schema
+    /// (checked by the decoder too).
+    pub(crate) fn push(
+        &mut self,
+        row: SegmentRow<'_>,
+        schema: &Arc<TableSchema>,
+        arrival: u64,
+    ) -> Result<(u32, u32), SchemaError> {
+        let index = match self.last {
+            Some(i) if Arc::ptr_eq(self.segments[i].schema(), schema) => i,
+            _ => self.segment_for(schema)?,
+        };
+        self.last = Some(index);
+        let segment = &mut self.segments[index];
+        let before = segment.builder.bytes();
+        segment.builder.push(row)?;
+        segment.last = arrival;
+        self.bytes += segment.builder.bytes() - before;
+        let row = u32::try_from(segment.builder.len() - 1).unwrap_or(u32::MAX);
+        Ok((u32::try_from(index).unwrap_or(u32::MAX), row))
+    }
+
+    /// The table's latest segment if it has `schema`, else a new one.
+    fn segment_for(&mut self, schema: &Arc<TableSchema>) -> Result<usize, SchemaError> {
+        if let Some(&i) = self.latest.get(&schema.table) {
+            let current = self.segments[i].schema();
+            if Arc::ptr_eq(current, schema) || **current == **schema {
+                return Ok(i);
+            }
+        }
+        self.segments.push(PendingSegment {
+            builder: SegmentBuilder::new(Arc::clone(schema))?,
+            last: 0,
+        });
+        let i = self.segments.len() - 1;
+        self.latest.insert(schema.table.clone(), i);
+        Ok(i)
+    }
+
+    /// Takes back a row appended here.
+    pub(crate) fn retract(&mut self, segment: u32, row: u32) {
+        if let Some(s) = self.segments.get_mut(segment as usize) {
+            s.builder.retract(row as usize);
+        }
+    }
+
+    /// Rows appended (retracted ones too).
+    pub(crate) fn len(&self) -> usize {
+        self.segments.iter().map(|s| s.builder.len()).sum()
+    }
+}
+
+/// The rows of one table under one schema, from every decode thread: one segment when
+/// flushed.
+#[derive(Debug)]
+pub(crate) struct SegmentGroup {
+    pub(crate) schema: Arc<TableSchema>,
+    pub(crate) builders: Vec<SegmentBuilder>,
+    /// The arrival number of its last row: a table's groups are flushed in this order, so
+    /// that the schema of the last change is the table's latest.
+    last: u64,
+}
+
+impl SegmentGroup {
+    /// Rows it will hold (retracted ones left out).
+    pub(crate) fn rows(&self) -> usize {
+        self.builders.iter().map(SegmentBuilder::rows).sum()
+    }
+
+    /// The earliest commit time of its rows.
+    pub(crate) fn min_commit_ts(&self) -> Option<i64> {
+        self.builders
+            .iter()
+            .filter_map(SegmentBuilder::min_commit_ts)
+            .min()
+    }
+}
+
+/// The segments every decode thread appended, per table, grouped by schema: a table's
+/// groups in the order of their last rows.
+pub(crate) fn group_segments(appended: Vec<Appended>) -> BTreeMap<TableId, Vec<SegmentGroup>> {
+    let mut tables: BTreeMap<TableId, Vec<SegmentGroup>> = BTreeMap::new();
+    for segment in appended.into_iter().flat_map(|a| a.segments) {
+        let groups = tables.entry(segment.schema().table.clone()).or_default();
+        let schema = segment.schema();
+        match groups
+            .iter_mut()
+            .find(|g| Arc::ptr_eq(&g.schema, schema) || *g.schema == **schema)
+        {
+            Some(group) => {
+                group.last = group.last.max(segment.last);
+                group.builders.push(segment.builder);
+            }
+            None => groups.push(SegmentGroup {
+                schema: Arc::clone(schema),
+                last: segment.last,
+                builders: vec![segment.builder],
+            }),
+        }
+    }
+    for groups in tables.values_mut() {
+        groups.sort_by_key(|g| g.last);
+    }
+    tables
+}
+
+/// Everything consumed since the last commit, but the rows (in the decode threads'
+/// [`Appended`]).
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// Per table, its segments in arrival order (a new one starts when the schema changes).
-    pub(crate) tables: BTreeMap<TableId, Vec<PendingSegment>>,
     /// Quarantined records, their raw bytes already stored.
     pub(crate) quarantine: Vec<QuarantineEntry>,
     /// Records consumed into this batch (events, skips, duplicates, quarantined).
     pub(crate) records: u64,
-    /// The rows' bytes in all segments (see `SegmentRow::size`).
-    pub(crate) bytes: u64,
 }
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
         self.records == 0
-    }
-
-    /// Appends a row to its table's segment under `schema`; returns the size of that
-    /// segment. Fails only if the row does not fit the schema (the decoder makes rows that
-    /// do) or the schema has no segment schema (checked by the decoder too).
-    pub(crate) fn push(
-        &mut self,
-        row: SegmentRow<'_>,
-        schema: &Arc<TableSchema>,
-    ) -> Result<u64, SchemaError> {
-        let segments = match self.tables.get_mut(&schema.table) {
-            Some(segments) => segments,
-            None => self.tables.entry(schema.table.clone()).or_default(),
-        };
-        let current = match segments.last_mut() {
-            Some(segment)
-                if Arc::ptr_eq(segment.schema(), schema) || **segment.schema() == **schema =>
-            {
-                segment
-            }
-            _ => {
-                segments.push(PendingSegment {
-                    builder: SegmentBuilder::new(Arc::clone(schema))?,
-                });
-                // Just pushed: `last_mut` is Some.
-                let Some(segment) = segments.last_mut() else {
-                    return Ok(0);
-                };
-                segment
-            }
-        };
-        let before = current.builder.bytes();
-        current.builder.push(row)?;
-        self.bytes += current.builder.bytes() - before;
-        Ok(current.builder.bytes())
-    }
-
-    /// True once a segment reaches `max_segment_bytes` or all of them together
-    /// `max_batch_bytes`: time to flush.
-    pub(crate) fn is_full(&self, max_segment_bytes: u64, max_batch_bytes: u64) -> bool {
-        self.bytes >= max_batch_bytes
-            || self
-                .tables
-                .values()
-                .flatten()
-                .any(|segment| segment.builder.bytes() >= max_segment_bytes)
-    }
-
-    pub(crate) fn events(&self) -> usize {
-        self.tables
-            .values()
-            .flatten()
-            .map(|segment| segment.builder.len())
-            .sum()
     }
 }
 
@@ -232,7 +309,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_schema_change_starts_a_new_segment() {
+    fn a_schema_change_starts_a_new_segment_and_groups_follow_the_last_rows() {
         use strata_catalog::{
             Cell, ColumnSchema, ColumnType, ConnectType, Operation, SourcePosition,
         };
@@ -252,7 +329,7 @@ mod tests {
         let v2 = Arc::new(v2);
         let row = |seq: u64, columns: usize| SegmentRow {
             op: Operation::Create,
-            commit_ts_us: 0,
+            commit_ts_us: seq as i64,
             position: SourcePosition { commit: seq, seq },
             tx_id: None,
             id: [seq as u8; 32],
@@ -260,35 +337,42 @@ mod tests {
             unchanged: vec![],
             cells: vec![Cell::Int(1); columns],
         };
-        let mut batch = Batch::default();
-        let first = batch.push(row(1, 1), &v1).unwrap();
-        assert!(batch.push(row(2, 1), &v1).unwrap() > first, "sizes add up");
-        batch.push(row(3, 2), &v2).unwrap();
-        batch.push(row(4, 2), &v2).unwrap();
+        // Two threads: the first sees v1 then v2, the second only v1, and later.
+        let (mut a, mut b) = (Appended::default(), Appended::default());
+        assert_eq!(a.push(row(1, 1), &v1, 1).unwrap(), (0, 0));
+        assert_eq!(a.push(row(2, 1), &v1, 2).unwrap(), (0, 1));
+        assert_eq!(a.push(row(3, 2), &v2, 3).unwrap(), (1, 0));
+        // An equal schema in another Arc is the same schema.
+        assert_eq!(
+            a.push(row(4, 2), &Arc::new((*v2).clone()), 4).unwrap(),
+            (1, 1)
+        );
         assert!(
-            batch.push(row(5, 1), &v2).is_err(),
+            a.push(row(5, 1), &v2, 5).is_err(),
             "a row of the wrong width"
         );
-        let segments = &batch.tables[&table];
-        assert_eq!(segments.len(), 2);
-        assert_eq!(
-            (segments[0].builder.len(), segments[1].builder.len()),
-            (2, 2)
-        );
-        assert_eq!(*segments[1].schema(), v2);
-        assert_eq!(batch.events(), 4);
-        let sizes: Vec<u64> = segments.iter().map(|s| s.builder.bytes()).collect();
-        assert_eq!(batch.bytes, sizes.iter().sum::<u64>());
-        // Full when one segment reaches its bound, or all of them theirs.
-        let largest = sizes.iter().copied().max().unwrap();
-        assert!(!batch.is_full(largest + 1, batch.bytes + 1));
-        assert!(batch.is_full(largest, u64::MAX));
-        assert!(batch.is_full(u64::MAX, batch.bytes));
-        // Another table: no segment is full on its own, the batch is.
+        assert_eq!(a.len(), 4);
+        assert_eq!(b.push(row(9, 1), &v1, 9).unwrap(), (0, 0));
+        assert_eq!(b.push(row(10, 1), &v1, 10).unwrap(), (0, 1));
+        b.retract(0, 0);
+        let sizes: u64 = a.segments.iter().map(|s| s.builder.bytes()).sum();
+        assert_eq!(a.bytes, sizes, "sizes add up");
+        // Another table.
         let mut other = (*v1).clone();
         other.table = TableId::new("s", "n", "u");
-        batch.push(row(6, 1), &Arc::new(other)).unwrap();
-        assert!(batch.is_full(largest + 1, batch.bytes));
+        a.push(row(11, 1), &Arc::new(other), 11).unwrap();
+
+        let tables = group_segments(vec![a, b]);
+        assert_eq!(tables.len(), 2);
+        let groups = &tables[&table];
+        // v1's last row (arrival 10, thread b) came after v2's (4): v1 is the latest schema.
+        assert_eq!(groups.len(), 2);
+        assert_eq!((*groups[0].schema).clone(), *v2);
+        assert_eq!((*groups[1].schema).clone(), *v1);
+        assert_eq!((groups[0].rows(), groups[1].rows()), (2, 3));
+        assert_eq!(groups[1].builders.len(), 2);
+        assert_eq!(groups[1].min_commit_ts(), Some(1));
+        assert_eq!(groups[0].min_commit_ts(), Some(3));
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! ```text
 //!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets); reading
 //!        │                starts up to dedup_window records earlier, only to remember their ids
-//!  recv a chunk of records ──► decode into segment rows (threads) ──► dedup (partition's
-//!        │                          │      recent ids + ids in the flush in flight + batch ids)
-//!        │                          │      ──► append to the table's Arrow builders
+//!  recv a chunk of records ──► decode, append rows to the threads' Arrow builders (threads)
+//!        │                          │ ──► in order: offsets, dedup (partition's recent ids +
+//!        │                          │      ids in the flush in flight + batch ids); rows not
+//!        │                          │      taken (duplicates, replays) are retracted
 //!        │                          └─ bad input: raw bytes to _quarantine/, Quarantine action
-//!  size or time ──► (previous flush finished) ──► flush task, while the loop consumes on:
-//!                    write segments ──► ONE catalog commit:
+//!  size (checked per chunk) or time ──► (previous flush finished) ──► flush task, while the
+//!                    loop consumes on: merge the threads' builders per table and schema,
+//!                    sort, write segments ──► ONE catalog commit:
 //!                    AddSegment* SetSchema* ConsumeOffsets* Quarantine* SetWatermark*
 //!        ok ──► batch acknowledged (ids remembered; offsets also committed to Kafka, for lag
 //!               monitoring only)
@@ -36,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
-use crate::batch::{Batch, PartitionState, PendingSegment, TopicPartition};
+use crate::batch::{Batch, PartitionState, SegmentGroup, TopicPartition, group_segments};
 use crate::config::CompactorConfig;
 use crate::decode::{DecodePool, Outcome, RawRecord};
 use crate::error::{Error, Result};
@@ -56,6 +58,8 @@ const REFRESH_ATTEMPTS: u32 = 5;
 const MISSING_SCHEMA_MEMORY: Duration = Duration::from_secs(60);
 /// The most records taken from the consumer's queue at once, to decode side by side.
 const CHUNK_RECORDS: usize = 2048;
+/// The most records in a chunk before the compactor knows how large its rows are.
+const FIRST_CHUNK_RECORDS: usize = 64;
 
 /// The state of an assigned partition, looked up with `key` (reused: no allocation per record).
 fn partition_mut<'p>(
@@ -205,6 +209,8 @@ impl Compactor {
             key: TopicPartition::default(),
             avro,
             decoders,
+            arrivals: 0,
+            row_bytes: 0,
             in_flight: None,
             next_idle_watermarks: None,
             missing_schemas: HashMap::default(),
@@ -221,7 +227,8 @@ impl Compactor {
                     Ok(message) => {
                         // And whatever else is already waiting, up to a chunk.
                         let mut messages = vec![message];
-                        while messages.len() < CHUNK_RECORDS {
+                        let limit = run.chunk_limit();
+                        while messages.len() < limit {
                             match consumer.recv().now_or_never() {
                                 Some(Ok(message)) => messages.push(message),
                                 Some(Err(e)) => {
@@ -247,16 +254,12 @@ impl Compactor {
                                 value: m.payload(),
                             })
                             .collect();
-                        let mut outcomes = run.decoders.decode_all(&records);
-                        run.learn_schemas(&records, &mut outcomes).await?;
+                        let first_arrival = run.arrivals;
+                        run.arrivals += records.len() as u64;
+                        let mut outcomes = run.decoders.decode_all(&records, first_arrival);
+                        run.learn_schemas(&records, first_arrival, &mut outcomes).await?;
                         for (record, outcome) in records.iter().zip(outcomes) {
-                            if run.rewound_since(record, resets) {
-                                continue;
-                            }
-                            run.on_record(record, outcome).await?;
-                            if run.over_size() {
-                                run.flush().await?;
-                            }
+                            run.on_record(record, outcome, resets).await?;
                         }
                     }
                     Err(e) => warn!(error = %e, "kafka consumer error"),
@@ -417,6 +420,10 @@ struct Run<'a> {
     key: TopicPartition,
     /// One per decoding thread.
     decoders: DecodePool,
+    /// Records received so far (numbers each record in the consumer's order).
+    arrivals: u64,
+    /// The mean size of the rows appended lately (0: none yet), to cut chunks by.
+    row_bytes: u64,
     /// Writer schemas the schema topic did not hold, and when that was found.
     missing_schemas: HashMap<u64, Instant, FastHash>,
     /// When [`Run::advance_idle_watermarks`] may look next.
@@ -442,7 +449,7 @@ struct InFlight {
 #[allow(clippy::large_enum_variant)]
 enum Planned {
     Action(Action),
-    Segment(PendingSegment),
+    Segment(SegmentGroup),
 }
 
 /// The work of one flush, done by a task of its own.
@@ -475,17 +482,17 @@ impl FlushWork {
         let mut actions = Vec::with_capacity(self.plan.len() + self.tail.len());
         let mut written = Vec::new();
         for step in self.plan {
-            let pending = match step {
+            let group = match step {
                 Planned::Action(action) => {
                     actions.push(action);
                     continue;
                 }
-                Planned::Segment(pending) => pending,
+                Planned::Segment(group) => group,
             };
             let result = segment::write(
                 &self.store,
                 self.catalog.root(),
-                pending.builder,
+                group,
                 config.row_group_rows,
                 config.zstd_level,
             )
@@ -525,10 +532,11 @@ impl FlushWork {
 impl Run<'_> {
     /// Records whose Avro writer schema was unknown: reads the schema topic and decodes them
     /// again; a fingerprint it does not hold makes the record bad input.
-    async fn learn_schemas<'a>(
+    async fn learn_schemas(
         &mut self,
-        records: &[RawRecord<'a>],
-        outcomes: &mut [Outcome<'a>],
+        records: &[RawRecord<'_>],
+        first_arrival: u64,
+        outcomes: &mut [Outcome],
     ) -> Result<()> {
         // A fingerprint the schema topic did not hold a moment ago is not read for again: a
         // schema is in the topic before any record naming it, so one read after seeing the
@@ -556,9 +564,11 @@ impl Run<'_> {
                 table: "(schema topic)".into(),
                 reason: format!("the schema topic reader panicked: {e}"),
             })??;
-        for (record, outcome) in records.iter().zip(outcomes.iter_mut()) {
+        for ((record, outcome), arrival) in
+            records.iter().zip(outcomes.iter_mut()).zip(first_arrival..)
+        {
             if let Outcome::MissingSchema(fingerprint) = outcome {
-                *outcome = match self.decoders.decode_one(record) {
+                *outcome = match self.decoders.decode_one(record, arrival) {
                     Some(Outcome::MissingSchema(_)) | None => {
                         self.missing_schemas.insert(*fingerprint, now);
                         Outcome::Bad(missing_schema(record, *fingerprint, self.config()))
@@ -662,6 +672,7 @@ impl Run<'_> {
             );
         }
         self.batch = Batch::default();
+        self.decoders.clear();
         self.deadline = None;
         let group = &self.compactor.config.group_id;
         for ((topic, partition), p) in &mut self.partitions {
@@ -727,12 +738,49 @@ impl Run<'_> {
 
     fn over_size(&self) -> bool {
         let config = self.config();
-        self.batch
-            .is_full(config.max_segment_bytes, config.max_batch_bytes)
+        self.decoders
+            .room(config.max_segment_bytes, config.max_batch_bytes)
+            == 0
     }
 
-    /// Takes one decoded record into the batch, in the order of its partition.
-    async fn on_record(&mut self, record: &RawRecord<'_>, outcome: Outcome<'_>) -> Result<()> {
+    /// The most records to take into the next chunk. The whole chunk goes into the batch
+    /// before the loop can flush, so a chunk is cut to about the rows that still fit under
+    /// `max_segment_bytes` and `max_batch_bytes` (by the size of the rows so far).
+    fn chunk_limit(&mut self) -> usize {
+        if let Some(bytes) = self.decoders.row_bytes() {
+            self.row_bytes = bytes.max(1);
+        }
+        if self.row_bytes == 0 {
+            return FIRST_CHUNK_RECORDS;
+        }
+        let config = self.config();
+        let room = self
+            .decoders
+            .room(config.max_segment_bytes, config.max_batch_bytes);
+        usize::try_from(room / self.row_bytes + 1)
+            .unwrap_or(usize::MAX)
+            .min(CHUNK_RECORDS)
+    }
+
+    /// Takes one decoded record into the batch, in the order of its partition; its row, if
+    /// not taken, is retracted. A record of a partition rewound after reset number `resets`
+    /// is not taken.
+    async fn on_record(
+        &mut self,
+        record: &RawRecord<'_>,
+        outcome: Outcome,
+        resets: u64,
+    ) -> Result<()> {
+        let at = outcome.row_at();
+        let taken = !self.rewound_since(record, resets) && self.take(record, outcome).await?;
+        if !taken && let Some(at) = at {
+            self.decoders.retract(at);
+        }
+        Ok(())
+    }
+
+    /// Takes one decoded record into the batch; true if its row is kept.
+    async fn take(&mut self, record: &RawRecord<'_>, outcome: Outcome) -> Result<bool> {
         let RawRecord {
             topic,
             partition,
@@ -746,22 +794,20 @@ impl Run<'_> {
                 topic,
                 partition, offset, "record of a partition not assigned here"
             );
-            return Ok(());
+            return Ok(false);
         };
         if state.seek_pending.is_some() {
             // Fetched before the seek we still owe: not ours to count.
-            return Ok(());
+            return Ok(false);
         }
         if let Some(until) = state.warm_until {
             if offset < until {
                 // Committed before this compactor started: only its id is remembered.
-                if let Outcome::Row { row, .. } = &outcome {
-                    state
-                        .recent
-                        .insert(row.id, self.compactor.config.dedup_window);
+                if let Outcome::Row { id, .. } = &outcome {
+                    state.recent.insert(*id, self.compactor.config.dedup_window);
                 }
                 CompactorStats::add(&self.compactor.stats.records_replayed, 1);
-                return Ok(());
+                return Ok(false);
             }
             state.warm_until = None;
             info!(
@@ -772,7 +818,7 @@ impl Run<'_> {
             );
         }
         match state.next {
-            Some(next) if offset < next => return Ok(()), // already consumed (prefetched before a seek)
+            Some(next) if offset < next => return Ok(false), // already consumed (prefetched before a seek)
             Some(next) if offset > next => {
                 debug!(
                     topic,
@@ -791,22 +837,27 @@ impl Run<'_> {
         }
         CompactorStats::add(&self.compactor.stats.records_in, 1);
 
-        let (row, schema) = match outcome {
+        let (id, commit_ts_us, schema) = match outcome {
             Outcome::Skip => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
-                return Ok(());
+                return Ok(false);
             }
-            Outcome::Row { row, schema } => (row, schema),
+            Outcome::Row {
+                id,
+                commit_ts_us,
+                schema,
+                ..
+            } => (id, commit_ts_us, schema),
             Outcome::MissingSchema(fingerprint) => {
                 let e = missing_schema(record, fingerprint, self.config());
-                return self
-                    .quarantine(topic, partition, offset, key, value, &e)
-                    .await;
+                self.quarantine(topic, partition, offset, key, value, &e)
+                    .await?;
+                return Ok(false);
             }
             Outcome::Bad(e) => {
-                return self
-                    .quarantine(topic, partition, offset, key, value, &e)
-                    .await;
+                self.quarantine(topic, partition, offset, key, value, &e)
+                    .await?;
+                return Ok(false);
             }
         };
         CompactorStats::add(&self.compactor.stats.events_in, 1);
@@ -822,30 +873,15 @@ impl Run<'_> {
         }
         let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
         else {
-            return Ok(());
+            return Ok(false);
         };
-        state.saw(row.commit_ts_us);
-        if state.has_seen(&row.id) {
+        state.saw(commit_ts_us);
+        if state.has_seen(&id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
-            return Ok(());
-        }
-        let id = row.id;
-        if let Err(e) = self.batch.push(row, &schema) {
-            // The decoder makes rows that fit their schema; one that does not is kept aside
-            // like bad input rather than stopping the compactor.
-            let e = DecodeError {
-                topic: topic.to_owned(),
-                partition: None,
-                offset: None,
-                reason: format!("table {}: {e}", schema.table),
-            }
-            .at(partition, offset);
-            return self
-                .quarantine(topic, partition, offset, key, value, &e)
-                .await;
+            return Ok(false);
         }
         state.batch_ids.insert(id);
-        Ok(())
+        Ok(true)
     }
 
     /// Stores the raw record under `_quarantine/` and queues its `Quarantine` action.
@@ -900,10 +936,12 @@ impl Run<'_> {
     /// segments are encoded, stored and committed with the consumed offsets by a task of their
     /// own while the loop goes on consuming into the next batch. At most one flush is in
     /// flight; its outcome is taken by [`Run::finish_flush`].
-    #[instrument(skip_all, fields(records = self.batch.records, events = self.batch.events()))]
+    #[instrument(skip_all, fields(records = self.batch.records, rows = self.decoders.appended_rows()))]
     async fn flush(&mut self) -> Result<()> {
         self.deadline = None;
         if self.batch.is_empty() {
+            // No record was taken: every row appended was retracted (replayed records).
+            self.decoders.clear();
             return Ok(());
         }
         if !self.finish_flush().await? {
@@ -912,25 +950,27 @@ impl Run<'_> {
         let config = self.compactor.config.clone();
         let state = self.compactor.catalog.state();
         let batch = std::mem::take(&mut self.batch);
+        let tables = group_segments(self.decoders.take_appended());
         let mut plan = Vec::new();
         let mut known: HashMap<TableId, (u64, Option<TableSchema>)> = HashMap::new();
-        for (table, segments) in batch.tables {
-            for pending in segments {
+        for (table, groups) in tables {
+            // Groups of rows all retracted (duplicates, replayed records) make no segment.
+            for group in groups.into_iter().filter(|g| g.rows() > 0) {
                 let (last_id, last_schema) = known.entry(table.clone()).or_insert_with(|| {
                     latest_schema(state.table(&table).map(|t| t.schemas()).unwrap_or(&[]))
                 });
-                if last_schema.as_ref() != Some(&**pending.schema()) {
+                if last_schema.as_ref() != Some(&*group.schema) {
                     *last_id += 1;
-                    let effective_from_ts = pending.builder.min_commit_ts().unwrap_or_default();
+                    let effective_from_ts = group.min_commit_ts().unwrap_or_default();
                     plan.push(Planned::Action(Action::SetSchema(SchemaVersion {
                         table: table.clone(),
                         schema_id: *last_id,
                         effective_from_ts,
-                        schema: pending.schema().to_catalog_json(),
+                        schema: group.schema.to_catalog_json(),
                     })));
-                    *last_schema = Some((**pending.schema()).clone());
+                    *last_schema = Some((*group.schema).clone());
                 }
-                plan.push(Planned::Segment(pending));
+                plan.push(Planned::Segment(group));
             }
         }
         let watermarks = self.table_watermarks();

@@ -1,17 +1,23 @@
-//! The decoding stage (pure, no I/O): Kafka records in, checked change events with their
-//! ids out, on several threads.
+//! The decoding stage (pure, no I/O): Kafka records in, change rows appended to Arrow
+//! builders and their ids out, on several threads.
 //!
-//! Decoding is most of the compactor's CPU (JSON, schema checks, blake3 ids) and each record
-//! decodes on its own, so a chunk of records is cut into contiguous slices decoded side by
-//! side, one [`Decoder`] (with its own caches) per thread. The outcomes come back in the
-//! records' order; everything that depends on order (offsets, dedup, batching) stays on the
-//! compactor's loop.
+//! Decoding and appending are most of the compactor's CPU (Avro or JSON, schema checks,
+//! blake3 ids, copying cells into columns) and each record decodes on its own, so a chunk of
+//! records is cut into contiguous slices decoded side by side, one [`Decoder`] (with its own
+//! caches and its own builders, [`Appended`]) per thread. Each row is appended as soon as it
+//! is decoded; the outcomes come back in the records' order with where their rows went, and
+//! everything that depends on order (offsets, dedup) stays on the compactor's loop, which
+//! retracts the rows it does not take. A flush merges the threads' builders per table and
+//! schema ([`crate::batch::group_segments`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_catalog::{
-    AvroSchemas, DecodeError, DecodedRow, SchemaCache, SegmentRow, TableSchema, decode_debezium_row,
+    AvroSchemas, DecodeError, DecodedRow, SchemaCache, TableId, TableSchema, decode_debezium_row,
 };
+
+use crate::batch::{Appended, RowAt};
 
 /// Below this many records per thread, a chunk is decoded on the caller's thread.
 const MIN_RECORDS_PER_THREAD: usize = 64;
@@ -28,14 +34,15 @@ pub(crate) struct RawRecord<'a> {
 
 /// What became of one record.
 #[derive(Debug)]
-pub(crate) enum Outcome<'a> {
+pub(crate) enum Outcome {
     /// Not a change (tombstone, transaction metadata, heartbeat, message).
     Skip,
-    /// A change that fits its schema, as its segment stores it (strings borrowed from the
-    /// record).
+    /// A change that fits its schema, appended at `at`.
     Row {
-        row: SegmentRow<'a>,
+        id: [u8; 32],
+        commit_ts_us: i64,
         schema: Arc<TableSchema>,
+        at: RowAt,
     },
     /// An Avro record whose writer schema is not known yet (read the schema topic, decode
     /// again).
@@ -44,28 +51,67 @@ pub(crate) enum Outcome<'a> {
     Bad(DecodeError),
 }
 
-/// One thread's decoding state: the envelope schemas seen.
-#[derive(Debug, Default)]
-pub(crate) struct Decoder {
-    schemas: SchemaCache,
-}
-
-impl Decoder {
-    /// A decoder resolving Avro writer schemas from `avro`.
-    pub(crate) fn new(avro: AvroSchemas) -> Self {
-        Self {
-            schemas: SchemaCache::with_avro(avro),
+impl Outcome {
+    /// Where its row was appended, for a row.
+    pub(crate) fn row_at(&self) -> Option<RowAt> {
+        match self {
+            Outcome::Row { at, .. } => Some(*at),
+            _ => None,
         }
     }
 }
 
+/// One thread's decoding state: the envelope schemas seen, and the rows appended since the
+/// last flush.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    thread: u32,
+    schemas: SchemaCache,
+    appended: Appended,
+}
+
 impl Decoder {
-    /// Decodes, checks and names one record.
-    pub(crate) fn decode<'a>(&mut self, record: &RawRecord<'a>) -> Outcome<'a> {
+    /// Thread `thread`'s decoder, resolving Avro writer schemas from `avro`.
+    pub(crate) fn new(thread: u32, avro: AvroSchemas) -> Self {
+        Self {
+            thread,
+            schemas: SchemaCache::with_avro(avro),
+            appended: Appended::default(),
+        }
+    }
+
+    /// Decodes, checks and names one record, and appends its row; `arrival` numbers the
+    /// record in the consumer's order.
+    pub(crate) fn decode(&mut self, record: &RawRecord<'_>, arrival: u64) -> Outcome {
         let value = record.value.unwrap_or_default();
         match decode_debezium_row(record.key, value, record.topic, &mut self.schemas) {
             Ok(DecodedRow::Skip(_)) => Outcome::Skip,
-            Ok(DecodedRow::Row { row, schema }) => Outcome::Row { row, schema },
+            Ok(DecodedRow::Row { row, schema }) => {
+                let (id, commit_ts_us) = (row.id, row.commit_ts_us);
+                match self.appended.push(row, &schema, arrival) {
+                    Ok((segment, row)) => Outcome::Row {
+                        id,
+                        commit_ts_us,
+                        schema,
+                        at: RowAt {
+                            thread: self.thread,
+                            segment,
+                            row,
+                        },
+                    },
+                    // The decoder makes rows that fit their schema; one that does not is
+                    // kept aside like bad input rather than stopping the compactor.
+                    Err(e) => Outcome::Bad(
+                        DecodeError {
+                            topic: record.topic.to_owned(),
+                            partition: None,
+                            offset: None,
+                            reason: format!("table {}: {e}", schema.table),
+                        }
+                        .at(record.partition, record.offset),
+                    ),
+                }
+            }
             Ok(DecodedRow::MissingSchema { fingerprint }) => Outcome::MissingSchema(fingerprint),
             Err(e) => Outcome::Bad(e.at(record.partition, record.offset)),
         }
@@ -97,18 +143,74 @@ impl DecodePool {
             None
         };
         Ok(Self {
-            decoders: (0..threads).map(|_| Decoder::new(avro.clone())).collect(),
+            decoders: (0..threads)
+                .map(|i| Decoder::new(i as u32, avro.clone()))
+                .collect(),
             pool,
         })
     }
 
     /// Decodes one record on the caller's thread.
-    pub(crate) fn decode_one<'a>(&mut self, record: &RawRecord<'a>) -> Option<Outcome<'a>> {
-        self.decoders.first_mut().map(|d| d.decode(record))
+    pub(crate) fn decode_one(&mut self, record: &RawRecord<'_>, arrival: u64) -> Option<Outcome> {
+        self.decoders.first_mut().map(|d| d.decode(record, arrival))
     }
 
-    /// Decodes `records`, in their order, cut into contiguous slices decoded side by side.
-    pub(crate) fn decode_all<'a>(&mut self, records: &[RawRecord<'a>]) -> Vec<Outcome<'a>> {
+    /// Takes back a row appended by a decoder.
+    pub(crate) fn retract(&mut self, at: RowAt) {
+        if let Some(decoder) = self.decoders.get_mut(at.thread as usize) {
+            decoder.appended.retract(at.segment, at.row);
+        }
+    }
+
+    /// Every decoder's rows since the last call (or [`DecodePool::clear`]).
+    pub(crate) fn take_appended(&mut self) -> Vec<Appended> {
+        self.decoders
+            .iter_mut()
+            .map(|d| std::mem::take(&mut d.appended))
+            .collect()
+    }
+
+    /// Drops every decoder's rows (the batch is dropped).
+    pub(crate) fn clear(&mut self) {
+        drop(self.take_appended());
+    }
+
+    /// Rows appended (retracted ones too).
+    pub(crate) fn appended_rows(&self) -> usize {
+        self.decoders.iter().map(|d| d.appended.len()).sum()
+    }
+
+    /// The bytes of rows that may still be appended before a table's rows reach
+    /// `max_segment_bytes` or all of them together `max_batch_bytes` (0: time to flush).
+    /// Retracted rows count: they take memory until the flush.
+    pub(crate) fn room(&self, max_segment_bytes: u64, max_batch_bytes: u64) -> u64 {
+        let total: u64 = self.decoders.iter().map(|d| d.appended.bytes).sum();
+        let batch_room = max_batch_bytes.saturating_sub(total);
+        if total < max_segment_bytes {
+            return batch_room.min(max_segment_bytes - total);
+        }
+        let mut tables: HashMap<&TableId, u64> = HashMap::new();
+        for segment in self.decoders.iter().flat_map(|d| &d.appended.segments) {
+            *tables.entry(&segment.schema().table).or_default() += segment.builder.bytes();
+        }
+        let largest = tables.values().copied().max().unwrap_or_default();
+        batch_room.min(max_segment_bytes.saturating_sub(largest))
+    }
+
+    /// The mean bytes of the rows appended, if any.
+    pub(crate) fn row_bytes(&self) -> Option<u64> {
+        let rows = self.appended_rows() as u64;
+        let bytes: u64 = self.decoders.iter().map(|d| d.appended.bytes).sum();
+        bytes.checked_div(rows)
+    }
+
+    /// Decodes `records`, in their order, cut into contiguous slices decoded side by side;
+    /// `first_arrival` numbers the first record in the consumer's order.
+    pub(crate) fn decode_all(
+        &mut self,
+        records: &[RawRecord<'_>],
+        first_arrival: u64,
+    ) -> Vec<Outcome> {
         use rayon::prelude::*;
         let threads = self
             .decoders
@@ -119,15 +221,25 @@ impl DecodePool {
             let Some(first) = self.decoders.first_mut() else {
                 return Vec::new();
             };
-            return records.iter().map(|r| first.decode(r)).collect();
+            return (first_arrival..)
+                .zip(records)
+                .map(|(arrival, r)| first.decode(r, arrival))
+                .collect();
         };
         let per_thread = records.len().div_ceil(threads);
         let decoders = &mut self.decoders;
-        let parts: Vec<Vec<Outcome<'a>>> = pool.install(|| {
+        let parts: Vec<Vec<Outcome>> = pool.install(|| {
             records
                 .par_chunks(per_thread)
                 .zip(decoders.par_iter_mut())
-                .map(|(slice, decoder)| slice.iter().map(|r| decoder.decode(r)).collect())
+                .enumerate()
+                .map(|(i, (slice, decoder))| {
+                    let first = first_arrival + (i * per_thread) as u64;
+                    (first..)
+                        .zip(slice)
+                        .map(|(arrival, r)| decoder.decode(r, arrival))
+                        .collect()
+                })
                 .collect()
         });
         parts.into_iter().flatten().collect()
@@ -172,30 +284,44 @@ mod tests {
                 value: if i == 500 { None } else { Some(value) },
             })
             .collect();
-        let summary = |outcomes: Vec<Outcome<'_>>| -> Vec<String> {
+        let summary = |outcomes: Vec<Outcome>| -> Vec<String> {
             outcomes
                 .into_iter()
                 .map(|o| match o {
                     Outcome::Skip => "skip".to_owned(),
-                    Outcome::Row { row, .. } => format!("{} {:?}", row.position.seq, &row.id[..4]),
+                    Outcome::Row {
+                        id, commit_ts_us, ..
+                    } => format!("{commit_ts_us} {:?}", &id[..4]),
                     Outcome::MissingSchema(f) => format!("missing {f:016x}"),
                     Outcome::Bad(e) => e.to_string(),
                 })
                 .collect()
         };
-        let one = summary(
-            DecodePool::new(1, &AvroSchemas::default())
-                .expect("pool")
-                .decode_all(&records),
+        let mut pool_one = DecodePool::new(1, &AvroSchemas::default()).expect("pool");
+        let mut pool_many = DecodePool::new(4, &AvroSchemas::default()).expect("pool");
+        let outcomes = pool_many.decode_all(&records, 0);
+        // Every row was appended once, where its outcome says; a retracted one is left out.
+        let ats: Vec<RowAt> = outcomes.iter().filter_map(Outcome::row_at).collect();
+        assert!(
+            ats.iter()
+                .map(|at| at.thread)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1,
+            "appended by several threads"
         );
-        let many = summary(
-            DecodePool::new(4, &AvroSchemas::default())
-                .expect("pool")
-                .decode_all(&records),
-        );
+        assert_eq!(pool_many.appended_rows(), ats.len());
+        pool_many.retract(ats[0]);
+        let groups = crate::batch::group_segments(pool_many.take_appended());
+        let rows: usize = groups.values().flatten().map(|g| g.rows()).sum();
+        assert_eq!(rows, ats.len() - 1);
+        assert_eq!(pool_many.appended_rows(), 0, "taken");
+
+        let one = summary(pool_one.decode_all(&records, 0));
+        let many = summary(outcomes);
         assert_eq!(one, many);
         assert_eq!(one[500], "skip", "a null value is a tombstone");
-        assert!(one[1].starts_with("101 "), "{}", one[1]);
+        assert!(one[1].starts_with("1001 "), "{}", one[1]);
         assert!(
             one[3]
                 .starts_with("topic s.public.t partition 0 offset 3: table s/public/t: column n:"),

@@ -9,6 +9,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use strata_catalog::{Segment, SegmentBuilder, SourcePosition, TableSchema, encode_segment};
 use tracing::instrument;
 
+use crate::batch::SegmentGroup;
 use crate::error::{Error, Result};
 
 /// The `Segment` position string: commit and change position, zero-padded so that the
@@ -29,20 +30,20 @@ pub(crate) fn segment_relative_path(schema: &TableSchema) -> String {
     )
 }
 
-/// Encodes the rows of `builder` (one table, one schema) as a sorted Parquet segment;
-/// returns the bytes and the segment's catalog entry (path relative to the catalog root).
+/// Encodes the rows of `group` (one table, one schema, from several builders) as a sorted
+/// Parquet segment; returns the bytes and the segment's catalog entry (path relative to the
+/// catalog root).
 pub(crate) fn encode(
-    builder: SegmentBuilder,
+    group: SegmentGroup,
     row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<(Vec<u8>, Segment)> {
-    let schema = Arc::clone(builder.schema());
+    let schema = group.schema;
     let fail = |reason: String| Error::Segment {
         table: schema.table.to_string(),
         reason,
     };
-    let (batch, span) = builder
-        .finish_sorted()
+    let (batch, span) = SegmentBuilder::finish_sorted_many(group.builders)
         .map_err(|e| fail(e.to_string()))?
         .ok_or_else(|| fail("no events".into()))?;
     let bytes =
@@ -64,17 +65,17 @@ pub(crate) fn encode(
 }
 
 /// Encodes (on a blocking thread) and stores one segment.
-#[instrument(skip_all, fields(table = %builder.schema().table, rows = builder.len(), path))]
+#[instrument(skip_all, fields(table = %group.schema.table, path))]
 pub(crate) async fn write(
     store: &Arc<dyn ObjectStore>,
     root: &Path,
-    builder: SegmentBuilder,
+    group: SegmentGroup,
     row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<Segment> {
-    let table = builder.schema().table.to_string();
+    let table = group.schema.table.to_string();
     let (bytes, segment) =
-        tokio::task::spawn_blocking(move || encode(builder, row_group_rows, zstd_level))
+        tokio::task::spawn_blocking(move || encode(group, row_group_rows, zstd_level))
             .await
             .map_err(|e| Error::Segment {
                 table,

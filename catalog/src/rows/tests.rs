@@ -157,5 +157,115 @@ fn the_segment_order_is_arrows_lexicographic_order() {
     })
     .collect();
     let arrow_order = lexsort_to_indices(&columns, None).unwrap();
-    assert_eq!(sort_indices(&batch).unwrap(), arrow_order);
+    let order: Vec<u32> = sort_order(&[(&batch, None)])
+        .unwrap()
+        .into_iter()
+        .map(|(b, i)| {
+            assert_eq!(b, 0);
+            i as u32
+        })
+        .collect();
+    assert_eq!(order, arrow_order.values().to_vec());
+}
+
+/// What a segment batch holds, row by row: (id, commit position, seq, note).
+fn contents(batch: &RecordBatch) -> Vec<(i64, u64, u64, Option<String>)> {
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let commit = batch
+        .column_by_name(crate::schema::COMMIT_POS_COLUMN)
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    let seq = batch
+        .column_by_name(crate::schema::SEQ_COLUMN)
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    let notes = batch.column_by_name("note").unwrap().as_string::<i32>();
+    (0..batch.num_rows())
+        .map(|i| {
+            (
+                ids.value(i),
+                commit.value(i),
+                seq.value(i),
+                notes.is_valid(i).then(|| notes.value(i).to_owned()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
+    // Rows dealt to three builders; some retracted after they were appended.
+    let all: Vec<(i64, u64, u64)> = (0..90_u64)
+        .map(|i| ([5_i64, -2, 40, 7][(i % 4) as usize], (i * 31) % 53, i))
+        .collect();
+    let mut builders: Vec<SegmentBuilder> = (0..3)
+        .map(|_| SegmentBuilder::new(schema()).unwrap())
+        .collect();
+    let mut expected = Vec::new();
+    for (n, &(id, commit, seq)) in all.iter().enumerate() {
+        let b = &mut builders[n % 3];
+        b.push(row(id, commit, seq, Some("n"))).unwrap();
+        if seq % 5 == 0 {
+            b.retract(b.len() - 1);
+        } else {
+            expected.push((id, commit, seq, Some("n".to_owned())));
+        }
+    }
+    // Retracting twice, or a row that is not there, changes nothing.
+    builders[0].retract(0);
+    builders[0].retract(10_000);
+    assert_eq!(
+        builders.iter().map(SegmentBuilder::rows).sum::<usize>(),
+        expected.len()
+    );
+    let key = |id: i64| {
+        crate::event::encode_key(&std::iter::once(("id", serde_json::json!(id))).collect())
+    };
+    expected.sort_by_key(|a| (key(a.0), a.1, a.2));
+    let min_ts = builders
+        .iter()
+        .filter_map(SegmentBuilder::min_commit_ts)
+        .min();
+    assert_eq!(
+        min_ts,
+        Some(1_001),
+        "seq 0 is retracted: the earliest kept is seq 1"
+    );
+
+    let (batch, span) = SegmentBuilder::finish_sorted_many(builders)
+        .unwrap()
+        .unwrap();
+    assert_eq!(contents(&batch), expected);
+    assert_eq!(span.rows, expected.len());
+    assert_eq!((span.min_commit_ts, span.max_commit_ts), (1_001, 1_089));
+    assert_eq!(span.min_key, key(expected[0].0));
+    assert_eq!(span.max_key, key(expected[expected.len() - 1].0));
+
+    // All retracted: no segment.
+    let mut b = SegmentBuilder::new(schema()).unwrap();
+    b.push(row(1, 1, 1, None)).unwrap();
+    b.retract(0);
+    assert!(
+        SegmentBuilder::finish_sorted_many(vec![b, SegmentBuilder::new(schema()).unwrap()])
+            .unwrap()
+            .is_none()
+    );
+
+    // Builders of two schemas do not make one segment.
+    let mut wide = (*schema()).clone();
+    wide.columns.push(ColumnSchema {
+        name: "extra".into(),
+        column_type: ColumnType::plain(ConnectType::Int32),
+        optional: true,
+        key: false,
+    });
+    let err = SegmentBuilder::finish_sorted_many(vec![
+        SegmentBuilder::new(schema()).unwrap(),
+        SegmentBuilder::new(Arc::new(wide)).unwrap(),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("two schemas"), "{err}");
 }
