@@ -2,8 +2,10 @@
 //! a point in time never replays unbounded history.
 //!
 //! ```text
-//!  every `interval`:  for each table with >= `min_changes` change rows since its newest snapshot
+//!  every `interval`:  for each table
 //!     as_of = watermark - 1µs          (every change with commit time <= as_of is committed)
+//!     due   when >= `min_changes` change rows lie after its newest complete snapshot, up to
+//!             as_of (counted exactly, also in segments that straddle it: snapshot_due)
 //!     runs  = newest complete snapshot <= as_of  +  the changes after it up to as_of
 //!     fold  = merge-on-read (crate::merge), one full row per live key, in key order
 //!     write   <root>/<source>/<ns>/<table>/snapshots/<version>/<uuid>-<part>.parquet
@@ -33,12 +35,13 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
+use futures::StreamExt as _;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
 use strata_catalog::schema::{COMMIT_TS_COLUMN, TX_ID_COLUMN, system_fields};
 use strata_catalog::{
-    Action, Catalog, CatalogState, CommitInfo, QuarantineEntry, QuarantinedObject, Snapshot,
-    TableId, encode_segment,
+    Action, Catalog, CatalogState, CommitInfo, QuarantineEntry, QuarantinedObject, Segment,
+    Snapshot, TableId, encode_segment,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -46,7 +49,10 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::merge::{MERGE_SYSTEM_COLUMNS, merge_snapshot};
 use crate::provider::{Shared, read_files, read_runs, segment_files, table_fields, table_schema};
-use crate::read::{FileRef, ReadSpec, object_path};
+use crate::read::{FileRef, ReadSpec, object_path, read_segment};
+
+/// Straddling segments read at once to count their changes ([`snapshot_due`]).
+const PARALLEL_COUNTS: usize = 4;
 
 /// When and how snapshots are built (`[snapshots]` in strata's configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,8 +63,9 @@ pub struct SnapshotConfig {
     /// How often tables are looked at. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// A table gets a new snapshot once this many change rows were committed after its newest
-    /// snapshot. Default 1 000 000.
+    /// A table gets a new snapshot once this many change rows with a commit time after its
+    /// newest complete snapshot, up to its watermark, are in the catalog (see
+    /// [`snapshot_due`]). Default 1 000 000.
     pub min_changes: u64,
     /// Rows per Parquet file of a snapshot. Default 4 194 304.
     pub part_rows: usize,
@@ -118,7 +125,8 @@ pub struct SnapshotStats {
     pub rows: AtomicU64,
     /// Bytes of snapshot files written.
     pub bytes: AtomicU64,
-    /// Snapshot builds that failed (logged; retried on the next round).
+    /// Snapshot builds, or the counts deciding whether one is due, that failed (logged;
+    /// retried on the next round).
     pub failures: AtomicU64,
     /// Microseconds the last successful build took.
     pub last_build_us: AtomicU64,
@@ -387,23 +395,135 @@ async fn delete(store: &Arc<dyn ObjectStore>, catalog: &Catalog, parts: &[Part])
     }
 }
 
-/// The instant a new snapshot of `table` would be taken at, if one is due: the watermark
-/// minus 1 µs, when at least `min_changes` change rows lie between the newest snapshot and it.
-pub fn snapshot_due(state: &CatalogState, table: &TableId, min_changes: u64) -> Option<i64> {
+/// The change rows a new snapshot of a table would fold: those with commit time in
+/// (`since`, `as_of`], as far as the catalog's segment entries tell (see [`snapshot_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChanges {
+    /// The instant the new snapshot would be taken at: the watermark minus 1 µs.
+    pub as_of: i64,
+    /// The instant of the snapshot a read at `as_of` starts from ([`usable_snapshot`]);
+    /// `None`: there is none, a read replays every change.
+    pub since: Option<i64>,
+    /// Rows of the segments whose changes all lie in (`since`, `as_of`]: counted exactly.
+    pub inside: u64,
+    /// The segments holding changes both in (`since`, `as_of`] and outside it (at or before
+    /// `since`, or after `as_of`): only some of their rows count, and the catalog does not
+    /// record how many.
+    pub straddling: Vec<Segment>,
+}
+
+impl PendingChanges {
+    /// The most rows there can be: `inside` plus every row of the straddling segments.
+    pub fn at_most(&self) -> u64 {
+        self.straddling
+            .iter()
+            .fold(self.inside, |sum, s| sum.saturating_add(s.rows))
+    }
+}
+
+/// What the catalog alone says about the changes a new snapshot of `table` would fold;
+/// `None` when no snapshot can be taken (no watermark, or none newer than the newest
+/// snapshot).
+pub fn pending_changes(state: &CatalogState, table: &TableId) -> Option<PendingChanges> {
     let as_of = state.watermark(table)?.checked_sub(1)?;
-    let newest = state
-        .table(table)?
-        .snapshots()
-        .last()
-        .map_or(i64::MIN, |s| s.as_of_ts);
-    if as_of <= newest {
+    let newest = state.table(table)?.snapshots().last().map(|s| s.as_of_ts);
+    if newest.is_some_and(|newest| as_of <= newest) {
         return None;
     }
-    let changes: u64 = state
-        .segments_between(table, newest.saturating_add(1), as_of)
-        .map(|e| e.segment.rows)
-        .sum();
-    (changes >= min_changes.max(1)).then_some(as_of)
+    // Reads start from the newest *complete* snapshot: one they skip saves them nothing.
+    let since = usable_snapshot(state, table, as_of).map(|s| s.as_of_ts);
+    let after_since = |ts: i64| since.is_none_or(|since| ts > since);
+    let mut inside = 0_u64;
+    let mut straddling = Vec::new();
+    let first = since.map_or(i64::MIN, |since| since.saturating_add(1));
+    for entry in state.segments_between(table, first, as_of) {
+        let s = &entry.segment;
+        if after_since(s.min_commit_ts) && s.max_commit_ts <= as_of {
+            inside = inside.saturating_add(s.rows);
+        } else {
+            straddling.push(s.clone());
+        }
+    }
+    Some(PendingChanges {
+        as_of,
+        since,
+        inside,
+        straddling,
+    })
+}
+
+/// The instant a new snapshot of `table` would be taken at, if one is due: the watermark
+/// minus 1 µs, when at least `min_changes` change rows have a commit time after the snapshot
+/// reads start from ([`usable_snapshot`]) and at or before that instant.
+///
+/// **Counting.** A segment whose changes all lie in that range counts its `rows`. A segment
+/// that straddles an end of it (a coalesced segment whose sources lay on both sides of the
+/// snapshot's instant, or a partition ahead of the watermark) holds only some rows that
+/// count, and the catalog cannot say how many: it records a segment's total rows and
+/// commit-time span, and a coalesced segment does not record what it replaced. Counting all
+/// its rows took snapshots too often (a segment that keeps straddling made every round take
+/// one); a share proportional to its time span under-counts when its rows cluster after the
+/// snapshot. So when the exact rows of the other segments and the upper bound (every row of
+/// the straddling ones) do not decide, this reads the straddling segments' `_commit_ts`
+/// column (only that column, row groups pruned on their statistics) and counts exactly.
+/// That costs a read of the few segments that cross an instant, only while a table's count
+/// lies between the bounds; in exchange the count never falls below the rows a read would
+/// replay, so replay stays bounded by `min_changes` (copies of one change in several
+/// segments count more than once: an over-count, safe). A straddling segment that cannot be
+/// read is an error: the build would need it too.
+pub async fn snapshot_due(
+    catalog: &Catalog,
+    store: &Arc<dyn ObjectStore>,
+    state: &CatalogState,
+    table: &TableId,
+    min_changes: u64,
+) -> Result<Option<i64>> {
+    let Some(pending) = pending_changes(state, table) else {
+        return Ok(None);
+    };
+    let min = min_changes.max(1);
+    let due = Some(pending.as_of);
+    let mut rows = pending.inside;
+    if rows >= min {
+        return Ok(due);
+    }
+    if pending.at_most() < min {
+        return Ok(None);
+    }
+    let spec = Arc::new(ReadSpec {
+        after: pending.since,
+        until: pending.as_of,
+        keys: None,
+        system: vec![COMMIT_TS_COLUMN],
+        columns: Vec::new(),
+    });
+    // Built up front from owned `FileRef`s: a lazy map over `&Segment` inside the stream
+    // fails rustc's higher-ranked check when the round's future must be `Send` (spawned).
+    let reads: Vec<_> = pending
+        .straddling
+        .iter()
+        .map(FileRef::from)
+        .map(|file| {
+            let root = catalog.root().clone();
+            read_segment(
+                Arc::clone(store),
+                root,
+                table.clone(),
+                file,
+                Arc::clone(&spec),
+            )
+        })
+        .collect();
+    let mut reads = futures::stream::iter(reads).buffered(PARALLEL_COUNTS);
+    while let Some(batches) = reads.next().await {
+        let counted: usize = batches?.iter().map(RecordBatch::num_rows).sum();
+        rows = rows.saturating_add(counted as u64);
+        if rows >= min {
+            return Ok(due);
+        }
+    }
+    debug!(%table, rows, min_changes = min, "no snapshot due yet");
+    Ok(None)
 }
 
 /// Builds snapshots of every table that is due, every `interval`, until cancelled.
@@ -450,8 +570,22 @@ impl Snapshotter {
         let state = self.catalog.state();
         let mut built = Vec::new();
         for table in state.tables() {
-            let Some(as_of) = snapshot_due(&state, table, self.config.min_changes) else {
-                continue;
+            let due = snapshot_due(
+                &self.catalog,
+                &self.store,
+                &state,
+                table,
+                self.config.min_changes,
+            )
+            .await;
+            let as_of = match due {
+                Ok(Some(as_of)) => as_of,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(%table, error = %e, "counting changes failed; retrying next round");
+                    self.failed(&state, table, &e).await;
+                    continue;
+                }
             };
             let started = Instant::now();
             match build_snapshot(&self.catalog, &self.store, table, as_of, &self.config).await {
@@ -472,23 +606,28 @@ impl Snapshotter {
                     built.push(snapshot);
                 }
                 Err(e) => {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     warn!(%table, as_of_ts = as_of, error = %e, "snapshot failed; retrying next round");
-                    if let Error::Segment { path, reason, .. } = &e {
-                        quarantine_segment(
-                            &self.catalog,
-                            &self.config.writer_id,
-                            &state,
-                            table,
-                            path,
-                            reason,
-                        )
-                        .await;
-                    }
+                    self.failed(&state, table, &e).await;
                 }
             }
         }
         Ok(built)
+    }
+
+    /// Counts a failure for `table`; quarantines the segment it names, if unreadable.
+    async fn failed(&self, state: &CatalogState, table: &TableId, e: &Error) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Error::Segment { path, reason, .. } = e {
+            quarantine_segment(
+                &self.catalog,
+                &self.config.writer_id,
+                state,
+                table,
+                path,
+                reason,
+            )
+            .await;
+        }
     }
 
     /// Runs [`round`](Snapshotter::round) every `interval` until `cancel` fires (disabled:
@@ -556,4 +695,190 @@ fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use serde_json::json;
+    use strata_catalog::{
+        CatalogConfig, ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row,
+        SourcePosition, TableSchema, Watermark,
+    };
+
+    use super::*;
+    use crate::coalesce::{CoalesceConfig, coalesce_group};
+    use crate::testing::add_segment;
+
+    /// 2026-11-25T10:00:00Z in µs.
+    const T0: i64 = 1_795_600_800_000_000;
+    const SECOND: i64 = 1_000_000;
+
+    fn orders() -> TableId {
+        TableId::new("pg-main", "public", "orders")
+    }
+
+    fn schema() -> TableSchema {
+        let column = |name: &str, connect, key: bool| ColumnSchema {
+            name: name.into(),
+            column_type: ColumnType::plain(connect),
+            optional: !key,
+            key,
+        };
+        TableSchema {
+            table: orders(),
+            columns: vec![
+                column("id", ConnectType::Int32, true),
+                column("qty", ConnectType::Int64, false),
+            ],
+        }
+    }
+
+    /// An insert of `id`, committed at T0 + `second` s.
+    fn insert(id: i32, second: i64) -> ChangeEvent {
+        let key: Row = [("id", json!(id))].into_iter().collect();
+        let mut after = key.clone();
+        after.insert("qty", json!(1));
+        ChangeEvent {
+            table: orders(),
+            op: Operation::Create,
+            key,
+            before: None,
+            after: Some(after),
+            unchanged: Vec::new(),
+            commit_ts_us: T0 + second * SECOND,
+            position: SourcePosition {
+                commit: u64::try_from(second).expect("second") * 100,
+                seq: u64::try_from(id).expect("id"),
+            },
+            tx_id: None,
+            origin: None,
+        }
+    }
+
+    struct Fixture {
+        store: Arc<dyn ObjectStore>,
+        catalog: Arc<Catalog>,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let catalog = Catalog::open(
+                Arc::clone(&store),
+                Path::from("w"),
+                CatalogConfig::default(),
+            )
+            .await
+            .expect("catalog");
+            Self {
+                store,
+                catalog: Arc::new(catalog),
+            }
+        }
+
+        async fn add(&self, events: &[ChangeEvent]) {
+            add_segment(&self.catalog, &self.store, &schema(), events)
+                .await
+                .expect("segment");
+        }
+
+        async fn watermark(&self, second: i64) {
+            let action = Action::SetWatermark(Watermark {
+                table: orders(),
+                ts: T0 + second * SECOND,
+            });
+            self.catalog
+                .commit(vec![action], CommitInfo::new("test", "watermark"))
+                .await
+                .expect("watermark");
+        }
+
+        async fn due(&self, min_changes: u64) -> Option<i64> {
+            let state = self.catalog.state();
+            snapshot_due(&self.catalog, &self.store, &state, &orders(), min_changes)
+                .await
+                .expect("snapshot_due")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_coalesced_segment_straddling_the_snapshot_counts_only_its_newer_rows() {
+        let f = Fixture::new().await;
+        // Ten inserts before the snapshot's instant; a partition ahead of the watermark has
+        // two after it in the catalog already when the snapshot is built.
+        f.add(&(1..=10).map(|id| insert(id, 1)).collect::<Vec<_>>())
+            .await;
+        f.add(&[insert(11, 15), insert(12, 20)]).await;
+        f.watermark(10).await;
+        let config = SnapshotConfig::default();
+        let snapshot = build_snapshot(
+            &f.catalog,
+            &f.store,
+            &orders(),
+            T0 + 10 * SECOND - 1,
+            &config,
+        )
+        .await
+        .expect("snapshot");
+        assert_eq!(snapshot.rows, 10);
+        // Both sides of the snapshot's instant in one segment (both were folded into it).
+        let group = f.catalog.state().segments(&orders()).to_vec();
+        let coalesced = coalesce_group(
+            &f.catalog,
+            &f.store,
+            &orders(),
+            &group,
+            &CoalesceConfig::default(),
+        )
+        .await
+        .expect("coalesce");
+        assert_eq!(coalesced.len(), 1);
+        f.watermark(30).await;
+        let state = f.catalog.state();
+        let [entry] = state.segments(&orders()) else {
+            panic!("one segment: {:?}", state.segments(&orders()));
+        };
+        let s = &entry.segment;
+        assert!(s.min_commit_ts <= snapshot.as_of_ts && snapshot.as_of_ts < s.max_commit_ts);
+        assert_eq!(s.rows, 12);
+        assert!(is_complete(&state, &orders(), &snapshot));
+
+        // Two rows are newer than the snapshot, not twelve.
+        let as_of = T0 + 30 * SECOND - 1;
+        assert_eq!(f.due(3).await, None);
+        assert_eq!(f.due(2).await, Some(as_of));
+        // A third, in a segment of its own after the snapshot.
+        f.add(&[insert(13, 25)]).await;
+        assert_eq!(f.due(4).await, None);
+        assert_eq!(f.due(3).await, Some(as_of));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_count_from_the_newest_complete_snapshot() {
+        let f = Fixture::new().await;
+        f.add(&[insert(1, 1), insert(2, 1), insert(3, 1)]).await;
+        f.watermark(10).await;
+        let config = SnapshotConfig::default();
+        let snapshot = build_snapshot(
+            &f.catalog,
+            &f.store,
+            &orders(),
+            T0 + 10 * SECOND - 1,
+            &config,
+        )
+        .await
+        .expect("snapshot");
+        // Late changes before its instant: reads skip it and replay the whole history.
+        f.add(&[insert(4, 5), insert(5, 5)]).await;
+        f.add(&[insert(6, 15)]).await;
+        f.watermark(20).await;
+        let state = f.catalog.state();
+        assert!(!is_complete(&state, &orders(), &snapshot));
+        let pending = pending_changes(&state, &orders()).expect("pending");
+        assert_eq!((pending.since, pending.inside), (None, 6));
+        assert_eq!(f.due(6).await, Some(T0 + 20 * SECOND - 1));
+        assert_eq!(f.due(7).await, None);
+    }
 }
