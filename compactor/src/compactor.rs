@@ -211,6 +211,7 @@ impl Compactor {
             decoders,
             arrivals: 0,
             row_bytes: 0,
+            drained: false,
             in_flight: None,
             next_idle_watermarks: None,
             missing_schemas: HashMap::default(),
@@ -228,6 +229,7 @@ impl Compactor {
                         // And whatever else is already waiting, up to a chunk.
                         let mut messages = vec![message];
                         let limit = run.chunk_limit();
+                        run.drained = false;
                         while messages.len() < limit {
                             match consumer.recv().now_or_never() {
                                 Some(Ok(message)) => messages.push(message),
@@ -235,7 +237,10 @@ impl Compactor {
                                     warn!(error = %e, "kafka consumer error");
                                     break;
                                 }
-                                None => break,
+                                None => {
+                                    run.drained = true;
+                                    break;
+                                }
                             }
                         }
                         // Rebalance notes first: they say which partitions are ours and from where.
@@ -272,7 +277,7 @@ impl Compactor {
                 run.finish_flush().await?;
             }
             let due = run.deadline.is_some_and(|d| Instant::now() >= d);
-            if due || run.over_size() {
+            if due || run.over_size() || run.caught_up() {
                 run.flush().await?;
             }
             run.advance_idle_watermarks();
@@ -424,6 +429,8 @@ struct Run<'a> {
     arrivals: u64,
     /// The mean size of the rows appended lately (0: none yet), to cut chunks by.
     row_bytes: u64,
+    /// The last chunk took every record the consumer had fetched.
+    drained: bool,
     /// Writer schemas the schema topic did not hold, and when that was found.
     missing_schemas: HashMap<u64, Instant, FastHash>,
     /// When [`Run::advance_idle_watermarks`] may look next.
@@ -741,6 +748,14 @@ impl Run<'_> {
         self.decoders
             .room(config.max_segment_bytes, config.max_batch_bytes)
             == 0
+    }
+
+    /// True when every record fetched was read (see `drained`) and the batch is big enough
+    /// to flush without waiting for its deadline (`caught_up_flush_bytes`).
+    fn caught_up(&self) -> bool {
+        self.drained
+            && !self.batch.is_empty()
+            && self.decoders.bytes() >= self.config().caught_up_flush_bytes
     }
 
     /// The most records to take into the next chunk. The whole chunk goes into the batch

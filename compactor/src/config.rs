@@ -14,6 +14,8 @@ pub const DEFAULT_TOPICS: &str = r"^strata\..*";
 pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Default for [`CompactorConfig::max_batch_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
+/// Default for [`CompactorConfig::caught_up_flush_bytes`]: 8 MiB.
+pub const DEFAULT_CAUGHT_UP_FLUSH_BYTES: u64 = 8 * 1024 * 1024;
 /// Default for [`CompactorConfig::flush_interval`]: 5 s.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default for [`CompactorConfig::dedup_window`].
@@ -38,7 +40,8 @@ pub struct CompactorConfig {
     pub topics: Vec<String>,
     /// Roll (flush) when a table's buffered changes reach this many bytes, measured as the
     /// rows take them in memory (values, keys, event ids; about 150 bytes for a row of nine
-    /// small columns); the zstd Parquet file is smaller. Default 64 MiB.
+    /// small columns); the zstd Parquet file is smaller. Checked per chunk of records, which
+    /// is cut to the rows that still fit: a segment may pass it by a few rows. Default 64 MiB.
     pub max_segment_bytes: u64,
     /// Also flush when all tables' buffered changes together reach this many bytes (counted
     /// like `max_segment_bytes`): with many busy tables, each under `max_segment_bytes`, this
@@ -47,6 +50,11 @@ pub struct CompactorConfig {
     /// Flush at the latest this long after the first unflushed record. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// Flush at once, without waiting for `flush_interval`, when the compactor has read every
+    /// record there is (its fetch queue ran dry) and the batch holds at least this many bytes
+    /// (counted like `max_segment_bytes`): waiting would not make the segments much larger,
+    /// only later. 0: whenever caught up. Default 8 MiB.
+    pub caught_up_flush_bytes: u64,
     /// Event ids remembered per partition after they are committed, to drop late copies
     /// (replica copies, resends). A compactor that takes a partition first re-reads up to this
     /// many records before the catalog's offset to remember theirs. Default 100 000.
@@ -74,6 +82,7 @@ impl Default for CompactorConfig {
             max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
+            caught_up_flush_bytes: DEFAULT_CAUGHT_UP_FLUSH_BYTES,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
             zstd_level: DEFAULT_ZSTD_LEVEL,

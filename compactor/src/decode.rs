@@ -197,6 +197,11 @@ impl DecodePool {
         batch_room.min(max_segment_bytes.saturating_sub(largest))
     }
 
+    /// The bytes of the rows appended (retracted ones too).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.decoders.iter().map(|d| d.appended.bytes).sum()
+    }
+
     /// The mean bytes of the rows appended, if any.
     pub(crate) fn row_bytes(&self) -> Option<u64> {
         let rows = self.appended_rows() as u64;

@@ -297,6 +297,39 @@ async fn a_restart_neither_loses_nor_doubles() {
     );
 }
 
+/// A compactor that has read everything there is flushes a batch of `caught_up_flush_bytes`
+/// at once instead of waiting for `flush_interval`; a smaller batch waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_compactor_flushes_without_waiting_for_its_deadline() {
+    let (_dir, store, root, topic, s) = local_topic(500).await;
+    let group = unique("g");
+    let mut config = test_config(&group, &topic);
+    config.flush_interval = Duration::from_secs(3600);
+    config.max_segment_bytes = 64 * 1024 * 1024;
+
+    // Everything read, but the batch is under the bound: nothing is committed.
+    config.caught_up_flush_bytes = 64 * 1024 * 1024;
+    let waiting = start(config.clone(), Arc::clone(&store), &root).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while waiting.stats.records_in.load(Ordering::Relaxed) < 500 {
+        assert!(Instant::now() < deadline, "the compactor read nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = waiting.stats.snapshot();
+    waiting.stop().await;
+    assert_eq!(stats.commits, 0, "a small batch waits for its deadline: {stats:?}");
+
+    // Over the bound: committed without waiting for the hour-long deadline.
+    config.caught_up_flush_bytes = 1;
+    let started = Instant::now();
+    let flushing = start(config, Arc::clone(&store), &root).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    flushing.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(60));
+    check_rows(&read_segments(&store, &root, &state).await, &s.expected);
+}
+
 /// A copy of an event committed before a restart (a capture that resent its tail, a replica
 /// that reported late) is dropped by the restarted compactor too: on taking a partition it
 /// re-reads the records before the catalog's offset to remember their ids.
