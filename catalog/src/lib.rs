@@ -109,6 +109,6 @@ pub use crate::log::{
 pub use crate::rows::{Cell, SegmentBuilder, SegmentRow, SegmentSpan};
 pub use crate::schema::{
     ColumnSchema, ColumnType, ConnectType, SchemaError, TableSchema, encode_segment,
-    events_to_record_batch,
+    encode_segment_parallel, events_to_record_batch,
 };
 pub use crate::table::TableId;

@@ -502,6 +502,7 @@ impl FlushWork {
                 group,
                 config.row_group_rows,
                 config.zstd_level,
+                config.effective_decode_threads(),
             )
             .await;
             match result {

@@ -65,8 +65,8 @@ pub struct CompactorConfig {
     pub zstd_level: i32,
     /// Who commits, as recorded in the catalog. Default `strata-compactor`.
     pub writer_id: String,
-    /// Threads decoding records side by side (the compactor's main CPU cost); 0: one per
-    /// core. Default 0.
+    /// Threads decoding records side by side (the compactor's main CPU cost), and encoding a
+    /// segment's columns side by side; 0: one per core. Default 0.
     pub decode_threads: usize,
     /// The topic Avro writer schemas are read from (`strata_catalog::avro`). Not read from
     /// `[compactor]`: `strata` sets it from `[kafka] schema_topic`, which the capture writes to.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use strata_catalog::{Segment, SegmentBuilder, SourcePosition, TableSchema, encode_segment};
+use strata_catalog::{
+    Segment, SegmentBuilder, SourcePosition, TableSchema, encode_segment_parallel,
+};
 use tracing::instrument;
 
 use crate::batch::SegmentGroup;
@@ -31,12 +33,13 @@ pub(crate) fn segment_relative_path(schema: &TableSchema) -> String {
 }
 
 /// Encodes the rows of `group` (one table, one schema, from several builders) as a sorted
-/// Parquet segment; returns the bytes and the segment's catalog entry (path relative to the
-/// catalog root).
+/// Parquet segment, its columns on up to `threads` threads; returns the bytes and the
+/// segment's catalog entry (path relative to the catalog root).
 pub(crate) fn encode(
     group: SegmentGroup,
     row_group_rows: usize,
     zstd_level: i32,
+    threads: usize,
 ) -> Result<(Vec<u8>, Segment)> {
     let schema = group.schema;
     let fail = |reason: String| Error::Segment {
@@ -46,8 +49,8 @@ pub(crate) fn encode(
     let (batch, span) = SegmentBuilder::finish_sorted_many(group.builders)
         .map_err(|e| fail(e.to_string()))?
         .ok_or_else(|| fail("no events".into()))?;
-    let bytes =
-        encode_segment(&batch, zstd_level, row_group_rows).map_err(|e| fail(e.to_string()))?;
+    let bytes = encode_segment_parallel(&batch, zstd_level, row_group_rows, threads)
+        .map_err(|e| fail(e.to_string()))?;
     let segment = Segment {
         table: schema.table.clone(),
         path: segment_relative_path(&schema),
@@ -72,10 +75,11 @@ pub(crate) async fn write(
     group: SegmentGroup,
     row_group_rows: usize,
     zstd_level: i32,
+    threads: usize,
 ) -> Result<Segment> {
     let table = group.schema.table.to_string();
     let (bytes, segment) =
-        tokio::task::spawn_blocking(move || encode(group, row_group_rows, zstd_level))
+        tokio::task::spawn_blocking(move || encode(group, row_group_rows, zstd_level, threads))
             .await
             .map_err(|e| Error::Segment {
                 table,

@@ -269,3 +269,29 @@ fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
     .unwrap_err();
     assert!(err.to_string().contains("two schemas"), "{err}");
 }
+
+#[test]
+fn segments_encoded_on_several_threads_are_the_same_bytes() {
+    let mut builder = SegmentBuilder::new(schema()).unwrap();
+    for i in 0..1_000_u64 {
+        let note = format!("note {}", i % 37);
+        let note = (i % 5 != 0).then_some(note.as_str());
+        builder
+            .push(row((i * 7919 % 211) as i64, i / 3, i, note).into_owned())
+            .unwrap();
+    }
+    let (batch, _) = builder.finish_sorted().unwrap().unwrap();
+    let one = crate::schema::encode_segment(&batch, 3, 300).unwrap();
+    for threads in [1, 2, 3, 64] {
+        let many = crate::schema::encode_segment_parallel(&batch, 3, 300, threads).unwrap();
+        assert!(one == many, "{threads} threads wrote other bytes");
+    }
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(one),
+    )
+    .unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 4);
+    let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
+    assert_eq!(read, batch);
+}

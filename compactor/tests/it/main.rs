@@ -318,7 +318,10 @@ async fn a_caught_up_compactor_flushes_without_waiting_for_its_deadline() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = waiting.stats.snapshot();
     waiting.stop().await;
-    assert_eq!(stats.commits, 0, "a small batch waits for its deadline: {stats:?}");
+    assert_eq!(
+        stats.commits, 0,
+        "a small batch waits for its deadline: {stats:?}"
+    );
 
     // Over the bound: committed without waiting for the hour-long deadline.
     config.caught_up_flush_bytes = 1;
