@@ -38,6 +38,17 @@ impl RecentIds {
         }
     }
 
+    /// Inserts `ids`, in their order: only the last `capacity` of them can stay.
+    pub(crate) fn extend(&mut self, ids: &[[u8; 32]], capacity: usize) {
+        if ids.len() >= capacity {
+            self.order.clear();
+            self.set.clear();
+        }
+        for id in &ids[ids.len().saturating_sub(capacity)..] {
+            self.insert(*id, capacity);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
@@ -57,6 +68,8 @@ pub(crate) struct PartitionState {
     pub(crate) recent: RecentIds,
     /// Ids of events in the unflushed batch.
     pub(crate) batch_ids: IdSet,
+    /// The same ids in the order of their events.
+    batch_order: Vec<[u8; 32]>,
     /// The part of this partition in the flush being committed, if any.
     pub(crate) flushing: Option<Flushing>,
     /// The number of the compactor's last reset that sent this partition back with a seek.
@@ -75,6 +88,8 @@ pub(crate) struct PartitionState {
 pub(crate) struct Flushing {
     /// The ids of its events.
     pub(crate) ids: IdSet,
+    /// The same ids in the order of their events.
+    order: Vec<[u8; 32]>,
     /// `read_ts` when the flush began.
     pub(crate) read_ts: Option<i64>,
 }
@@ -95,10 +110,25 @@ impl PartitionState {
     }
 
     /// True if the event was committed, is in the flush being committed, or is in the batch.
+    #[cfg(test)]
     pub(crate) fn has_seen(&self, id: &[u8; 32]) -> bool {
         self.recent.contains(id)
             || self.flushing.as_ref().is_some_and(|f| f.ids.contains(id))
             || self.batch_ids.contains(id)
+    }
+
+    /// Takes an event into the batch unless it was seen (see [`PartitionState::has_seen`]);
+    /// true if taken.
+    pub(crate) fn take_event(&mut self, id: [u8; 32]) -> bool {
+        if self.recent.contains(&id) || self.flushing.as_ref().is_some_and(|f| f.ids.contains(&id))
+        {
+            return false;
+        }
+        let new = self.batch_ids.insert(id);
+        if new {
+            self.batch_order.push(id);
+        }
+        new
     }
 
     /// Forgets the unflushed part (and any flush in progress) and restarts at `next` (after
@@ -112,6 +142,7 @@ impl PartitionState {
         self.from = next;
         self.next = next;
         self.batch_ids.clear();
+        self.batch_order.clear();
         self.flushing = None;
         self.read_ts = self.committed_ts;
         seek
@@ -122,21 +153,28 @@ impl PartitionState {
         self.read_ts = self.read_ts.max(Some(commit_ts));
     }
 
-    /// A flush takes the unflushed range: the next batch starts where it ends.
+    /// A flush takes the unflushed range: the next batch starts where it ends (with room for
+    /// as many ids as this one had).
     pub(crate) fn begin_flush(&mut self) {
         self.from = self.next;
+        let n = self.batch_order.len();
+        let ids = std::mem::replace(
+            &mut self.batch_ids,
+            IdSet::with_capacity_and_hasher(n, DigestHasher::default()),
+        );
+        let order = std::mem::replace(&mut self.batch_order, Vec::with_capacity(n));
         self.flushing = Some(Flushing {
-            ids: std::mem::take(&mut self.batch_ids),
+            ids,
+            order,
             read_ts: self.read_ts,
         });
     }
 
-    /// After the flush's commit succeeded: its ids are committed ones.
+    /// After the flush's commit succeeded: its ids are committed ones (the newest
+    /// `dedup_window` of all are remembered).
     pub(crate) fn flush_committed(&mut self, dedup_window: usize) {
         if let Some(flushing) = self.flushing.take() {
-            for id in flushing.ids {
-                self.recent.insert(id, dedup_window);
-            }
+            self.recent.extend(&flushing.order, dedup_window);
             self.committed_ts = flushing.read_ts;
         }
     }
@@ -376,6 +414,25 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_of_more_ids_than_the_window_remembers_its_newest() {
+        let mut p = PartitionState::starting_at(Some(0));
+        for i in 0..5_u8 {
+            assert!(p.take_event([i; 32]));
+        }
+        p.begin_flush();
+        p.flush_committed(3);
+        assert_eq!(p.recent.len(), 3);
+        assert!((2..5_u8).all(|i| p.recent.contains(&[i; 32])));
+        assert!(!p.recent.contains(&[0; 32]) && !p.recent.contains(&[1; 32]));
+        // A smaller flush pushes out the oldest.
+        assert!(p.take_event([9; 32]));
+        p.begin_flush();
+        p.flush_committed(3);
+        assert!(p.recent.contains(&[9; 32]) && !p.recent.contains(&[2; 32]));
+        assert_eq!(p.recent.len(), 3);
+    }
+
+    #[test]
     fn recent_ids_forget_the_oldest() {
         let mut recent = RecentIds::default();
         for i in 0..5_u8 {
@@ -393,18 +450,19 @@ mod tests {
         let mut p = PartitionState::starting_at(Some(10));
         assert!(!p.has_unflushed());
         p.next = Some(15);
-        p.batch_ids.insert([1; 32]);
+        assert!(p.take_event([1; 32]) && !p.take_event([1; 32]));
         assert!(p.has_unflushed());
         p.begin_flush();
         assert_eq!((p.from, p.next), (Some(15), Some(15)));
         assert!(
-            !p.has_unflushed() && p.has_seen(&[1; 32]),
+            !p.has_unflushed() && p.has_seen(&[1; 32]) && !p.take_event([1; 32]),
             "in flight, still a duplicate"
         );
         p.next = Some(17);
-        p.batch_ids.insert([5; 32]);
+        assert!(p.take_event([5; 32]));
         p.flush_committed(10);
         assert!(p.recent.contains(&[1; 32]) && p.flushing.is_none());
+        assert!(!p.take_event([1; 32]), "committed: a duplicate");
         assert!(
             p.has_unflushed() && p.batch_ids.contains(&[5; 32]),
             "the next batch stays"
@@ -412,7 +470,7 @@ mod tests {
         p.begin_flush();
         p.flush_committed(10);
         p.next = Some(20);
-        p.batch_ids.insert([2; 32]);
+        assert!(p.take_event([2; 32]));
         p.begin_flush();
         p.next = Some(22);
         assert!(p.restart_at(Some(15)), "a seek back");

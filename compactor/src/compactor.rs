@@ -892,11 +892,10 @@ impl Run<'_> {
             return Ok(false);
         };
         state.saw(commit_ts_us);
-        if state.has_seen(&id) {
+        if !state.take_event(id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
             return Ok(false);
         }
-        state.batch_ids.insert(id);
         Ok(true)
     }
 
