@@ -28,6 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use strata_catalog::{
@@ -38,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
-use crate::batch::{Batch, PartitionState, SegmentGroup, TopicPartition, group_segments};
+use crate::batch::{Batch, PartitionState, RowAt, SegmentGroup, TopicPartition, group_segments};
 use crate::config::CompactorConfig;
 use crate::decode::{DecodePool, Outcome, RawRecord};
 use crate::error::{Error, Result};
@@ -228,44 +229,14 @@ impl Compactor {
                     Ok(message) => {
                         // And whatever else is already waiting, up to a chunk.
                         let mut messages = vec![message];
-                        let limit = run.chunk_limit();
-                        run.drained = false;
-                        while messages.len() < limit {
-                            match consumer.recv().now_or_never() {
-                                Some(Ok(message)) => messages.push(message),
-                                Some(Err(e)) => {
-                                    warn!(error = %e, "kafka consumer error");
-                                    break;
-                                }
-                                None => {
-                                    run.drained = true;
-                                    break;
-                                }
-                            }
-                        }
+                        run.receive(&mut messages);
                         // Rebalance notes first: they say which partitions are ours and from where.
                         // A partition rewound to the catalog's offset from here on (by these
                         // notes or by a failed flush below) drops the rest of its records in
                         // this chunk: they were fetched before its seek and come again.
                         let resets = run.resets;
                         run.apply_rebalance_notes().await?;
-                        let records: Vec<RawRecord<'_>> = messages
-                            .iter()
-                            .map(|m| RawRecord {
-                                topic: m.topic(),
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                key: m.key(),
-                                value: m.payload(),
-                            })
-                            .collect();
-                        let first_arrival = run.arrivals;
-                        run.arrivals += records.len() as u64;
-                        let mut outcomes = run.decoders.decode_all(&records, first_arrival);
-                        run.learn_schemas(&records, first_arrival, &mut outcomes).await?;
-                        for (record, outcome) in records.iter().zip(outcomes) {
-                            run.on_record(record, outcome, resets).await?;
-                        }
+                        run.consume(&messages, resets).await?;
                     }
                     Err(e) => warn!(error = %e, "kafka consumer error"),
                 },
@@ -411,6 +382,30 @@ impl ConsumerContext for RebalanceContext {
     }
 }
 
+/// What [`Run::take`] did with a record.
+enum Taken {
+    /// Its row is in the batch.
+    Kept,
+    /// Nothing of it is in the batch (a duplicate, a skip, already consumed, ...).
+    Dropped,
+    /// Bad input: counted, to be quarantined.
+    Quarantine(DecodeError),
+}
+
+/// The parts of Kafka messages the decoders read.
+fn raw_records<'m>(messages: &'m [BorrowedMessage<'_>]) -> Vec<RawRecord<'m>> {
+    messages
+        .iter()
+        .map(|m| RawRecord {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            value: m.payload(),
+        })
+        .collect()
+}
+
 /// The state of one [`Compactor::run`].
 struct Run<'a> {
     compactor: &'a Compactor,
@@ -537,7 +532,7 @@ impl FlushWork {
     }
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     /// Records whose Avro writer schema was unknown: reads the schema topic and decodes them
     /// again; a fingerprint it does not hold makes the record bad input.
     async fn learn_schemas(
@@ -778,31 +773,100 @@ impl Run<'_> {
             .min(CHUNK_RECORDS)
     }
 
-    /// Takes one decoded record into the batch, in the order of its partition; its row, if
-    /// not taken, is retracted. A record of a partition rewound after reset number `resets`
-    /// is not taken.
-    async fn on_record(
+    /// Adds to `messages` whatever else the consumer has fetched, up to a chunk
+    /// ([`Run::chunk_limit`]); notes whether that drained its queue.
+    fn receive<'c>(&mut self, messages: &mut Vec<BorrowedMessage<'c>>)
+    where
+        'a: 'c,
+    {
+        let limit = self.chunk_limit();
+        self.drained = false;
+        while messages.len() < limit {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => messages.push(message),
+                Some(Err(e)) => {
+                    warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                None => {
+                    self.drained = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Decodes a chunk of records on the decode threads, then takes them in order.
+    /// `resets` is the reset count when `messages` were received (see [`Run::take`]).
+    async fn consume(&mut self, messages: &[BorrowedMessage<'_>], resets: u64) -> Result<()> {
+        let first = self.arrivals;
+        self.arrivals += messages.len() as u64;
+        let records = raw_records(messages);
+        let mut outcomes = self.decoders.decode_all(&records, first);
+        self.learn_schemas(&records, first, &mut outcomes).await?;
+        self.take_chunk(&records, outcomes, resets).await
+    }
+
+    /// Takes a decoded chunk of records, in order (see [`Run::take`]).
+    async fn take_chunk(
         &mut self,
-        record: &RawRecord<'_>,
-        outcome: Outcome,
+        records: &[RawRecord<'_>],
+        outcomes: Vec<Outcome>,
         resets: u64,
     ) -> Result<()> {
-        let at = outcome.row_at();
-        let taken = !self.rewound_since(record, resets) && self.take(record, outcome).await?;
-        if !taken && let Some(at) = at {
-            self.decoders.retract(at);
+        for (record, outcome) in records.iter().zip(outcomes) {
+            let at = outcome.row_at();
+            let taken = self.take(record, outcome, resets);
+            self.settle(record, at, taken).await?;
         }
         Ok(())
     }
 
-    /// Takes one decoded record into the batch; true if its row is kept.
-    async fn take(&mut self, record: &RawRecord<'_>, outcome: Outcome) -> Result<bool> {
+    /// Does what taking a record left to do: retracts the row of a record not kept, stores a
+    /// bad record in the quarantine.
+    async fn settle(
+        &mut self,
+        record: &RawRecord<'_>,
+        at: Option<RowAt>,
+        taken: Taken,
+    ) -> Result<()> {
+        match taken {
+            Taken::Kept => {}
+            Taken::Dropped => {
+                if let Some(at) = at {
+                    self.decoders.retract(at);
+                }
+            }
+            Taken::Quarantine(e) => {
+                if let Some(at) = at {
+                    self.decoders.retract(at);
+                }
+                let RawRecord {
+                    topic,
+                    partition,
+                    offset,
+                    key,
+                    value,
+                } = *record;
+                self.quarantine(topic, partition, offset, key, value, &e)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one decoded record into the batch, in the order of its partition; what is left
+    /// to do (its row retracted, the record quarantined) is for [`Run::settle`]. A record of a
+    /// partition rewound after reset number `resets` is not taken.
+    fn take(&mut self, record: &RawRecord<'_>, outcome: Outcome, resets: u64) -> Taken {
+        if self.rewound_since(record, resets) {
+            return Taken::Dropped;
+        }
         let RawRecord {
             topic,
             partition,
             offset,
-            key,
-            value,
+            ..
         } = *record;
         let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
         else {
@@ -810,11 +874,11 @@ impl Run<'_> {
                 topic,
                 partition, offset, "record of a partition not assigned here"
             );
-            return Ok(false);
+            return Taken::Dropped;
         };
         if state.seek_pending.is_some() {
             // Fetched before the seek we still owe: not ours to count.
-            return Ok(false);
+            return Taken::Dropped;
         }
         if let Some(until) = state.warm_until {
             if offset < until {
@@ -823,7 +887,7 @@ impl Run<'_> {
                     state.recent.insert(*id, self.compactor.config.dedup_window);
                 }
                 CompactorStats::add(&self.compactor.stats.records_replayed, 1);
-                return Ok(false);
+                return Taken::Dropped;
             }
             state.warm_until = None;
             info!(
@@ -834,7 +898,7 @@ impl Run<'_> {
             );
         }
         match state.next {
-            Some(next) if offset < next => return Ok(false), // already consumed (prefetched before a seek)
+            Some(next) if offset < next => return Taken::Dropped, // already consumed (prefetched before a seek)
             Some(next) if offset > next => {
                 debug!(
                     topic,
@@ -856,7 +920,7 @@ impl Run<'_> {
         let (id, commit_ts_us, schema) = match outcome {
             Outcome::Skip => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
-                return Ok(false);
+                return Taken::Dropped;
             }
             Outcome::Row {
                 id,
@@ -865,16 +929,9 @@ impl Run<'_> {
                 ..
             } => (id, commit_ts_us, schema),
             Outcome::MissingSchema(fingerprint) => {
-                let e = missing_schema(record, fingerprint, self.config());
-                self.quarantine(topic, partition, offset, key, value, &e)
-                    .await?;
-                return Ok(false);
+                return Taken::Quarantine(missing_schema(record, fingerprint, self.config()));
             }
-            Outcome::Bad(e) => {
-                self.quarantine(topic, partition, offset, key, value, &e)
-                    .await?;
-                return Ok(false);
-            }
+            Outcome::Bad(e) => return Taken::Quarantine(e),
         };
         CompactorStats::add(&self.compactor.stats.events_in, 1);
         if !self
@@ -889,14 +946,14 @@ impl Run<'_> {
         }
         let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
         else {
-            return Ok(false);
+            return Taken::Dropped;
         };
         state.saw(commit_ts_us);
         if !state.take_event(id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
-            return Ok(false);
+            return Taken::Dropped;
         }
-        Ok(true)
+        Taken::Kept
     }
 
     /// Stores the raw record under `_quarantine/` and queues its `Quarantine` action.

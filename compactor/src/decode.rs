@@ -11,7 +11,7 @@
 //! schema ([`crate::batch::group_segments`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_catalog::{
     AvroSchemas, DecodeError, DecodedRow, SchemaCache, TableId, TableSchema, decode_debezium_row,
@@ -21,6 +21,8 @@ use crate::batch::{Appended, RowAt};
 
 /// Below this many records per thread, a chunk is decoded on the caller's thread.
 const MIN_RECORDS_PER_THREAD: usize = 64;
+/// Records a decode thread takes at a time.
+const PIECE_RECORDS: usize = 128;
 
 /// The parts of a Kafka record the decoder reads.
 #[derive(Debug, Clone, Copy)]
@@ -209,46 +211,66 @@ impl DecodePool {
         bytes.checked_div(rows)
     }
 
-    /// Decodes `records`, in their order, cut into contiguous slices decoded side by side;
+    /// Decodes `records`, in their order, side by side on the decode threads;
     /// `first_arrival` numbers the first record in the consumer's order.
     pub(crate) fn decode_all(
         &mut self,
         records: &[RawRecord<'_>],
         first_arrival: u64,
     ) -> Vec<Outcome> {
-        use rayon::prelude::*;
-        let threads = self
-            .decoders
-            .len()
-            .min(records.len() / MIN_RECORDS_PER_THREAD)
-            .max(1);
-        let (Some(pool), true) = (&self.pool, threads > 1) else {
-            let Some(first) = self.decoders.first_mut() else {
-                return Vec::new();
-            };
-            return (first_arrival..)
-                .zip(records)
-                .map(|(arrival, r)| first.decode(r, arrival))
-                .collect();
-        };
-        let per_thread = records.len().div_ceil(threads);
         let decoders = &mut self.decoders;
-        let parts: Vec<Vec<Outcome>> = pool.install(|| {
-            records
-                .par_chunks(per_thread)
-                .zip(decoders.par_iter_mut())
-                .enumerate()
-                .map(|(i, (slice, decoder))| {
-                    let first = first_arrival + (i * per_thread) as u64;
-                    (first..)
-                        .zip(slice)
-                        .map(|(arrival, r)| decoder.decode(r, arrival))
-                        .collect()
-                })
-                .collect()
-        });
-        parts.into_iter().flatten().collect()
+        match &self.pool {
+            Some(pool) => pool.install(|| decode_slices(decoders, records, first_arrival)),
+            None => decode_slices(decoders, records, first_arrival),
+        }
     }
+}
+
+/// Decodes `records` with `decoders`, side by side on the current rayon pool, each worker
+/// thread with its own decoder (on the caller's thread below [`MIN_RECORDS_PER_THREAD`]
+/// records per decoder). Records go out in pieces of [`PIECE_RECORDS`], taken by whichever
+/// worker is free: a worker the OS stops for a while (the cores are shared with the loop and
+/// the segment encoder) holds up one piece, not half of the chunk.
+fn decode_slices(
+    decoders: &mut [Decoder],
+    records: &[RawRecord<'_>],
+    first_arrival: u64,
+) -> Vec<Outcome> {
+    use rayon::prelude::*;
+    let threads = decoders
+        .len()
+        .min(records.len() / MIN_RECORDS_PER_THREAD)
+        .max(1);
+    let in_pool =
+        rayon::current_thread_index().is_some() && rayon::current_num_threads() <= decoders.len();
+    if threads == 1 || !in_pool {
+        let Some(first) = decoders.first_mut() else {
+            return Vec::new();
+        };
+        return (first_arrival..)
+            .zip(records)
+            .map(|(arrival, r)| first.decode(r, arrival))
+            .collect();
+    }
+    // Worker i uses decoder i (a pool has no more workers than decoders): the locks are
+    // never contended.
+    let decoders: Vec<Mutex<&mut Decoder>> = decoders.iter_mut().map(Mutex::new).collect();
+    let pieces: Vec<Vec<Outcome>> = records
+        .par_chunks(PIECE_RECORDS)
+        .enumerate()
+        .map(|(i, piece)| {
+            let worker = rayon::current_thread_index().unwrap_or_default();
+            let mut decoder = decoders[worker % decoders.len()]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let first = first_arrival + (i * PIECE_RECORDS) as u64;
+            (first..)
+                .zip(piece)
+                .map(|(arrival, r)| decoder.decode(r, arrival))
+                .collect()
+        })
+        .collect();
+    pieces.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
