@@ -21,8 +21,11 @@
 //! 3. Timed, single-threaded, one step at a time, over the same events cut into the same
 //!    segments (row counts of the compactor's segments, in order): Kafka fetch only (no
 //!    decode); JSON decode into segment rows (cells, event id, key); `SegmentBuilder` appends
-//!    and the sort; and the raw write of those batches, `encode_segment` (arrow-rs `ArrowWriter`, zstd, the compactor's settings) +
-//!    `put` to a local directory. The raw write is the limit the compactor is compared to.
+//!    and the sort; and the raw write of those batches, `encode_segment` (arrow-rs `ArrowWriter`,
+//!    zstd, the compactor's settings, one thread) + `put` to a local directory. The raw write is
+//!    the limit the compactor is compared to. The same write with each row group's columns on
+//!    every core (`encode_segment_parallel`, as the compactor writes its segments) is timed too
+//!    and printed beside it.
 //!
 //! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) before each timed part;
 //! the raw part's peak includes the generated and decoded events it holds. CPU is the
@@ -47,7 +50,7 @@ use serde_json::{Value, json};
 use strata_catalog::avro::{DEFAULT_SCHEMA_TOPIC, WriterSchema};
 use strata_catalog::{
     AvroSchemas, Catalog, CatalogConfig, DecodedRow, SchemaCache, SegmentBuilder,
-    decode_debezium_row, encode_segment,
+    decode_debezium_row, encode_segment, encode_segment_parallel,
 };
 use strata_compactor::{Compactor, CompactorConfig};
 use tokio_util::sync::CancellationToken;
@@ -622,12 +625,15 @@ struct Split {
     arrow: f64,
     write: Part,
     parquet_bytes: u64,
+    /// The same writes with each row group's columns encoded on every core, as the compactor
+    /// encodes its segments (`encode_segment_parallel`).
+    write_parallel: f64,
 }
 
 async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
     let store = local_store(dir);
     let config = CompactorConfig::default();
-    let (mut decode, mut arrow, mut write) = (0.0, 0.0, 0.0);
+    let (mut decode, mut arrow, mut write, mut write_parallel) = (0.0, 0.0, 0.0, 0.0);
     let mut parquet_bytes = 0_u64;
     let mut start_index = 0_usize;
     reset_peak_rss();
@@ -680,6 +686,24 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
             .expect("put");
         write += t.elapsed().as_secs_f64();
         write_cpu += cpu_seconds() - cpu0;
+
+        // The same, the columns of each row group encoded on every core (the compactor's way).
+        let t = Instant::now();
+        let bytes = encode_segment_parallel(
+            &batch,
+            config.zstd_level,
+            config.row_group_rows,
+            config.effective_decode_threads(),
+        )
+        .expect("encode");
+        store
+            .put(
+                &Path::from(format!("raw/{s:05}.parallel.parquet")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .expect("put");
+        write_parallel += t.elapsed().as_secs_f64();
     }
     Split {
         decode,
@@ -690,6 +714,7 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
             cpu: write_cpu,
         },
         parquet_bytes,
+        write_parallel,
     }
 }
 
@@ -825,7 +850,7 @@ async fn main() {
     };
     row("compactor (Kafka -> catalog)", &c.part, c.parquet_bytes);
     row(
-        "raw arrow-rs Parquet+zstd write (encode_segment + put)",
+        "raw arrow-rs Parquet+zstd write (encode_segment, one thread, + put)",
         &s.write,
         s.parquet_bytes,
     );
@@ -833,6 +858,13 @@ async fn main() {
     println!(
         "compactor vs raw write: {:.2}x",
         s.write.seconds / c.part.seconds
+    );
+    println!(
+        "(the compactor encodes a row group's columns on {} threads; the same write so: {:.2} s, \
+         compactor vs it: {:.2}x)",
+        CompactorConfig::default().effective_decode_threads(),
+        s.write_parallel,
+        s.write_parallel / c.part.seconds
     );
     println!();
     println!("split (one thread each, same events, same segment cuts):");
