@@ -804,6 +804,9 @@ impl<'a> Run<'a> {
         let records = raw_records(messages);
         let mut outcomes = self.decoders.decode_all(&records, first);
         self.learn_schemas(&records, first, &mut outcomes).await?;
+        for (topic, table) in self.decoders.take_topic_tables() {
+            self.topic_tables.entry(topic).or_default().insert(table);
+        }
         self.take_chunk(&records, outcomes, resets).await
     }
 
@@ -917,33 +920,20 @@ impl<'a> Run<'a> {
         }
         CompactorStats::add(&self.compactor.stats.records_in, 1);
 
-        let (id, commit_ts_us, schema) = match outcome {
+        let (id, commit_ts_us) = match outcome {
             Outcome::Skip => {
                 CompactorStats::add(&self.compactor.stats.records_skipped, 1);
                 return Taken::Dropped;
             }
             Outcome::Row {
-                id,
-                commit_ts_us,
-                schema,
-                ..
-            } => (id, commit_ts_us, schema),
+                id, commit_ts_us, ..
+            } => (id, commit_ts_us),
             Outcome::MissingSchema(fingerprint) => {
                 return Taken::Quarantine(missing_schema(record, fingerprint, self.config()));
             }
             Outcome::Bad(e) => return Taken::Quarantine(e),
         };
         CompactorStats::add(&self.compactor.stats.events_in, 1);
-        if !self
-            .topic_tables
-            .get(topic)
-            .is_some_and(|tables| tables.contains(&schema.table))
-        {
-            self.topic_tables
-                .entry(topic.to_owned())
-                .or_default()
-                .insert(schema.table.clone());
-        }
         let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
         else {
             return Taken::Dropped;

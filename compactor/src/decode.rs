@@ -10,7 +10,7 @@
 //! retracts the rows it does not take. A flush merges the threads' builders per table and
 //! schema ([`crate::batch::group_segments`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_catalog::{
@@ -39,11 +39,11 @@ pub(crate) struct RawRecord<'a> {
 pub(crate) enum Outcome {
     /// Not a change (tombstone, transaction metadata, heartbeat, message).
     Skip,
-    /// A change that fits its schema, appended at `at`.
+    /// A change that fits its schema, appended at `at`. (No schema here: each decoder's
+    /// schemas stay on its thread, see [`DecodePool::take_topic_tables`].)
     Row {
         id: [u8; 32],
         commit_ts_us: i64,
-        schema: Arc<TableSchema>,
         at: RowAt,
     },
     /// An Avro record whose writer schema is not known yet (read the schema topic, decode
@@ -70,6 +70,11 @@ pub(crate) struct Decoder {
     thread: u32,
     schemas: SchemaCache,
     appended: Appended,
+    /// The tables seen on each topic, and those not reported yet.
+    topic_tables: HashSet<(String, TableId)>,
+    new_topic_tables: Vec<(String, TableId)>,
+    /// The schema of the last row and its topic (most rows repeat them).
+    last: Option<(Arc<TableSchema>, String)>,
 }
 
 impl Decoder {
@@ -79,6 +84,25 @@ impl Decoder {
             thread,
             schemas: SchemaCache::with_avro(avro),
             appended: Appended::default(),
+            topic_tables: HashSet::new(),
+            new_topic_tables: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Notes that `schema`'s table is on `topic`.
+    fn saw_table(&mut self, topic: &str, schema: &Arc<TableSchema>) {
+        if let Some((last, last_topic)) = &self.last
+            && Arc::ptr_eq(last, schema)
+            && last_topic == topic
+        {
+            return;
+        }
+        self.last = Some((Arc::clone(schema), topic.to_owned()));
+        let pair = (topic.to_owned(), schema.table.clone());
+        if !self.topic_tables.contains(&pair) {
+            self.topic_tables.insert(pair.clone());
+            self.new_topic_tables.push(pair);
         }
     }
 
@@ -89,12 +113,12 @@ impl Decoder {
         match decode_debezium_row(record.key, value, record.topic, &mut self.schemas) {
             Ok(DecodedRow::Skip(_)) => Outcome::Skip,
             Ok(DecodedRow::Row { row, schema }) => {
+                self.saw_table(record.topic, &schema);
                 let (id, commit_ts_us) = (row.id, row.commit_ts_us);
                 match self.appended.push(row, &schema, arrival) {
                     Ok((segment, row)) => Outcome::Row {
                         id,
                         commit_ts_us,
-                        schema,
                         at: RowAt {
                             thread: self.thread,
                             segment,
@@ -169,6 +193,14 @@ impl DecodePool {
         self.decoders
             .iter_mut()
             .map(|d| std::mem::take(&mut d.appended))
+            .collect()
+    }
+
+    /// The (topic, table) pairs the decoders saw for the first time since the last call.
+    pub(crate) fn take_topic_tables(&mut self) -> Vec<(String, TableId)> {
+        self.decoders
+            .iter_mut()
+            .flat_map(|d| std::mem::take(&mut d.new_topic_tables))
             .collect()
     }
 
@@ -338,6 +370,13 @@ mod tests {
             "appended by several threads"
         );
         assert_eq!(pool_many.appended_rows(), ats.len());
+        // The table seen on the topic, reported once per decoder that saw it.
+        let pairs: HashSet<(String, TableId)> = pool_many.take_topic_tables().into_iter().collect();
+        assert_eq!(
+            pairs,
+            HashSet::from([("s.public.t".to_owned(), TableId::new("s", "public", "t"))])
+        );
+        assert!(pool_many.take_topic_tables().is_empty(), "reported once");
         pool_many.retract(ats[0]);
         let groups = crate::batch::group_segments(pool_many.take_appended());
         let rows: usize = groups.values().flatten().map(|g| g.rows()).sum();
