@@ -678,26 +678,49 @@ fn sort_order(
             reason: format!("a segment of {total} rows (at most 2^32)"),
         });
     }
-    let mut order: Vec<(&[u8], u64, u64, u32, u32)> = Vec::with_capacity(total);
-    for (b, (batch, keep)) in batches.iter().enumerate() {
-        let keys: &StringArray = column(batch, crate::schema::KEY_COLUMN)?;
+    let mut keys = Vec::with_capacity(batches.len());
+    for (batch, _) in batches {
+        let k: &StringArray = column(batch, crate::schema::KEY_COLUMN)?;
+        keys.push(k);
+    }
+    // Keys share a long prefix (a type tag, leading hex digits): the 8 bytes after the
+    // prefix all keys share, as a number, order most pairs without comparing bytes.
+    let all_keys = || keys.iter().flat_map(|k| k.iter().flatten());
+    let first = all_keys().next().unwrap_or_default().as_bytes();
+    let shared = all_keys().fold(first.len(), |n, key| {
+        n.min(
+            first
+                .iter()
+                .zip(key.as_bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    });
+    let prefix = |key: &[u8]| {
+        let mut word = [0_u8; 8];
+        let rest = key.get(shared..).unwrap_or_default();
+        let n = rest.len().min(8);
+        word[..n].copy_from_slice(&rest[..n]);
+        u64::from_be_bytes(word)
+    };
+    // (key prefix, key, commit position, seq, batch, row)
+    type SortKey<'k> = (u64, &'k [u8], u64, u64, u32, u32);
+    let mut order: Vec<SortKey<'_>> = Vec::with_capacity(total);
+    for (b, ((batch, keep), keys)) in batches.iter().zip(&keys).enumerate() {
         let commit: &UInt64Array = column(batch, crate::schema::COMMIT_POS_COLUMN)?;
         let seq: &UInt64Array = column(batch, crate::schema::SEQ_COLUMN)?;
-        let (keys, commit, seq) = (keys, commit.values(), seq.values());
+        let (commit, seq) = (commit.values(), seq.values());
         order.extend(
             (0..batch.num_rows())
                 .filter(|&i| keep.is_none_or(|keep| keep[i]))
                 .map(|i| {
-                    (
-                        keys.value(i).as_bytes(),
-                        commit[i],
-                        seq[i],
-                        b as u32,
-                        i as u32,
-                    )
+                    let key = keys.value(i).as_bytes();
+                    (prefix(key), key, commit[i], seq[i], b as u32, i as u32)
                 }),
         );
     }
+    // (prefix, key) orders as the key alone: the prefix is a function of the key that never
+    // decreases as the key grows.
     order.sort_unstable();
     Ok(order
         .into_iter()

@@ -295,3 +295,55 @@ fn segments_encoded_on_several_threads_are_the_same_bytes() {
     let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
     assert_eq!(read, batch);
 }
+
+proptest::proptest! {
+    /// Over keys that share prefixes, are prefixes of each other and differ only far in: the
+    /// order is that of (key bytes, commit position, seq), ties by batch and row.
+    #[test]
+    fn the_sort_order_is_the_order_of_the_keys_then_the_positions(
+        rows in proptest::collection::vec(("pp[ab\u{1}]{0,14}", 0_u64..3, 0_u64..3), 1..80),
+        cut in 0_usize..80,
+        dropped in proptest::collection::vec(proptest::bool::weighted(0.2), 80),
+    ) {
+        let batch = |rows: &[(String, u64, u64)]| {
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+                Field::new(crate::schema::KEY_COLUMN, DataType::Utf8, false),
+                Field::new(crate::schema::COMMIT_POS_COLUMN, DataType::UInt64, false),
+                Field::new(crate::schema::SEQ_COLUMN, DataType::UInt64, false),
+            ]));
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(arrow::array::StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                    Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                    Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                ],
+            )
+            .unwrap()
+        };
+        let cut = cut.min(rows.len());
+        let parts = [&rows[..cut], &rows[cut..]];
+        let batches: Vec<RecordBatch> = parts.iter().map(|p| batch(p)).collect();
+        let keeps: Vec<Vec<bool>> = parts
+            .iter()
+            .enumerate()
+            .map(|(b, p)| (0..p.len()).map(|i| !dropped[b * cut + i]).collect())
+            .collect();
+        let refs: Vec<(&RecordBatch, Option<&[bool]>)> = batches
+            .iter()
+            .zip(&keeps)
+            .map(|(b, k)| (b, Some(k.as_slice())))
+            .collect();
+        let mut expected: Vec<(&[u8], u64, u64, usize, usize)> = Vec::new();
+        for (b, p) in parts.iter().enumerate() {
+            for (i, r) in p.iter().enumerate() {
+                if keeps[b][i] {
+                    expected.push((r.0.as_bytes(), r.1, r.2, b, i));
+                }
+            }
+        }
+        expected.sort();
+        let expected: Vec<(usize, usize)> = expected.into_iter().map(|(.., b, i)| (b, i)).collect();
+        proptest::prop_assert_eq!(sort_order(&refs).unwrap(), expected);
+    }
+}
