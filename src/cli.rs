@@ -69,12 +69,18 @@ pub(crate) enum Command {
     Gc {
         /// Keep unreferenced files younger than this (a flush or snapshot may be committing
         /// them right now), and replaced segments whose removal is younger than this (a query
-        /// of an older catalog version may be reading them).
+        /// of an older catalog version may be reading them). Below 10m it is refused without
+        /// --unsafe-allow-short-grace (a dry run takes any).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
         older_than: std::time::Duration,
         /// List what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Delete with an --older-than below 10m. Safe only while nothing writes to this
+        /// storage (no compactor, snapshot build or coalescer): a file written but not yet
+        /// committed would be deleted, and its commit would name a missing file.
+        #[arg(long)]
+        unsafe_allow_short_grace: bool,
     },
     /// Check that the configured Kafka, object store and sources are reachable and set up right.
     Check,
@@ -106,5 +112,25 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn gc_help_states_the_grace_floor() {
+        let floor = humantime::format_duration(crate::gc::MIN_OLDER_THAN).to_string();
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("gc")
+            .unwrap()
+            .render_long_help()
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            help.contains(&format!("Below {floor}"))
+                && help.contains(&format!("below {floor}"))
+                && help.contains("--unsafe-allow-short-grace"),
+            "{help}"
+        );
     }
 }

@@ -73,9 +73,15 @@ pub(crate) struct GcConfig {
     #[serde(with = "humantime_serde")]
     pub(crate) interval: Duration,
     /// The grace period, as `strata gc --older-than`: unreferenced files younger than this, and
-    /// replaced segments whose removal is younger than this, are kept. Default `1h`.
+    /// replaced segments whose removal is younger than this, are kept. Default `1h`. Below
+    /// [`MIN_OLDER_THAN`](crate::gc::MIN_OLDER_THAN) (10m) it is refused unless
+    /// `unsafe_allow_short_grace`.
     #[serde(with = "humantime_serde")]
     pub(crate) older_than: Duration,
+    /// Accept an `older_than` below 10m, as `strata gc --unsafe-allow-short-grace`. Safe only
+    /// when nothing else writes to the storage: a file written but not yet committed would be
+    /// deleted, and its commit would name a missing file. Default `false`.
+    pub(crate) unsafe_allow_short_grace: bool,
 }
 
 impl Default for GcConfig {
@@ -84,6 +90,7 @@ impl Default for GcConfig {
             enabled: true,
             interval: Duration::from_secs(3600),
             older_than: Duration::from_secs(3600),
+            unsafe_allow_short_grace: false,
         }
     }
 }
@@ -467,6 +474,21 @@ impl Config {
         if self.gc.interval.is_zero() {
             return Err(invalid("gc.interval", "must be more than 0".into()));
         }
+        if !self.gc.unsafe_allow_short_grace
+            && let Some(reason) = crate::gc::too_short(self.gc.older_than)
+        {
+            return Err(invalid(
+                "gc.older_than",
+                format!(
+                    "{reason}. Raise it ({}) to {} or more, or set \
+                     gc.unsafe_allow_short_grace = true ({}=true) if nothing else writes to \
+                     this storage",
+                    env_var("gc.older_than"),
+                    humantime::format_duration(crate::gc::MIN_OLDER_THAN),
+                    env_var("gc.unsafe_allow_short_grace"),
+                ),
+            ));
+        }
         self.coalesce.validate().map_err(|e| match e {
             strata_query::Error::Config { field, reason } => invalid(&field, reason),
             other => invalid("coalesce", other.to_string()),
@@ -489,6 +511,12 @@ impl Config {
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// The environment variable that overrides `key` (`gc.older_than`: `STRATA_GC__OLDER_THAN`).
+fn env_var(key: &str) -> String {
+    let levels: Vec<String> = key.split('.').map(str::to_uppercase).collect();
+    format!("{ENV_PREFIX}{}", levels.join(ENV_SEPARATOR))
 }
 
 /// Reads an environment value as a TOML literal when it is one, else as a string.
@@ -752,6 +780,69 @@ mod tests {
                 "{text:?} gave {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_gc_grace_below_the_floor_is_refused_unless_overridden() {
+        let err = load_str("[gc]\nolder_than = \"30s\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "gc.older_than"),
+            "{msg}"
+        );
+        for part in [
+            "gc.older_than",
+            "30s",
+            "minimum of 10m",
+            "STRATA_GC__OLDER_THAN",
+            "gc.unsafe_allow_short_grace = true",
+            "STRATA_GC__UNSAFE_ALLOW_SHORT_GRACE=true",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing: {msg}");
+        }
+        // From the environment too, and even with gc disabled (enabling it must not fail).
+        let err = Config::load(
+            None,
+            env(&[
+                ("STRATA_GC__OLDER_THAN", "0s"),
+                ("STRATA_GC__ENABLED", "false"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "gc.older_than"),
+            "{err}"
+        );
+
+        // At the floor: accepted, as any longer grace.
+        let config = load_str("[gc]\nolder_than = \"10m\"\n", &[]).unwrap();
+        assert_eq!(config.gc.older_than, crate::gc::MIN_OLDER_THAN);
+
+        // The override accepts a shorter one, from the file or the environment.
+        let config = load_str(
+            "[gc]\nolder_than = \"30s\"\nunsafe_allow_short_grace = true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.gc.older_than, Duration::from_secs(30));
+        let config = Config::load(
+            None,
+            env(&[
+                ("STRATA_GC__OLDER_THAN", "0s"),
+                ("STRATA_GC__UNSAFE_ALLOW_SHORT_GRACE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.gc.older_than, Duration::ZERO);
+    }
+
+    #[test]
+    fn env_var_names_a_key_as_its_override() {
+        assert_eq!(env_var("gc.older_than"), "STRATA_GC__OLDER_THAN");
+        assert_eq!(
+            env_var("source.postgres.url"),
+            "STRATA_SOURCE__POSTGRES__URL"
+        );
     }
 
     #[test]

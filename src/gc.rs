@@ -22,6 +22,10 @@
 //!
 //! Nothing else under the root is touched: not the catalog (`_catalog/`), not quarantined
 //! records (`_quarantine/`), not files of other shapes.
+//!
+//! The grace period has a floor, [`MIN_OLDER_THAN`]: a shorter one deletes only with
+//! `--unsafe-allow-short-grace` (`gc.unsafe_allow_short_grace` for the periodic collection),
+//! because gc cannot tell a file whose commit is still to come from an abandoned one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,6 +42,60 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GcConfig;
 use crate::storage::Storage;
+
+/// The shortest grace period (`--older-than`, `gc.older_than`) gc deletes with unless told
+/// `--unsafe-allow-short-grace` (`gc.unsafe_allow_short_grace`): 10 minutes.
+///
+/// Every writer puts its files first and commits the catalog entry naming them afterwards, and
+/// until that commit lands a file looks exactly like an abandoned one. A grace period shorter
+/// than the time from a file's put to its commit lets gc delete it in between: the commit then
+/// names a missing file, and the history it held is lost. That time is
+/// - a compactor flush: its segments are written one after another (each table's changes,
+///   in segments of up to `max_segment_bytes`), then committed with the Kafka offsets they consumed;
+/// - a snapshot build: all parts of a table's folded state (`part_rows` rows each) are encoded
+///   and written one after another, then committed as one `AddSnapshot`; for a large table the
+///   first part is minutes old when the commit is made;
+/// - a coalescing round: its coalesced segments are written, then committed with the removals;
+///
+/// plus, for each, the slow cases: a store request that object_store retries (up to 3 minutes
+/// by default, then one more request of up to 30 s), a commit that loses races (up to 20
+/// attempts, each re-reading the winners, with backoff of up to 0.5 s) and the difference
+/// between the store's clock (`last_modified`) and this host's. 10 minutes covers a retried
+/// put, a retried commit and a snapshot build that writes for a few minutes, with margin. It
+/// is a floor against plainly unsafe values (`0s`, `30s`), not a recommendation: the default
+/// is 1 hour, and a deployment whose snapshot builds write for longer needs more.
+pub(crate) const MIN_OLDER_THAN: Duration = Duration::from_secs(10 * 60);
+
+/// Why `older_than` is too short a grace period to delete with, if it is below
+/// [`MIN_OLDER_THAN`]. The text names the value and the minimum; callers add how to override.
+pub(crate) fn too_short(older_than: Duration) -> Option<String> {
+    (older_than < MIN_OLDER_THAN).then(|| {
+        format!(
+            "{} is below the minimum of {}: a file that a flush, snapshot build or coalescing \
+             round has written but not committed yet looks unreferenced, and gc would delete it \
+             (its commit would then name a missing file: data loss)",
+            humantime::format_duration(older_than),
+            humantime::format_duration(MIN_OLDER_THAN)
+        )
+    })
+}
+
+/// `strata gc`'s check of `--older-than`: below [`MIN_OLDER_THAN`] it deletes only with
+/// `--unsafe-allow-short-grace`. A dry run deletes nothing, so any grace period will do.
+pub(crate) fn check_older_than(
+    older_than: Duration,
+    dry_run: bool,
+    unsafe_allow_short_grace: bool,
+) -> anyhow::Result<()> {
+    match too_short(older_than) {
+        Some(reason) if !dry_run && !unsafe_allow_short_grace => Err(anyhow::anyhow!(
+            "--older-than {reason}. Pass --unsafe-allow-short-grace to delete with it anyway \
+             (only when no compactor, snapshot build or coalescer writes to this storage), or \
+             --dry-run to only list"
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// A file of a table's history that the catalog does not reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,6 +436,28 @@ mod tests {
             max_position: "1".into(),
             content_version: None,
         }
+    }
+
+    #[test]
+    fn a_grace_below_the_floor_deletes_only_with_the_override() {
+        let err = check_older_than(Duration::from_secs(30), false, false).unwrap_err();
+        let msg = format!("{err:#}");
+        for part in [
+            "--older-than 30s",
+            "minimum of 10m",
+            "--unsafe-allow-short-grace",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing: {msg}");
+        }
+        assert!(check_older_than(Duration::ZERO, false, false).is_err());
+        let just_below = MIN_OLDER_THAN - Duration::from_millis(1);
+        assert!(check_older_than(just_below, false, false).is_err());
+        // At the floor and above: as before.
+        check_older_than(MIN_OLDER_THAN, false, false).unwrap();
+        check_older_than(HOUR, false, false).unwrap();
+        // The override, or a dry run (it deletes nothing), accepts any.
+        check_older_than(Duration::ZERO, false, true).unwrap();
+        check_older_than(Duration::from_secs(1), true, false).unwrap();
     }
 
     #[test]

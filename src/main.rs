@@ -97,7 +97,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Gc {
             older_than,
             dry_run,
+            unsafe_allow_short_grace,
         } => {
+            gc::check_older_than(older_than, dry_run, unsafe_allow_short_grace)?;
             let storage = storage::Storage::open(&config.storage)?;
             let report = gc::collect(&storage, older_than, dry_run, chrono::Utc::now()).await?;
             gc::print(&report, &storage, older_than);

@@ -179,6 +179,36 @@ fn check_names_an_unreachable_broker_and_database() {
     assert!(line("storage").starts_with("ok"), "{stdout}");
 }
 
+/// `strata gc` refuses a grace period below its floor before touching storage, and says how
+/// to override it; so does the configuration of the periodic gc.
+#[test]
+fn gc_refuses_a_short_grace_without_the_override() {
+    let env = [("STRATA_STORAGE__URL", "memory://".to_owned())];
+    let out = strata(&["gc", "--older-than", "1s"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for part in [
+        "--older-than 1s",
+        "minimum of 10m",
+        "--unsafe-allow-short-grace",
+    ] {
+        assert!(err.contains(part), "{part:?} missing: {err}");
+    }
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+
+    let out = strata(&["config"], &[("STRATA_GC__OLDER_THAN", "1s".to_owned())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for part in [
+        "gc.older_than",
+        "1s",
+        "minimum of 10m",
+        "STRATA_GC__UNSAFE_ALLOW_SHORT_GRACE=true",
+    ] {
+        assert!(err.contains(part), "{part:?} missing: {err}");
+    }
+}
+
 /// On the stack's S3 server: `strata gc` deletes the history file no commit references and
 /// keeps the committed one, the quarantine and the catalog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +270,10 @@ async fn gc_on_s3_deletes_only_unreferenced_history_files() {
         "{stdout}"
     );
     assert!(store.head(&at(orphan)).await.is_ok());
-    let out = strata(&["gc", "--older-than", "0s"], &env);
+    let out = strata(
+        &["gc", "--older-than", "0s", "--unsafe-allow-short-grace"],
+        &env,
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(

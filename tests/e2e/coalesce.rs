@@ -262,6 +262,7 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
     let mut with_gc = env.clone();
     with_gc.push(("STRATA_GC__INTERVAL", "\"1s\"".into()));
     with_gc.push(("STRATA_GC__OLDER_THAN", "\"0s\"".into()));
+    with_gc.push(("STRATA_GC__UNSAFE_ALLOW_SHORT_GRACE", "true".into()));
     let log = wait_then_stop(
         run_compactor_part(&with_gc),
         "the replaced files deleted by the periodic gc",

@@ -941,7 +941,10 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     let env = pipeline
         .capture
         .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
-    let mut gc = pipeline.capture.spawn(&["gc", "--older-than", "0s"], &env);
+    let mut gc = pipeline.capture.spawn(
+        &["gc", "--older-than", "0s", "--unsafe-allow-short-grace"],
+        &env,
+    );
     let exit = gc.wait_exit(Duration::from_secs(60)).await;
     let out = gc.stdout();
     assert!(exit.success(), "{out}\n{}", gc.log());
