@@ -703,13 +703,13 @@ mod tests {
     use object_store::path::Path;
     use serde_json::json;
     use strata_catalog::{
-        CatalogConfig, ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row,
-        SourcePosition, TableSchema, Watermark,
+        CatalogConfig, ChangeEvent, ConnectType, Operation, Row, SourcePosition, TableSchema,
+        Watermark,
     };
 
     use super::*;
     use crate::coalesce::{CoalesceConfig, coalesce_group};
-    use crate::testing::add_segment;
+    use crate::testing::{add_segment, table_schema};
 
     /// 2026-11-25T10:00:00Z in µs.
     const T0: i64 = 1_795_600_800_000_000;
@@ -720,19 +720,13 @@ mod tests {
     }
 
     fn schema() -> TableSchema {
-        let column = |name: &str, connect, key: bool| ColumnSchema {
-            name: name.into(),
-            column_type: ColumnType::plain(connect),
-            optional: !key,
-            key,
-        };
-        TableSchema {
-            table: orders(),
-            columns: vec![
-                column("id", ConnectType::Int32, true),
-                column("qty", ConnectType::Int64, false),
+        table_schema(
+            orders(),
+            &[
+                ("id", ConnectType::Int32, true),
+                ("qty", ConnectType::Int64, false),
             ],
-        }
+        )
     }
 
     /// An insert of `id`, committed at T0 + `second` s.
@@ -795,6 +789,19 @@ mod tests {
                 .expect("watermark");
         }
 
+        /// A snapshot of the table as of T0 + `second` s - 1 µs.
+        async fn snapshot(&self, second: i64) -> Snapshot {
+            build_snapshot(
+                &self.catalog,
+                &self.store,
+                &orders(),
+                T0 + second * SECOND - 1,
+                &SnapshotConfig::default(),
+            )
+            .await
+            .expect("snapshot")
+        }
+
         async fn due(&self, min_changes: u64) -> Option<i64> {
             let state = self.catalog.state();
             snapshot_due(&self.catalog, &self.store, &state, &orders(), min_changes)
@@ -812,16 +819,7 @@ mod tests {
             .await;
         f.add(&[insert(11, 15), insert(12, 20)]).await;
         f.watermark(10).await;
-        let config = SnapshotConfig::default();
-        let snapshot = build_snapshot(
-            &f.catalog,
-            &f.store,
-            &orders(),
-            T0 + 10 * SECOND - 1,
-            &config,
-        )
-        .await
-        .expect("snapshot");
+        let snapshot = f.snapshot(10).await;
         assert_eq!(snapshot.rows, 10);
         // Both sides of the snapshot's instant in one segment (both were folded into it).
         let group = f.catalog.state().segments(&orders()).to_vec();
@@ -860,16 +858,7 @@ mod tests {
         let f = Fixture::new().await;
         f.add(&[insert(1, 1), insert(2, 1), insert(3, 1)]).await;
         f.watermark(10).await;
-        let config = SnapshotConfig::default();
-        let snapshot = build_snapshot(
-            &f.catalog,
-            &f.store,
-            &orders(),
-            T0 + 10 * SECOND - 1,
-            &config,
-        )
-        .await
-        .expect("snapshot");
+        let snapshot = f.snapshot(10).await;
         // Late changes before its instant: reads skip it and replay the whole history.
         f.add(&[insert(4, 5), insert(5, 5)]).await;
         f.add(&[insert(6, 15)]).await;

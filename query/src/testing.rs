@@ -9,12 +9,29 @@ use arrow::array::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use strata_catalog::{
-    Action, Catalog, ChangeEvent, CommitInfo, SchemaVersion, Segment, SourcePosition, TableId,
-    TableSchema, events_to_record_batch,
+    Action, Catalog, ChangeEvent, ColumnSchema, ColumnType, CommitInfo, ConnectType, SchemaVersion,
+    Segment, SourcePosition, TableId, TableSchema, events_to_record_batch,
 };
 
 use crate::error::{Error, Result};
 use crate::read::object_path;
+
+/// A table schema of plain columns (name, Connect type, part of the key); key columns are
+/// required, the others optional.
+pub fn table_schema(table: TableId, columns: &[(&str, ConnectType, bool)]) -> TableSchema {
+    TableSchema {
+        table,
+        columns: columns
+            .iter()
+            .map(|&(name, connect, key)| ColumnSchema {
+                name: name.into(),
+                column_type: ColumnType::plain(connect),
+                optional: !key,
+                key,
+            })
+            .collect(),
+    }
+}
 
 /// Rows per row group, as the compactor's default.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;

@@ -12,8 +12,8 @@ use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use serde_json::json;
 use strata_catalog::{
-    Catalog, CatalogConfig, ChangeEvent, ColumnSchema, ColumnType, ConnectType, Operation, Row,
-    SourcePosition, TableId, TableSchema,
+    Catalog, CatalogConfig, ChangeEvent, ConnectType, Operation, Row, SourcePosition, TableId,
+    TableSchema,
 };
 use strata_query::{StrataContext, testing};
 
@@ -29,20 +29,14 @@ fn table() -> TableId {
 }
 
 fn schema() -> TableSchema {
-    let column = |name: &str, connect, key: bool| ColumnSchema {
-        name: name.into(),
-        column_type: ColumnType::plain(connect),
-        optional: !key,
-        key,
-    };
-    TableSchema {
-        table: table(),
-        columns: vec![
-            column("id", ConnectType::Int32, true),
-            column("name", ConnectType::String, false),
-            column("qty", ConnectType::Int64, false),
+    testing::table_schema(
+        table(),
+        &[
+            ("id", ConnectType::Int32, true),
+            ("name", ConnectType::String, false),
+            ("qty", ConnectType::Int64, false),
         ],
-    }
+    )
 }
 
 /// Transaction `tx` (commit time T0 + tx s, position tx * 100): one change of key `id`.

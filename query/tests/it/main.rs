@@ -27,21 +27,15 @@ fn orders() -> TableId {
 }
 
 fn schema() -> TableSchema {
-    let column = |name: &str, connect, key: bool| ColumnSchema {
-        name: name.into(),
-        column_type: ColumnType::plain(connect),
-        optional: !key,
-        key,
-    };
-    TableSchema {
-        table: orders(),
-        columns: vec![
-            column("id", ConnectType::Int32, true),
-            column("status", ConnectType::String, false),
-            column("body", ConnectType::String, false),
-            column("qty", ConnectType::Int64, false),
+    testing::table_schema(
+        orders(),
+        &[
+            ("id", ConnectType::Int32, true),
+            ("status", ConnectType::String, false),
+            ("body", ConnectType::String, false),
+            ("qty", ConnectType::Int64, false),
         ],
-    }
+    )
 }
 
 /// One change: `cells` are the written columns (besides `id`), `unchanged` the kept ones.
