@@ -71,10 +71,11 @@ pub(crate) struct Decoder {
     schemas: SchemaCache,
     appended: Appended,
     /// The tables seen on each topic, and those not reported yet.
-    topic_tables: HashSet<(String, TableId)>,
+    topic_tables: HashMap<String, HashSet<TableId>>,
     new_topic_tables: Vec<(String, TableId)>,
     /// The schema of the last row and its topic (most rows repeat them).
-    last: Option<(Arc<TableSchema>, String)>,
+    last: Option<Arc<TableSchema>>,
+    last_topic: String,
 }
 
 impl Decoder {
@@ -84,26 +85,40 @@ impl Decoder {
             thread,
             schemas: SchemaCache::with_avro(avro),
             appended: Appended::default(),
-            topic_tables: HashSet::new(),
+            topic_tables: HashMap::new(),
             new_topic_tables: Vec::new(),
             last: None,
+            last_topic: String::new(),
         }
     }
 
     /// Notes that `schema`'s table is on `topic`.
     fn saw_table(&mut self, topic: &str, schema: &Arc<TableSchema>) {
-        if let Some((last, last_topic)) = &self.last
-            && Arc::ptr_eq(last, schema)
-            && last_topic == topic
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, schema))
+            && self.last_topic == topic
         {
             return;
         }
-        self.last = Some((Arc::clone(schema), topic.to_owned()));
-        let pair = (topic.to_owned(), schema.table.clone());
-        if !self.topic_tables.contains(&pair) {
-            self.topic_tables.insert(pair.clone());
-            self.new_topic_tables.push(pair);
+        self.last = Some(Arc::clone(schema));
+        self.last_topic.clear();
+        self.last_topic.push_str(topic);
+        // Allocates only for a pair not seen before.
+        if self
+            .topic_tables
+            .get(topic)
+            .is_some_and(|tables| tables.contains(&schema.table))
+        {
+            return;
         }
+        self.topic_tables
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(schema.table.clone());
+        self.new_topic_tables
+            .push((topic.to_owned(), schema.table.clone()));
     }
 
     /// Decodes, checks and names one record, and appends its row; `arrival` numbers the
@@ -218,7 +233,7 @@ impl DecodePool {
     /// `max_segment_bytes` or all of them together `max_batch_bytes` (0: time to flush).
     /// Retracted rows count: they take memory until the flush.
     pub(crate) fn room(&self, max_segment_bytes: u64, max_batch_bytes: u64) -> u64 {
-        let total: u64 = self.decoders.iter().map(|d| d.appended.bytes).sum();
+        let total = self.bytes();
         let batch_room = max_batch_bytes.saturating_sub(total);
         if total < max_segment_bytes {
             return batch_room.min(max_segment_bytes - total);
@@ -239,7 +254,7 @@ impl DecodePool {
     /// The mean bytes of the rows appended, if any.
     pub(crate) fn row_bytes(&self) -> Option<u64> {
         let rows = self.appended_rows() as u64;
-        let bytes: u64 = self.decoders.iter().map(|d| d.appended.bytes).sum();
+        let bytes = self.bytes();
         bytes.checked_div(rows)
     }
 
