@@ -11,46 +11,113 @@ use strata_catalog::{
 /// A Kafka partition.
 pub(crate) type TopicPartition = (String, i32);
 
-/// A set of event ids.
-pub(crate) type IdSet = HashSet<[u8; 32], DigestHasher>;
+/// Event ids as the dedup sets hold them: the first 16 bytes of the 32-byte blake3 id. Two
+/// different events among the few hundred thousand a partition remembers share them with a
+/// chance of about n² / 2¹²⁹ (below 10⁻²⁸ for a million ids), and half the bytes make the
+/// sets faster to probe and to keep.
+pub(crate) type IdKey = u128;
 
-/// Event ids already committed, remembered up to a bound, oldest forgotten first.
-#[derive(Debug, Default)]
-pub(crate) struct RecentIds {
-    order: VecDeque<[u8; 32]>,
-    set: IdSet,
+/// The dedup key of an event id.
+pub(crate) fn id_key(id: &[u8; 32]) -> IdKey {
+    let mut half = [0; 16];
+    half.copy_from_slice(&id[..16]);
+    IdKey::from_le_bytes(half)
 }
 
-impl RecentIds {
+/// One partition's event ids, in the order they were taken, in one set: the committed ones
+/// (the newest `dedup_window` are remembered), then those of the flush being committed, then
+/// those of the unflushed batch. An event is new if its id is in none of them, which is one
+/// probe of one set.
+///
+/// ```text
+///   order:  [ committed (≤ window) | flushing | batch ]
+///             ▲ forgotten first      ▲ committed or   ▲ taken here
+///                                      dropped
+/// ```
+#[derive(Debug, Default)]
+pub(crate) struct SeenIds {
+    set: HashSet<IdKey, DigestHasher>,
+    order: VecDeque<IdKey>,
+    /// How many of the newest ids, before the batch's, are the flushing ones.
+    flushing: usize,
+    /// How many of the newest ids are the batch's.
+    batch: usize,
+}
+
+impl SeenIds {
+    /// True if the id is committed, flushing or in the batch.
+    #[cfg(test)]
     pub(crate) fn contains(&self, id: &[u8; 32]) -> bool {
-        self.set.contains(id)
+        self.set.contains(&id_key(id))
     }
 
-    pub(crate) fn insert(&mut self, id: [u8; 32], capacity: usize) {
-        if capacity == 0 || !self.set.insert(id) {
+    /// Committed ids remembered.
+    pub(crate) fn committed(&self) -> usize {
+        self.order.len() - self.flushing - self.batch
+    }
+
+    /// Ids in the batch.
+    #[cfg(test)]
+    pub(crate) fn in_batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Takes an event's id into the batch unless it was seen; true if taken.
+    pub(crate) fn take(&mut self, id: &[u8; 32]) -> bool {
+        let key = id_key(id);
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        self.batch += 1;
+        true
+    }
+
+    /// Remembers the id of an event committed before (read again after a restart), keeping
+    /// at most `window` committed ids.
+    pub(crate) fn remember(&mut self, id: &[u8; 32], window: usize) {
+        let key = id_key(id);
+        if window == 0 || !self.set.insert(key) {
             return;
         }
-        self.order.push_back(id);
-        while self.order.len() > capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+        // Committed ids are read before any of the partition's batch; should a batch exist,
+        // the id still goes before it.
+        let at = self.committed();
+        self.order.insert(at, key);
+        self.forget_oldest(window);
+    }
+
+    /// The batch's ids become the flushing ones (no flush may be in flight).
+    pub(crate) fn begin_flush(&mut self) {
+        debug_assert_eq!(self.flushing, 0, "one flush at a time");
+        self.flushing += self.batch;
+        self.batch = 0;
+    }
+
+    /// The flush committed: its ids are committed ones, and only the newest `window`
+    /// committed ids stay.
+    pub(crate) fn flush_committed(&mut self, window: usize) {
+        self.flushing = 0;
+        self.forget_oldest(window);
+    }
+
+    /// The flush in flight and the batch are dropped: their ids are forgotten.
+    pub(crate) fn drop_uncommitted(&mut self) {
+        for _ in 0..self.flushing + self.batch {
+            if let Some(key) = self.order.pop_back() {
+                self.set.remove(&key);
             }
         }
+        self.flushing = 0;
+        self.batch = 0;
     }
 
-    /// Inserts `ids`, in their order: only the last `capacity` of them can stay.
-    pub(crate) fn extend(&mut self, ids: &[[u8; 32]], capacity: usize) {
-        if ids.len() >= capacity {
-            self.order.clear();
-            self.set.clear();
+    fn forget_oldest(&mut self, window: usize) {
+        while self.committed() > window {
+            if let Some(key) = self.order.pop_front() {
+                self.set.remove(&key);
+            }
         }
-        for id in &ids[ids.len().saturating_sub(capacity)..] {
-            self.insert(*id, capacity);
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.order.len()
     }
 }
 
@@ -64,12 +131,8 @@ pub(crate) struct PartitionState {
     pub(crate) next: Option<i64>,
     /// A seek to this offset (None: the beginning) must succeed before records count.
     pub(crate) seek_pending: Option<Option<i64>>,
-    /// Committed event ids.
-    pub(crate) recent: RecentIds,
-    /// Ids of events in the unflushed batch.
-    pub(crate) batch_ids: IdSet,
-    /// The same ids in the order of their events.
-    batch_order: Vec<[u8; 32]>,
+    /// The ids of the events committed, flushing and in the batch.
+    pub(crate) ids: SeenIds,
     /// The part of this partition in the flush being committed, if any.
     pub(crate) flushing: Option<Flushing>,
     /// The number of the compactor's last reset that sent this partition back with a seek.
@@ -83,13 +146,10 @@ pub(crate) struct PartitionState {
     pub(crate) committed_ts: Option<i64>,
 }
 
-/// What a partition has in a flush that is being written and committed.
+/// What a partition has in a flush that is being written and committed (its ids are in
+/// [`SeenIds`]).
 #[derive(Debug, Default)]
 pub(crate) struct Flushing {
-    /// The ids of its events.
-    pub(crate) ids: IdSet,
-    /// The same ids in the order of their events.
-    order: Vec<[u8; 32]>,
     /// `read_ts` when the flush began.
     pub(crate) read_ts: Option<i64>,
 }
@@ -109,26 +169,10 @@ impl PartitionState {
         matches!((self.from, self.next), (Some(f), Some(n)) if n > f)
     }
 
-    /// True if the event was committed, is in the flush being committed, or is in the batch.
-    #[cfg(test)]
-    pub(crate) fn has_seen(&self, id: &[u8; 32]) -> bool {
-        self.recent.contains(id)
-            || self.flushing.as_ref().is_some_and(|f| f.ids.contains(id))
-            || self.batch_ids.contains(id)
-    }
-
-    /// Takes an event into the batch unless it was seen (see [`PartitionState::has_seen`]);
-    /// true if taken.
-    pub(crate) fn take_event(&mut self, id: [u8; 32]) -> bool {
-        if self.recent.contains(&id) || self.flushing.as_ref().is_some_and(|f| f.ids.contains(&id))
-        {
-            return false;
-        }
-        let new = self.batch_ids.insert(id);
-        if new {
-            self.batch_order.push(id);
-        }
-        new
+    /// Takes an event into the batch unless it was committed, is in the flush being
+    /// committed, or is in the batch; true if taken.
+    pub(crate) fn take_event(&mut self, id: &[u8; 32]) -> bool {
+        self.ids.take(id)
     }
 
     /// Forgets the unflushed part (and any flush in progress) and restarts at `next` (after
@@ -141,8 +185,7 @@ impl PartitionState {
         }
         self.from = next;
         self.next = next;
-        self.batch_ids.clear();
-        self.batch_order.clear();
+        self.ids.drop_uncommitted();
         self.flushing = None;
         self.read_ts = self.committed_ts;
         seek
@@ -153,19 +196,11 @@ impl PartitionState {
         self.read_ts = self.read_ts.max(Some(commit_ts));
     }
 
-    /// A flush takes the unflushed range: the next batch starts where it ends (with room for
-    /// as many ids as this one had).
+    /// A flush takes the unflushed range: the next batch starts where it ends.
     pub(crate) fn begin_flush(&mut self) {
         self.from = self.next;
-        let n = self.batch_order.len();
-        let ids = std::mem::replace(
-            &mut self.batch_ids,
-            IdSet::with_capacity_and_hasher(n, DigestHasher::default()),
-        );
-        let order = std::mem::replace(&mut self.batch_order, Vec::with_capacity(n));
+        self.ids.begin_flush();
         self.flushing = Some(Flushing {
-            ids,
-            order,
             read_ts: self.read_ts,
         });
     }
@@ -174,7 +209,7 @@ impl PartitionState {
     /// `dedup_window` of all are remembered).
     pub(crate) fn flush_committed(&mut self, dedup_window: usize) {
         if let Some(flushing) = self.flushing.take() {
-            self.recent.extend(&flushing.order, dedup_window);
+            self.ids.flush_committed(dedup_window);
             self.committed_ts = flushing.read_ts;
         }
     }
@@ -417,32 +452,52 @@ mod tests {
     fn a_flush_of_more_ids_than_the_window_remembers_its_newest() {
         let mut p = PartitionState::starting_at(Some(0));
         for i in 0..5_u8 {
-            assert!(p.take_event([i; 32]));
+            assert!(p.take_event(&[i; 32]));
         }
         p.begin_flush();
         p.flush_committed(3);
-        assert_eq!(p.recent.len(), 3);
-        assert!((2..5_u8).all(|i| p.recent.contains(&[i; 32])));
-        assert!(!p.recent.contains(&[0; 32]) && !p.recent.contains(&[1; 32]));
+        assert_eq!(p.ids.committed(), 3);
+        assert!((2..5_u8).all(|i| p.ids.contains(&[i; 32])));
+        assert!(!p.ids.contains(&[0; 32]) && !p.ids.contains(&[1; 32]));
         // A smaller flush pushes out the oldest.
-        assert!(p.take_event([9; 32]));
+        assert!(p.take_event(&[9; 32]));
         p.begin_flush();
         p.flush_committed(3);
-        assert!(p.recent.contains(&[9; 32]) && !p.recent.contains(&[2; 32]));
-        assert_eq!(p.recent.len(), 3);
+        assert!(p.ids.contains(&[9; 32]) && !p.ids.contains(&[2; 32]));
+        assert_eq!(p.ids.committed(), 3);
     }
 
     #[test]
-    fn recent_ids_forget_the_oldest() {
-        let mut recent = RecentIds::default();
+    fn remembered_ids_forget_the_oldest_and_stay_before_the_batch() {
+        let mut ids = SeenIds::default();
         for i in 0..5_u8 {
-            recent.insert([i; 32], 3);
+            ids.remember(&[i; 32], 3);
         }
-        assert_eq!(recent.len(), 3);
-        assert!(!recent.contains(&[0; 32]) && !recent.contains(&[1; 32]));
-        assert!(recent.contains(&[4; 32]));
-        recent.insert([4; 32], 3);
-        assert_eq!(recent.len(), 3);
+        assert_eq!(ids.committed(), 3);
+        assert!(!ids.contains(&[0; 32]) && !ids.contains(&[1; 32]));
+        assert!(ids.contains(&[4; 32]));
+        ids.remember(&[4; 32], 3);
+        assert_eq!(ids.committed(), 3);
+        assert!(!ids.take(&[4; 32]), "remembered: a duplicate");
+        assert!(ids.take(&[7; 32]));
+        // One remembered while a batch exists goes before the batch's ids.
+        ids.remember(&[8; 32], 3);
+        assert_eq!((ids.committed(), ids.in_batch()), (3, 1));
+        assert!(!ids.contains(&[2; 32]), "the oldest committed id went");
+        ids.drop_uncommitted();
+        assert!(!ids.contains(&[7; 32]) && ids.contains(&[8; 32]));
+        assert_eq!(ids.committed(), 3);
+    }
+
+    #[test]
+    fn only_the_first_half_of_an_id_is_its_key() {
+        let mut a = [1; 32];
+        let b = a;
+        a[31] = 2;
+        assert_eq!(id_key(&a), id_key(&b));
+        let mut c = b;
+        c[15] = 2;
+        assert_ne!(id_key(&c), id_key(&b));
     }
 
     #[test]
@@ -450,33 +505,34 @@ mod tests {
         let mut p = PartitionState::starting_at(Some(10));
         assert!(!p.has_unflushed());
         p.next = Some(15);
-        assert!(p.take_event([1; 32]) && !p.take_event([1; 32]));
+        assert!(p.take_event(&[1; 32]) && !p.take_event(&[1; 32]));
         assert!(p.has_unflushed());
         p.begin_flush();
         assert_eq!((p.from, p.next), (Some(15), Some(15)));
         assert!(
-            !p.has_unflushed() && p.has_seen(&[1; 32]) && !p.take_event([1; 32]),
+            !p.has_unflushed() && p.ids.contains(&[1; 32]) && !p.take_event(&[1; 32]),
             "in flight, still a duplicate"
         );
         p.next = Some(17);
-        assert!(p.take_event([5; 32]));
+        assert!(p.take_event(&[5; 32]));
         p.flush_committed(10);
-        assert!(p.recent.contains(&[1; 32]) && p.flushing.is_none());
-        assert!(!p.take_event([1; 32]), "committed: a duplicate");
+        assert!(p.ids.contains(&[1; 32]) && p.flushing.is_none());
+        assert!(!p.take_event(&[1; 32]), "committed: a duplicate");
         assert!(
-            p.has_unflushed() && p.batch_ids.contains(&[5; 32]),
+            p.has_unflushed() && p.ids.in_batch() == 1 && p.ids.contains(&[5; 32]),
             "the next batch stays"
         );
         p.begin_flush();
         p.flush_committed(10);
         p.next = Some(20);
-        assert!(p.take_event([2; 32]));
+        assert!(p.take_event(&[2; 32]));
         p.begin_flush();
         p.next = Some(22);
+        assert!(p.take_event(&[3; 32]));
         assert!(p.restart_at(Some(15)), "a seek back");
         assert!(
-            p.flushing.is_none() && !p.has_seen(&[2; 32]),
-            "a failed flush is forgotten"
+            p.flushing.is_none() && !p.ids.contains(&[2; 32]) && !p.ids.contains(&[3; 32]),
+            "a failed flush and the batch after it are forgotten"
         );
         assert_eq!(
             (p.from, p.next, p.seek_pending),
@@ -485,6 +541,7 @@ mod tests {
         let mut fresh = PartitionState::starting_at(Some(3));
         assert!(!fresh.restart_at(Some(3)));
         assert_eq!(fresh.seek_pending, None, "already there: no seek");
-        assert!(p.batch_ids.is_empty() && p.recent.contains(&[1; 32]));
+        assert!(p.ids.in_batch() == 0 && p.ids.contains(&[1; 32]) && p.ids.contains(&[5; 32]));
+        assert_eq!(p.ids.committed(), 2);
     }
 }

@@ -887,7 +887,7 @@ impl<'a> Run<'a> {
             if offset < until {
                 // Committed before this compactor started: only its id is remembered.
                 if let Outcome::Row { id, .. } = &outcome {
-                    state.recent.insert(*id, self.compactor.config.dedup_window);
+                    state.ids.remember(id, self.compactor.config.dedup_window);
                 }
                 CompactorStats::add(&self.compactor.stats.records_replayed, 1);
                 return Taken::Dropped;
@@ -896,7 +896,7 @@ impl<'a> Run<'a> {
             info!(
                 topic,
                 partition,
-                remembered = state.recent.len(),
+                remembered = state.ids.committed(),
                 "ids of committed records remembered; consuming from the catalog's offset"
             );
         }
@@ -939,7 +939,7 @@ impl<'a> Run<'a> {
             return Taken::Dropped;
         };
         state.saw(commit_ts_us);
-        if !state.take_event(id) {
+        if !state.take_event(&id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
             return Taken::Dropped;
         }
