@@ -8,6 +8,7 @@
 //! cargo bench -p strata-compactor --bench throughput -- --events 200000 --partitions 4
 //! STRATA_BENCH_COMPRESSION=none cargo bench -p strata-compactor --bench throughput  # uncompressed topic
 //! STRATA_BENCH_FORMAT=avro cargo bench -p strata-compactor --bench throughput  # `[kafka] format = "avro"`
+//! STRATA_BENCH_COMPACTOR_RUNS=3 cargo bench -p strata-compactor --bench throughput  # median of 3
 //! ```
 //!
 //! 1. Not timed: N Debezium change events (the envelope strata's PostgreSQL capture writes:
@@ -17,7 +18,8 @@
 //!    and 5% deletes of random keys, keyed by `id` into P partitions of a fresh topic.
 //! 2. Timed: a `strata_compactor::Compactor` with default settings but a 1 s flush deadline
 //!    (fresh group, fresh local-directory catalog) from its start until the catalog's
-//!    consumed offsets reach the end of every partition.
+//!    consumed offsets reach the end of every partition. `STRATA_BENCH_COMPACTOR_RUNS` (1)
+//!    times it that many times over the same topic; the ratio is taken with the median run.
 //! 3. Timed, single-threaded, one step at a time, over the same events cut into the same
 //!    segments (row counts of the compactor's segments, in order): Kafka fetch only (no
 //!    decode); JSON decode into segment rows (cells, event id, key); `SegmentBuilder` appends
@@ -95,6 +97,15 @@ fn args() -> Args {
     }
     assert!(args.events > 0 && args.partitions > 0, "sizes must be > 0");
     args
+}
+
+/// How many times the compactor is timed (`STRATA_BENCH_COMPACTOR_RUNS`, at least 1).
+fn compactor_runs() -> usize {
+    std::env::var("STRATA_BENCH_COMPACTOR_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_usize)
+        .max(1)
 }
 
 fn brokers() -> String {
@@ -782,12 +793,21 @@ async fn main() {
     std::fs::create_dir_all(&catalog_dir).expect("mkdir");
     std::fs::create_dir_all(&raw_dir).expect("mkdir");
 
-    eprintln!("compactor ...");
-    let c = run_compactor(&w, &ends, &catalog_dir).await;
-    assert_eq!(
-        c.rows, w.n as u64,
-        "the catalog holds every event exactly once"
-    );
+    let mut runs = Vec::new();
+    for i in 0..compactor_runs() {
+        eprintln!("compactor ...");
+        let dir = catalog_dir.join(i.to_string());
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let c = run_compactor(&w, &ends, &dir).await;
+        assert_eq!(
+            c.rows, w.n as u64,
+            "the catalog holds every event exactly once"
+        );
+        runs.push(c);
+    }
+    let mut by_time: Vec<&CompactorRun> = runs.iter().collect();
+    by_time.sort_by(|a, b| a.part.seconds.total_cmp(&b.part.seconds));
+    let c = by_time[by_time.len() / 2];
     eprintln!("fetch only ...");
     let fetch = fetch_only(&w, &ends).await;
     eprintln!("decode / arrow / raw write ...");
@@ -819,17 +839,19 @@ async fn main() {
         compression(),
         format()
     );
-    println!(
-        "compactor: {} segments in {} commits, first record consumed at {:.2} s, all {} at {:.2} s \
-         (steady {} events/s), last commit seen at {:.2} s",
-        c.segments.len(),
-        c.commits,
-        c.first_at,
-        w.n,
-        c.consumed_at,
-        rate(n, c.consumed_at - c.first_at),
-        c.part.seconds
-    );
+    for c in &runs {
+        println!(
+            "compactor: {} segments in {} commits, first record consumed at {:.2} s, all {} at {:.2} s \
+             (steady {} events/s), last commit seen at {:.2} s",
+            c.segments.len(),
+            c.commits,
+            c.first_at,
+            w.n,
+            c.consumed_at,
+            rate(n, c.consumed_at - c.first_at),
+            c.part.seconds
+        );
+    }
     println!();
     println!(
         "| path | events | seconds | events/s | MB/s ({} in) | MB/s (Parquet out) | peak RSS MiB | CPU s |",
@@ -848,7 +870,14 @@ async fn main() {
             p.cpu
         );
     };
-    row("compactor (Kafka -> catalog)", &c.part, c.parquet_bytes);
+    for (i, run) in runs.iter().enumerate() {
+        let name = if runs.len() == 1 {
+            "compactor (Kafka -> catalog)".to_owned()
+        } else {
+            format!("compactor (Kafka -> catalog), run {}/{}", i + 1, runs.len())
+        };
+        row(&name, &run.part, run.parquet_bytes);
+    }
     row(
         "raw arrow-rs Parquet+zstd write (encode_segment, one thread, + put)",
         &s.write,
@@ -856,8 +885,13 @@ async fn main() {
     );
     println!();
     println!(
-        "compactor vs raw write: {:.2}x",
-        s.write.seconds / c.part.seconds
+        "compactor vs raw write: {:.2}x{}",
+        s.write.seconds / c.part.seconds,
+        if runs.len() == 1 {
+            String::new()
+        } else {
+            format!(" (the median of {} compactor runs)", runs.len())
+        }
     );
     println!(
         "(the compactor encodes a row group's columns on {} threads; the same write so: {:.2} s, \
