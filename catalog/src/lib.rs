@@ -91,6 +91,7 @@ pub mod avro;
 pub mod error;
 pub mod event;
 pub mod log;
+mod parallel;
 pub mod rows;
 pub mod schema;
 pub mod table;

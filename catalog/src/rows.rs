@@ -30,7 +30,7 @@ use arrow::array::{
     Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder, UInt32Array, UInt64Array,
 };
-use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::compute::{interleave, take};
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use serde_json::Value;
 
@@ -570,14 +570,16 @@ impl SegmentBuilder {
     /// The batch sorted by (`_key`, `_commit_pos`, `_seq`), as segments are stored, and what
     /// it spans; retracted rows are left out. `None` without rows.
     pub fn finish_sorted(self) -> Result<Option<(RecordBatch, SegmentSpan)>, SchemaError> {
-        Self::finish_sorted_many(vec![self])
+        Self::finish_sorted_many(vec![self], 1)
     }
 
     /// The rows of several builders of one schema (built side by side, e.g. one per thread)
     /// as one segment batch: sorted by (`_key`, `_commit_pos`, `_seq`), retracted rows left
-    /// out. `None` without rows; an error if the builders' schemas differ.
+    /// out. `None` without rows; an error if the builders' schemas differ. The sorted columns
+    /// are gathered on up to `threads` threads.
     pub fn finish_sorted_many(
         builders: Vec<SegmentBuilder>,
+        threads: usize,
     ) -> Result<Option<(RecordBatch, SegmentSpan)>, SchemaError> {
         if let Some(first) = builders.first()
             && let Some(other) = builders
@@ -631,7 +633,10 @@ impl SegmentBuilder {
             [(batch, None)] => {
                 let order = sort_order(&[(batch, None)])?;
                 let indices: UInt32Array = order.into_iter().map(|(_, row)| row as u32).collect();
-                take_record_batch(batch, &indices).map_err(arrow_err)?
+                let columns = crate::parallel::map_indices(batch.num_columns(), threads, |i| {
+                    take(batch.column(i), &indices, None)
+                });
+                gathered(batch.schema(), columns).map_err(arrow_err)?
             }
             _ => {
                 let refs: Vec<(&RecordBatch, Option<&[bool]>)> = parts
@@ -639,8 +644,15 @@ impl SegmentBuilder {
                     .map(|(batch, keep)| (batch, keep.as_deref()))
                     .collect();
                 let order = sort_order(&refs)?;
-                let batches: Vec<&RecordBatch> = parts.iter().map(|(batch, _)| batch).collect();
-                interleave_record_batch(&batches, &order).map_err(arrow_err)?
+                let schema = parts[0].0.schema();
+                let columns = crate::parallel::map_indices(schema.fields().len(), threads, |i| {
+                    let sources: Vec<&dyn arrow::array::Array> = parts
+                        .iter()
+                        .map(|(batch, _)| batch.column(i).as_ref())
+                        .collect();
+                    interleave(&sources, &order)
+                });
+                gathered(schema, columns).map_err(arrow_err)?
             }
         };
         let key_at = |row: usize| {
@@ -654,6 +666,14 @@ impl SegmentBuilder {
         span.max_key = key_at(span.rows - 1);
         Ok(Some((sorted, span)))
     }
+}
+
+/// A batch of `schema` from its gathered columns.
+fn gathered(
+    schema: SchemaRef,
+    columns: Vec<Result<ArrayRef, arrow::error::ArrowError>>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    RecordBatch::try_new(schema, columns.into_iter().collect::<Result<_, _>>()?)
 }
 
 /// The order of the kept rows of segment batches by (`_key`, `_commit_pos`, `_seq`), ties by

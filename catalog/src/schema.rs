@@ -681,10 +681,9 @@ pub fn encode_segment_parallel(
     threads: usize,
 ) -> Result<Vec<u8>, parquet::errors::ParquetError> {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
+    use parquet::arrow::arrow_writer::compute_leaves;
     use parquet::errors::ParquetError;
 
     if threads <= 1 || row_group_rows == 0 {
@@ -717,31 +716,16 @@ pub fn encode_segment_parallel(
             .zip(leaves)
             .map(|job| Mutex::new(Some(job)))
             .collect();
-        let chunks: Vec<Mutex<Option<Result<ArrowColumnChunk, ParquetError>>>> =
-            jobs.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.min(jobs.len()) {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { break };
-                        let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        if let Some((mut writer, leaf)) = taken {
-                            let chunk = writer.write(&leaf).and_then(|()| writer.close());
-                            *chunks[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(chunk);
-                        }
-                    }
-                });
-            }
+        let chunks = crate::parallel::map_indices(jobs.len(), threads, |i| {
+            let taken = jobs[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+            let (mut writer, leaf) =
+                taken.ok_or_else(|| ParquetError::General("a column was encoded twice".into()))?;
+            writer.write(&leaf)?;
+            writer.close()
         });
         let mut group = file.next_row_group()?;
         for chunk in chunks {
-            let chunk = chunk
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .ok_or_else(|| ParquetError::General("a column was not encoded".into()))??;
-            chunk.append_to_row_group(&mut group)?;
+            chunk?.append_to_row_group(&mut group)?;
         }
         group.close()?;
         start += len;

@@ -46,7 +46,7 @@ pub(crate) fn encode(
         table: schema.table.to_string(),
         reason,
     };
-    let (batch, span) = SegmentBuilder::finish_sorted_many(group.builders)
+    let (batch, span) = SegmentBuilder::finish_sorted_many(group.builders, threads)
         .map_err(|e| fail(e.to_string()))?
         .ok_or_else(|| fail("no events".into()))?;
     let bytes = encode_segment_parallel(&batch, zstd_level, row_group_rows, threads)

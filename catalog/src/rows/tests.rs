@@ -195,8 +195,8 @@ fn contents(batch: &RecordBatch) -> Vec<(i64, u64, u64, Option<String>)> {
         .collect()
 }
 
-#[test]
-fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
+/// Rows dealt to three builders, some retracted, finished with `threads` threads.
+fn side_by_side_builders_finish_sorted(threads: usize) {
     // Rows dealt to three builders; some retracted after they were appended.
     let all: Vec<(i64, u64, u64)> = (0..90_u64)
         .map(|i| ([5_i64, -2, 40, 7][(i % 4) as usize], (i * 31) % 53, i))
@@ -235,7 +235,7 @@ fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
         "seq 0 is retracted: the earliest kept is seq 1"
     );
 
-    let (batch, span) = SegmentBuilder::finish_sorted_many(builders)
+    let (batch, span) = SegmentBuilder::finish_sorted_many(builders, threads)
         .unwrap()
         .unwrap();
     assert_eq!(contents(&batch), expected);
@@ -243,13 +243,20 @@ fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
     assert_eq!((span.min_commit_ts, span.max_commit_ts), (1_001, 1_089));
     assert_eq!(span.min_key, key(expected[0].0));
     assert_eq!(span.max_key, key(expected[expected.len() - 1].0));
+}
+
+#[test]
+fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
+    for threads in [1, 3] {
+        side_by_side_builders_finish_sorted(threads);
+    }
 
     // All retracted: no segment.
     let mut b = SegmentBuilder::new(schema()).unwrap();
     b.push(row(1, 1, 1, None)).unwrap();
     b.retract(0);
     assert!(
-        SegmentBuilder::finish_sorted_many(vec![b, SegmentBuilder::new(schema()).unwrap()])
+        SegmentBuilder::finish_sorted_many(vec![b, SegmentBuilder::new(schema()).unwrap()], 2)
             .unwrap()
             .is_none()
     );
@@ -262,10 +269,13 @@ fn builders_side_by_side_finish_as_one_segment_without_their_retracted_rows() {
         optional: true,
         key: false,
     });
-    let err = SegmentBuilder::finish_sorted_many(vec![
-        SegmentBuilder::new(schema()).unwrap(),
-        SegmentBuilder::new(Arc::new(wide)).unwrap(),
-    ])
+    let err = SegmentBuilder::finish_sorted_many(
+        vec![
+            SegmentBuilder::new(schema()).unwrap(),
+            SegmentBuilder::new(Arc::new(wide)).unwrap(),
+        ],
+        2,
+    )
     .unwrap_err();
     assert!(err.to_string().contains("two schemas"), "{err}");
 }
