@@ -269,12 +269,19 @@ pub(crate) struct IdHasher {
     buf: Vec<u8>,
 }
 
+thread_local! {
+    /// The buffer of the last id hashed on this thread, for the next one (a decoder hashes an
+    /// id per record: no allocation each time).
+    static ID_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl IdHasher {
     /// Starts with the table, the operation and the key.
     pub(crate) fn new(table: &TableId, op: Operation, key: &Row) -> Self {
-        let mut id = Self {
-            buf: Vec::with_capacity(512),
-        };
+        let mut buf = ID_BUFFER.take();
+        buf.clear();
+        buf.reserve(512);
+        let mut id = Self { buf };
         id.put(b"strata.event.v1");
         id.put(table.source.as_bytes());
         id.put(table.namespace.as_bytes());
@@ -315,7 +322,9 @@ impl IdHasher {
         self.put(&commit_ts_us.to_le_bytes());
         self.put(&position.commit.to_le_bytes());
         self.put(&position.seq.to_le_bytes());
-        *blake3::hash(&self.buf).as_bytes()
+        let id = *blake3::hash(&self.buf).as_bytes();
+        ID_BUFFER.set(std::mem::take(&mut self.buf));
+        id
     }
 }
 
