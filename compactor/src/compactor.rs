@@ -214,6 +214,8 @@ impl Compactor {
             row_bytes: 0,
             drained: false,
             in_flight: None,
+            pending: None,
+            prefetched: None,
             next_idle_watermarks: None,
             missing_schemas: HashMap::default(),
             resets: 0,
@@ -221,25 +223,38 @@ impl Compactor {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                _ = tick.tick() => {}
-                received = consumer.recv() => match received {
-                    Ok(message) => {
-                        // And whatever else is already waiting, up to a chunk.
-                        let mut messages = vec![message];
-                        run.receive(&mut messages);
-                        // Rebalance notes first: they say which partitions are ours and from where.
-                        // A partition rewound to the catalog's offset from here on (by these
-                        // notes or by a failed flush below) drops the rest of its records in
-                        // this chunk: they were fetched before its seek and come again.
-                        let resets = run.resets;
-                        run.apply_rebalance_notes().await?;
-                        run.consume(&messages, resets).await?;
+            // A chunk received while the last one decoded goes first; else the next record.
+            let received = match run.prefetched.take() {
+                Some(prefetched) if !cancel.is_cancelled() => Some(prefetched),
+                Some(_) => break,
+                None => tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    _ = tick.tick() => {
+                        run.take_pending().await?;
+                        None
                     }
-                    Err(e) => warn!(error = %e, "kafka consumer error"),
+                    received = consumer.recv() => match received {
+                        Ok(message) => {
+                            // And whatever else is already waiting, up to a chunk.
+                            let mut messages = vec![message];
+                            run.receive(&mut messages);
+                            Some((messages, run.resets))
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "kafka consumer error");
+                            None
+                        }
+                    },
                 },
+            };
+            if let Some((messages, resets)) = received {
+                // Rebalance notes first: they say which partitions are ours and from where.
+                // A partition rewound to the catalog's offset after the chunk was received (by
+                // these notes or by a failed flush) drops the chunk's records of it: they were
+                // fetched before its seek and come again.
+                run.apply_rebalance_notes().await?;
+                run.consume(messages, resets).await?;
             }
             run.apply_rebalance_notes().await?;
             run.retry_seeks();
@@ -252,6 +267,12 @@ impl Compactor {
                 run.flush().await?;
             }
             run.advance_idle_watermarks();
+            // The loop seldom waits while records keep coming, so it lets the runtime run
+            // other tasks here: a flush task it just spawned sits in this worker's own slot,
+            // which other workers do not steal from, and would not start until the loop
+            // waited (measured: up to a second later, the encoding then serialised with
+            // the decoding).
+            tokio::task::yield_now().await;
         }
         // A flush in flight is let finish: it commits, or it leaves nothing behind.
         if let Some(in_flight) = run.in_flight.take() {
@@ -434,9 +455,27 @@ struct Run<'a> {
     avro: AvroSchemas,
     /// The flush being written and committed, if any.
     in_flight: Option<InFlight>,
+    /// A chunk decoded (its rows appended) but not taken yet: it is taken while the next one
+    /// decodes ([`Run::consume`]), and before anything that flushes or drops the batch.
+    pending: Option<Pending<'a>>,
+    /// Records received while the last chunk decoded, not decoded yet, with the reset count
+    /// when they were received.
+    prefetched: Option<(Vec<BorrowedMessage<'a>>, u64)>,
     /// How many times the partitions were rewound to the catalog's offsets ([`Run::reset`]).
     resets: u64,
 }
+
+/// A chunk of records decoded but not taken yet.
+struct Pending<'a> {
+    messages: Vec<BorrowedMessage<'a>>,
+    outcomes: Vec<Outcome>,
+    /// The reset count when the records were received (see [`Run::take`]).
+    resets: u64,
+}
+
+/// What is left to do for a record taken but not kept (see [`Run::settle`]): its index in
+/// its chunk, where its row went, how it was taken.
+type Unsettled = (usize, Option<RowAt>, Taken);
 
 /// A flush whose task is running.
 struct InFlight {
@@ -603,6 +642,9 @@ impl<'a> Run<'a> {
         if notes.is_empty() {
             return Ok(());
         }
+        // The chunk decoded before these notes is taken under the assignment it was
+        // fetched under.
+        self.take_pending().await?;
         let mut must_reset = false;
         for note in notes {
             match note {
@@ -640,6 +682,9 @@ impl<'a> Run<'a> {
     /// Refreshes the catalog, drops the batch, and restarts every partition at the
     /// catalog's offset.
     async fn reset(&mut self) -> Result<()> {
+        // Its rows are in the decoders, which are cleared below: taken first, its records
+        // move the partitions' offsets, so that the seeks below fetch them again.
+        self.take_pending().await?;
         self.resets += 1;
         // A flush in flight may still land; its outcome must be in the catalog we reload.
         if let Some(in_flight) = self.in_flight.take() {
@@ -756,13 +801,19 @@ impl<'a> Run<'a> {
 
     /// The most records to take into the next chunk. The whole chunk goes into the batch
     /// before the loop can flush, so a chunk is cut to about the rows that still fit under
-    /// `max_segment_bytes` and `max_batch_bytes` (by the size of the rows so far).
-    fn chunk_limit(&mut self) -> usize {
+    /// `max_segment_bytes` and `max_batch_bytes` (by the size of the rows so far), less
+    /// `decoding` records on their way in.
+    fn chunk_limit(&mut self, decoding: usize) -> usize {
         if let Some(bytes) = self.decoders.row_bytes() {
             self.row_bytes = bytes.max(1);
         }
         if self.row_bytes == 0 {
-            return FIRST_CHUNK_RECORDS;
+            // Nothing to size the chunk by yet: one small chunk to learn from.
+            return if decoding == 0 {
+                FIRST_CHUNK_RECORDS
+            } else {
+                0
+            };
         }
         let config = self.config();
         let room = self
@@ -770,6 +821,7 @@ impl<'a> Run<'a> {
             .room(config.max_segment_bytes, config.max_batch_bytes);
         usize::try_from(room / self.row_bytes + 1)
             .unwrap_or(usize::MAX)
+            .saturating_sub(decoding)
             .min(CHUNK_RECORDS)
     }
 
@@ -779,7 +831,16 @@ impl<'a> Run<'a> {
     where
         'a: 'c,
     {
-        let limit = self.chunk_limit();
+        let limit = self.chunk_limit(0);
+        self.receive_up_to(messages, limit);
+    }
+
+    /// Adds to `messages` whatever else the consumer has fetched, up to `limit` records;
+    /// notes whether that drained its queue. Does not touch the decoders.
+    fn receive_up_to<'c>(&mut self, messages: &mut Vec<BorrowedMessage<'c>>, limit: usize)
+    where
+        'a: 'c,
+    {
         self.drained = false;
         while messages.len() < limit {
             match self.consumer.recv().now_or_never() {
@@ -796,18 +857,62 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Decodes a chunk of records on the decode threads, then takes them in order.
+    /// Decodes a chunk of records on the decode threads while the loop takes the pending
+    /// chunk, if any, and receives the next one. If there is a next one, the chunk is then
+    /// pending itself (the next one's decoding hides its taking), and the next one is
+    /// `prefetched`; else the chunk is taken at once.
     /// `resets` is the reset count when `messages` were received (see [`Run::take`]).
-    async fn consume(&mut self, messages: &[BorrowedMessage<'_>], resets: u64) -> Result<()> {
+    async fn consume(&mut self, messages: Vec<BorrowedMessage<'a>>, resets: u64) -> Result<()> {
         let first = self.arrivals;
         self.arrivals += messages.len() as u64;
-        let records = raw_records(messages);
-        let mut outcomes = self.decoders.decode_all(&records, first);
+        let records = raw_records(&messages);
+        // The next chunk is cut to what still fits once this one is in.
+        let next_limit = self.chunk_limit(messages.len());
+        let (previous_messages, previous) = match self.pending.take() {
+            Some(p) => (p.messages, Some((p.outcomes, p.resets))),
+            None => (Vec::new(), None),
+        };
+        let previous_records = raw_records(&previous_messages);
+        // The decoders are lent to the decode threads; taking and receiving do not touch them.
+        let mut decoders = std::mem::take(&mut self.decoders);
+        let (mut outcomes, (unsettled, next)) = decoders.decode_beside(&records, first, || {
+            let unsettled = match previous {
+                Some((outcomes, resets)) => self.take_all(&previous_records, outcomes, resets),
+                None => Vec::new(),
+            };
+            let mut next = Vec::new();
+            if next_limit > 0 {
+                self.receive_up_to(&mut next, next_limit);
+            }
+            (unsettled, next)
+        });
+        self.decoders = decoders;
+        self.settle_all(&previous_records, unsettled).await?;
         self.learn_schemas(&records, first, &mut outcomes).await?;
         for (topic, table) in self.decoders.take_topic_tables() {
             self.topic_tables.entry(topic).or_default().insert(table);
         }
-        self.take_chunk(&records, outcomes, resets).await
+        if next.is_empty() {
+            return self.take_chunk(&records, outcomes, resets).await;
+        }
+        drop(records);
+        self.pending = Some(Pending {
+            messages,
+            outcomes,
+            resets,
+        });
+        self.prefetched = Some((next, self.resets));
+        Ok(())
+    }
+
+    /// Takes the pending chunk, if any.
+    async fn take_pending(&mut self) -> Result<()> {
+        if let Some(pending) = self.pending.take() {
+            let records = raw_records(&pending.messages);
+            self.take_chunk(&records, pending.outcomes, pending.resets)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Takes a decoded chunk of records, in order (see [`Run::take`]).
@@ -817,10 +922,39 @@ impl<'a> Run<'a> {
         outcomes: Vec<Outcome>,
         resets: u64,
     ) -> Result<()> {
-        for (record, outcome) in records.iter().zip(outcomes) {
+        let unsettled = self.take_all(records, outcomes, resets);
+        self.settle_all(records, unsettled).await
+    }
+
+    /// Takes a decoded chunk, in order, without touching the decoders; returns what is left
+    /// to do for the records not kept, for [`Run::settle_all`].
+    fn take_all(
+        &mut self,
+        records: &[RawRecord<'_>],
+        outcomes: Vec<Outcome>,
+        resets: u64,
+    ) -> Vec<Unsettled> {
+        let mut unsettled = Vec::new();
+        for (i, (record, outcome)) in records.iter().zip(outcomes).enumerate() {
             let at = outcome.row_at();
-            let taken = self.take(record, outcome, resets);
-            self.settle(record, at, taken).await?;
+            match self.take(record, outcome, resets) {
+                Taken::Kept => {}
+                taken => unsettled.push((i, at, taken)),
+            }
+        }
+        unsettled
+    }
+
+    /// Settles the records of a chunk not kept (see [`Run::settle`]), in order.
+    async fn settle_all(
+        &mut self,
+        records: &[RawRecord<'_>],
+        unsettled: Vec<Unsettled>,
+    ) -> Result<()> {
+        for (i, at, taken) in unsettled {
+            if let Some(record) = records.get(i) {
+                self.settle(record, at, taken).await?;
+            }
         }
         Ok(())
     }
@@ -1000,6 +1134,7 @@ impl<'a> Run<'a> {
     /// flight; its outcome is taken by [`Run::finish_flush`].
     #[instrument(skip_all, fields(records = self.batch.records, rows = self.decoders.appended_rows()))]
     async fn flush(&mut self) -> Result<()> {
+        self.take_pending().await?;
         self.deadline = None;
         if self.batch.is_empty() {
             // No record was taken: every row appended was retracted (replayed records).

@@ -160,8 +160,9 @@ impl Decoder {
 }
 
 /// Decoders, one per thread, and the threads they run on (kept for the compactor's life:
-/// a chunk is a few milliseconds of work, too little to start threads for).
-#[derive(Debug)]
+/// a chunk is a few milliseconds of work, too little to start threads for). The default
+/// pool has neither.
+#[derive(Debug, Default)]
 pub(crate) struct DecodePool {
     decoders: Vec<Decoder>,
     /// None with one thread: chunks decode on the caller's thread.
@@ -260,15 +261,41 @@ impl DecodePool {
 
     /// Decodes `records`, in their order, side by side on the decode threads;
     /// `first_arrival` numbers the first record in the consumer's order.
+    #[cfg(test)]
     pub(crate) fn decode_all(
         &mut self,
         records: &[RawRecord<'_>],
         first_arrival: u64,
     ) -> Vec<Outcome> {
+        self.decode_beside(records, first_arrival, || ()).0
+    }
+
+    /// Decodes `records`, in their order, side by side on the decode threads, while `beside`
+    /// runs on the caller's thread (one after the other without decode threads);
+    /// `first_arrival` numbers the first record in the consumer's order. `beside` must not
+    /// touch the decoders: it is how the loop takes one chunk while the next decodes.
+    pub(crate) fn decode_beside<R>(
+        &mut self,
+        records: &[RawRecord<'_>],
+        first_arrival: u64,
+        beside: impl FnOnce() -> R,
+    ) -> (Vec<Outcome>, R) {
         let decoders = &mut self.decoders;
         match &self.pool {
-            Some(pool) => pool.install(|| decode_slices(decoders, records, first_arrival)),
-            None => decode_slices(decoders, records, first_arrival),
+            Some(pool) => {
+                let mut outcomes = Vec::new();
+                let besides = pool.in_place_scope(|scope| {
+                    scope.spawn(|_| {
+                        outcomes = decode_slices(decoders, records, first_arrival);
+                    });
+                    beside()
+                });
+                (outcomes, besides)
+            }
+            None => {
+                let besides = beside();
+                (decode_slices(decoders, records, first_arrival), besides)
+            }
         }
     }
 }
