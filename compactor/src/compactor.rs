@@ -59,6 +59,9 @@ const REFRESH_ATTEMPTS: u32 = 5;
 const MISSING_SCHEMA_MEMORY: Duration = Duration::from_secs(60);
 /// The most records taken from the consumer's queue at once, to decode side by side.
 const CHUNK_RECORDS: usize = 2048;
+/// How long no record must have come before the tail of a backlog is flushed at once (see
+/// [`Run::caught_up`]); in a backlog the consumer's queue runs dry for shorter moments.
+const TAIL_IDLE: Duration = Duration::from_millis(50);
 /// The most records in a chunk before the compactor knows how large its rows are.
 const FIRST_CHUNK_RECORDS: usize = 64;
 
@@ -213,6 +216,8 @@ impl Compactor {
             arrivals: 0,
             row_bytes: 0,
             drained: false,
+            filling: false,
+            last_received: Instant::now(),
             in_flight: None,
             pending: None,
             prefetched: None,
@@ -263,8 +268,10 @@ impl Compactor {
                 run.finish_flush().await?;
             }
             let due = run.deadline.is_some_and(|d| Instant::now() >= d);
-            if due || run.over_size() || run.caught_up() {
+            let over_size = run.over_size();
+            if due || over_size || run.caught_up() {
                 run.flush().await?;
+                run.filling = over_size;
             }
             run.advance_idle_watermarks();
             // The loop seldom waits while records keep coming, so it lets the runtime run
@@ -447,6 +454,11 @@ struct Run<'a> {
     row_bytes: u64,
     /// The last chunk took every record the consumer had fetched.
     drained: bool,
+    /// The last flush was for size: records came faster than `flush_interval` lets a batch
+    /// grow (a backlog, a burst or a busy stream).
+    filling: bool,
+    /// When the last chunk was received.
+    last_received: Instant,
     /// Writer schemas the schema topic did not hold, and when that was found.
     missing_schemas: HashMap<u64, Instant, FastHash>,
     /// When [`Run::advance_idle_watermarks`] may look next.
@@ -792,11 +804,14 @@ impl<'a> Run<'a> {
     }
 
     /// True when every record fetched was read (see `drained`) and the batch is big enough
-    /// to flush without waiting for its deadline (`caught_up_flush_bytes`).
+    /// to flush without waiting for its deadline (`caught_up_flush_bytes`), or is what is
+    /// left of a backlog or burst: the last flush was for size, and no record has come for
+    /// [`TAIL_IDLE`]. Those records are late already; waiting would only make them later.
     fn caught_up(&self) -> bool {
         self.drained
             && !self.batch.is_empty()
-            && self.decoders.bytes() >= self.config().caught_up_flush_bytes
+            && (self.decoders.bytes() >= self.config().caught_up_flush_bytes
+                || (self.filling && self.last_received.elapsed() >= TAIL_IDLE))
     }
 
     /// The most records to take into the next chunk. The whole chunk goes into the batch
@@ -865,6 +880,7 @@ impl<'a> Run<'a> {
     async fn consume(&mut self, messages: Vec<BorrowedMessage<'a>>, resets: u64) -> Result<()> {
         let first = self.arrivals;
         self.arrivals += messages.len() as u64;
+        self.last_received = Instant::now();
         let records = raw_records(&messages);
         // The next chunk is cut to what still fits once this one is in.
         let next_limit = self.chunk_limit(messages.len());

@@ -53,7 +53,9 @@ pub struct CompactorConfig {
     /// Flush at once, without waiting for `flush_interval`, when the compactor has read every
     /// record there is (its fetch queue ran dry) and the batch holds at least this many bytes
     /// (counted like `max_segment_bytes`): waiting would not make the segments much larger,
-    /// only later. 0: whenever caught up. Default 8 MiB.
+    /// only later. 0: whenever caught up. Default 8 MiB. What is left of a backlog or a
+    /// burst (the last flush was for size, and no record came for 50 ms) is flushed whatever
+    /// its size: its records are late already.
     pub caught_up_flush_bytes: u64,
     /// Event ids remembered per partition after they are committed, to drop late copies
     /// (replica copies, resends). A compactor that takes a partition first re-reads up to this

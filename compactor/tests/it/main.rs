@@ -333,6 +333,30 @@ async fn a_caught_up_compactor_flushes_without_waiting_for_its_deadline() {
     check_rows(&read_segments(&store, &root, &state).await, &s.expected);
 }
 
+/// What is left of a backlog after its last full segment is committed as soon as the
+/// compactor has read it, however small and however long `flush_interval`: those records are
+/// late already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_of_a_backlog_is_flushed_once_read() {
+    let (_dir, store, root, topic, s) = local_topic(2_000).await;
+    let group = unique("g");
+    let mut config = test_config(&group, &topic);
+    // Segments of 64 KiB: the backlog flushes for size a few times, then leaves a tail.
+    config.max_segment_bytes = 64 * 1024;
+    config.flush_interval = Duration::from_secs(3600);
+    config.caught_up_flush_bytes = 64 * 1024 * 1024;
+    let running = start(config, Arc::clone(&store), &root).await;
+    // Panics if the offsets are not all committed within 90 s.
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    let stats = running.stats.snapshot();
+    running.stop().await;
+    assert!(
+        stats.commits >= 2,
+        "flushes for size, then the tail: {stats:?}"
+    );
+    check_rows(&read_segments(&store, &root, &state).await, &s.expected);
+}
+
 /// A copy of an event committed before a restart (a capture that resent its tail, a replica
 /// that reported late) is dropped by the restarted compactor too: on taking a partition it
 /// re-reads the records before the catalog's offset to remember their ids.
