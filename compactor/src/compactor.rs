@@ -270,8 +270,9 @@ impl Compactor {
             let due = run.deadline.is_some_and(|d| Instant::now() >= d);
             let over_size = run.over_size();
             if due || over_size || run.caught_up() {
+                let large = over_size || run.large_batch();
                 run.flush().await?;
-                run.filling = over_size;
+                run.filling = large;
             }
             run.advance_idle_watermarks();
             // The loop seldom waits while records keep coming, so it lets the runtime run
@@ -454,8 +455,8 @@ struct Run<'a> {
     row_bytes: u64,
     /// The last chunk took every record the consumer had fetched.
     drained: bool,
-    /// The last flush was for size: records came faster than `flush_interval` lets a batch
-    /// grow (a backlog, a burst or a busy stream).
+    /// The last flush was of a large batch (for size, or of `caught_up_flush_bytes` or more):
+    /// records come in quickly (a backlog, a burst or a busy stream).
     filling: bool,
     /// When the last chunk was received.
     last_received: Instant,
@@ -804,14 +805,19 @@ impl<'a> Run<'a> {
     }
 
     /// True when every record fetched was read (see `drained`) and the batch is big enough
-    /// to flush without waiting for its deadline (`caught_up_flush_bytes`), or is what is
-    /// left of a backlog or burst: the last flush was for size, and no record has come for
-    /// [`TAIL_IDLE`]. Those records are late already; waiting would only make them later.
+    /// to flush without waiting for its deadline (see [`Run::large_batch`]), or is what is
+    /// left of a backlog or burst: the last flush was of a large batch, and no record has
+    /// come for [`TAIL_IDLE`]. Those records are late already; waiting would only make them
+    /// later.
     fn caught_up(&self) -> bool {
         self.drained
             && !self.batch.is_empty()
-            && (self.decoders.bytes() >= self.config().caught_up_flush_bytes
-                || (self.filling && self.last_received.elapsed() >= TAIL_IDLE))
+            && (self.large_batch() || (self.filling && self.last_received.elapsed() >= TAIL_IDLE))
+    }
+
+    /// The batch holds `caught_up_flush_bytes` or more.
+    fn large_batch(&self) -> bool {
+        self.decoders.bytes() >= self.config().caught_up_flush_bytes
     }
 
     /// The most records to take into the next chunk. The whole chunk goes into the batch

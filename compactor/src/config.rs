@@ -54,8 +54,8 @@ pub struct CompactorConfig {
     /// record there is (its fetch queue ran dry) and the batch holds at least this many bytes
     /// (counted like `max_segment_bytes`): waiting would not make the segments much larger,
     /// only later. 0: whenever caught up. Default 8 MiB. What is left of a backlog or a
-    /// burst (the last flush was for size, and no record came for 50 ms) is flushed whatever
-    /// its size: its records are late already.
+    /// burst (the last flush was of a batch this large or of `max_segment_bytes`, and no
+    /// record came for 50 ms) is flushed whatever its size: its records are late already.
     pub caught_up_flush_bytes: u64,
     /// Event ids remembered per partition after they are committed, to drop late copies
     /// (replica copies, resends). A compactor that takes a partition first re-reads up to this
