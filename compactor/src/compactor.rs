@@ -4,11 +4,11 @@
 //!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets); reading
 //!        │                starts up to dedup_window records earlier, only to remember their ids
 //!  recv a chunk of records ──► decode, append rows to the threads' Arrow builders (threads)
-//!        │                          │ ──► in order: offsets, dedup (partition's recent ids +
-//!        │                          │      ids in the flush in flight + batch ids); rows not
-//!        │                          │      taken (duplicates, replays) are retracted
-//!        │                          └─ bad input: raw bytes to _quarantine/, Quarantine action
-//!  size (checked per chunk) or time ──► (previous flush finished) ──► flush task, while the
+//!        │    (the loop meanwhile  │ ──► in order: offsets, dedup (one id set per partition:
+//!        │    takes the previous   │      committed, in the flush in flight, in the batch);
+//!        │    chunk and receives   │      rows not taken (duplicates, replays) are retracted
+//!        │    the next one)        └─ bad input: raw bytes to _quarantine/, Quarantine action
+//!  size (checked per chunk), time, or caught up ──► (previous flush finished) ──► flush task, while the
 //!                    loop consumes on: merge the threads' builders per table and schema,
 //!                    sort, write segments ──► ONE catalog commit:
 //!                    AddSegment* SetSchema* ConsumeOffsets* Quarantine* SetWatermark*
