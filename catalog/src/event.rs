@@ -517,9 +517,12 @@ pub struct SchemaCache {
     len: usize,
     /// Avro writer schemas: the consumer's shared ones, and those this cache used.
     avro: AvroSchemas,
-    avro_used: HashMap<u64, Arc<avro::AvroSchema>>,
-    /// Per Avro value schema, the columns its last record had (its next record's likely ones).
-    avro_columns: HashMap<u64, Arc<DerivedColumns>>,
+    /// Keyed by fingerprint (already uniform: not hashed again). Each cache compiles its own
+    /// copy: decoding threads sharing one `Arc` would contend on its count for every record.
+    avro_used: HashMap<u64, Arc<avro::AvroSchema>, DigestHasher>,
+    /// Per Avro value schema, the columns its last record had (its next record's likely ones)
+    /// and whether its images' fields are those columns in order.
+    avro_columns: HashMap<u64, (Arc<DerivedColumns>, bool), DigestHasher>,
     /// Scratch for the JSON texts of a record's cells (kept between records).
     avro_texts: Vec<u8>,
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -863,8 +863,12 @@ impl<'a> Run<'a> {
         'a: 'c,
     {
         self.drained = false;
+        // One stream for the chunk: each `recv` registers and unregisters a waker slot
+        // under a lock.
+        let consumer = self.consumer;
+        let mut stream = consumer.stream();
         while messages.len() < limit {
-            match self.consumer.recv().now_or_never() {
+            match stream.next().now_or_never().flatten() {
                 Some(Ok(message)) => messages.push(message),
                 Some(Err(e)) => {
                     warn!(error = %e, "kafka consumer error");

@@ -106,7 +106,7 @@ impl SchemaCache {
         if let Some(found) = self.avro_used.get(&fingerprint) {
             return Some(Arc::clone(found));
         }
-        let found = self.avro.get(fingerprint)?;
+        let found = Arc::new(AvroSchema::new(self.avro.get(fingerprint)?.writer.clone()));
         if self.avro_used.len() >= Self::CAPACITY {
             self.avro_used.clear();
             self.avro_columns.clear();
@@ -409,10 +409,21 @@ struct Image<'a> {
     spans: Vec<Option<(usize, usize)>>,
 }
 
-/// Reads an image's fields into the cells of `derived`'s columns, their texts into `texts`.
+/// Whether the fields of `plan`'s images are `derived`'s columns, in order (the usual case:
+/// both come from the same schema), so that [`read_image`] need not match names.
+fn aligned(plan: &EnvelopePlan, derived: &DerivedColumns) -> bool {
+    let columns = &derived.schema.columns;
+    [&plan.before, &plan.after].into_iter().all(|fields| {
+        fields.len() <= columns.len() && fields.iter().zip(columns).all(|(f, c)| f.name == c.name)
+    })
+}
+
+/// Reads an image's fields into the cells of `derived`'s columns, their texts into `texts`;
+/// `aligned` as [`aligned`] answers.
 fn read_image<'a>(
     fields: &[FieldPlan],
     derived: &DerivedColumns,
+    aligned: bool,
     input: &mut &'a [u8],
     texts: &mut Vec<u8>,
 ) -> Option<Image<'a>> {
@@ -425,6 +436,7 @@ fn read_image<'a>(
     texts.clear();
     for (i, field) in fields.iter().enumerate() {
         let index = match columns.get(i) {
+            Some(_) if aligned => i,
             Some(column) if column.name == field.name => i,
             _ => columns.iter().position(|c| c.name == field.name)?,
         };
@@ -452,7 +464,7 @@ fn fast_row<'a>(
     let guess = cache
         .avro_columns
         .get(&fingerprint)
-        .filter(|d| d.types.is_ok() && d.variable_scale.is_empty())
+        .filter(|(d, _)| d.types.is_ok() && d.variable_scale.is_empty())
         .cloned();
     let mut texts = std::mem::take(&mut cache.avro_texts);
     let mut input = value.get(HEADER_LEN..)?;
@@ -467,8 +479,9 @@ fn fast_row<'a>(
             Part::Before | Part::After => {
                 if present(matches!(shape, Shape::Optional(_)), &mut input)? {
                     let image = input;
-                    if let (Part::After, Some(guess)) = (part, &guess) {
-                        read_after = read_image(&plan.after, guess, &mut input, &mut texts);
+                    if let (Part::After, Some((guess, aligned))) = (part, &guess) {
+                        read_after =
+                            read_image(&plan.after, guess, *aligned, &mut input, &mut texts);
                         if read_after.is_none() {
                             input = image;
                             for field in &plan.after {
@@ -554,23 +567,44 @@ fn fast_row<'a>(
     if !derived.variable_scale.is_empty() {
         return None;
     }
-    if guess.as_ref().is_none_or(|g| !Arc::ptr_eq(g, &derived)) {
-        cache.avro_columns.insert(fingerprint, Arc::clone(&derived));
-        read_after = None;
-    }
+    let aligned = match &guess {
+        Some((g, aligned)) if Arc::ptr_eq(g, &derived) => *aligned,
+        _ => {
+            let aligned = aligned(plan, &derived);
+            cache
+                .avro_columns
+                .insert(fingerprint, (Arc::clone(&derived), aligned));
+            read_after = None;
+            aligned
+        }
+    };
     let image = match op {
         Operation::Delete => match (before, after) {
-            (Some(mut image), _) => {
-                Some(read_image(&plan.before, &derived, &mut image, &mut texts)?)
-            }
-            (None, Some(mut image)) => {
-                Some(read_image(&plan.after, &derived, &mut image, &mut texts)?)
-            }
+            (Some(mut image), _) => Some(read_image(
+                &plan.before,
+                &derived,
+                aligned,
+                &mut image,
+                &mut texts,
+            )?),
+            (None, Some(mut image)) => Some(read_image(
+                &plan.after,
+                &derived,
+                aligned,
+                &mut image,
+                &mut texts,
+            )?),
             (None, None) => None,
         },
         _ => match read_after {
             Some(image) => Some(image),
-            None => Some(read_image(&plan.after, &derived, &mut after?, &mut texts)?),
+            None => Some(read_image(
+                &plan.after,
+                &derived,
+                aligned,
+                &mut after?,
+                &mut texts,
+            )?),
         },
     };
     let columns = &derived.schema.columns;
