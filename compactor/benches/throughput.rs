@@ -627,6 +627,11 @@ async fn fetch_only(w: &Workload, ends: &[i64]) -> Part {
 fn bench_config() -> CompactorConfig {
     CompactorConfig {
         flush_interval: Duration::from_secs(1),
+        // STRATA_BENCH_DECODE_THREADS: the compactor's `decode_threads` (default 0, one per core).
+        decode_threads: std::env::var("STRATA_BENCH_DECODE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         ..CompactorConfig::default()
     }
 }
@@ -849,12 +854,14 @@ async fn main() {
     );
     println!(
         "compactor settings (defaults but flush_interval): max_segment_bytes={} row_group_rows={} \
-         zstd_level={} flush_interval={:?} dedup_window={}; topic written with compression.type={}, format={}",
+         zstd_level={} flush_interval={:?} dedup_window={} decode_threads={}; topic written with \
+         compression.type={}, format={}",
         d.max_segment_bytes,
         d.row_group_rows,
         d.zstd_level,
         d.flush_interval,
         d.dedup_window,
+        d.effective_decode_threads(),
         compression(),
         format()
     );
