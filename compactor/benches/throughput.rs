@@ -18,17 +18,20 @@
 //!    and 5% deletes of random keys, keyed by `id` into P partitions of a fresh topic.
 //! 2. Timed: a `strata_compactor::Compactor` with default settings but a 1 s flush deadline
 //!    (fresh group, fresh local-directory catalog) from its start until the catalog's
-//!    consumed offsets reach the end of every partition. `STRATA_BENCH_COMPACTOR_RUNS` (1)
-//!    times it (and the raw write below) that many times over the same topic; the ratio is
-//!    taken between the medians.
-//! 3. Timed, single-threaded, one step at a time, over the same events cut into the same
-//!    segments (row counts of the compactor's segments, in order): Kafka fetch only (no
+//!    consumed offsets reach the end of every partition.
+//! 3. Timed right after it: the raw write, the limit the compactor is compared to. Each of the
+//!    run's segments is read back into the batch the compactor encoded (not timed), then
+//!    written again with `encode_segment` (arrow-rs `ArrowWriter`, zstd, the compactor's
+//!    settings, one thread) + `put` to a local directory; the bench asserts the bytes are the
+//!    compactor's. `STRATA_BENCH_COMPACTOR_RUNS` (1) repeats steps 2 and 3 over the same topic;
+//!    the ratio is the median of the pairs' ratios (this VM's speed drifts by 20-30% within
+//!    minutes: a pair sees one speed).
+//! 4. Timed, single-threaded, one step at a time, over the same events cut into the same
+//!    segments (row counts of the median run's segments, in order): Kafka fetch only (no
 //!    decode); JSON decode into segment rows (cells, event id, key); `SegmentBuilder` appends
-//!    and the sort; and the raw write of those batches, `encode_segment` (arrow-rs `ArrowWriter`,
-//!    zstd, the compactor's settings, one thread) + `put` to a local directory. The raw write is
-//!    the limit the compactor is compared to. The same write with each row group's columns on
-//!    every core (`encode_segment_parallel`, as the compactor writes its segments) is timed too
-//!    and printed beside it.
+//!    and the sort; and the raw write of those batches. The same write with each row group's
+//!    columns on every core (`encode_segment_parallel`, as the compactor writes its segments)
+//!    is timed too and printed beside it.
 //!
 //! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) before each timed part;
 //! the raw part's peak includes the generated and decoded events it holds. CPU is the
@@ -368,6 +371,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// One timed part.
+#[derive(Debug, Clone, Copy, Default)]
 struct Part {
     seconds: f64,
     peak_mib: f64,
@@ -489,6 +493,10 @@ struct CompactorRun {
     first_at: f64,
     consumed_at: f64,
     segments: Vec<u64>,
+    /// The segments' object paths under the run's directory.
+    paths: Vec<String>,
+    /// The raw write of these segments, timed right after the run (see [`raw_write`]).
+    raw: Part,
     parquet_bytes: u64,
     rows: u64,
     commits: u64,
@@ -566,15 +574,70 @@ async fn run_compactor(w: &Workload, ends: &[i64], dir: &std::path::Path) -> Com
         .map(|e| e.segment.rows)
         .collect();
     let parquet_bytes = state.segments(&table).iter().map(|e| e.segment.bytes).sum();
+    let paths = state
+        .segments(&table)
+        .iter()
+        .map(|e| e.segment.path.clone())
+        .collect();
     CompactorRun {
         part,
+        raw: Part::default(),
         first_at,
         consumed_at,
         rows: segments.iter().sum(),
         segments,
+        paths,
         parquet_bytes,
         commits: s.commits,
     }
+}
+
+/// The raw write of one compactor run's segments: each segment of `run` (under `dir`) is read
+/// back into the batch the compactor encoded (not timed), then encoded with `encode_segment`
+/// (one thread, the compactor's writer settings) and put into `out` (timed). Returns the
+/// timing and whether every file came out byte for byte as the compactor's.
+async fn raw_write(
+    run: &CompactorRun,
+    dir: &std::path::Path,
+    out: &std::path::Path,
+) -> (Part, bool) {
+    let config = CompactorConfig::default();
+    let store = local_store(out);
+    let (mut seconds, mut cpu, mut same) = (0.0, 0.0, true);
+    reset_peak_rss();
+    for (i, path) in run.paths.iter().enumerate() {
+        let written = bytes::Bytes::from(std::fs::read(dir.join(path)).expect("read a segment"));
+        let batches: Vec<_> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(written.clone())
+                .expect("a Parquet segment")
+                .build()
+                .expect("a reader")
+                .collect::<Result<_, _>>()
+                .expect("batches");
+        let schema = batches.first().expect("rows").schema();
+        let batch = arrow::compute::concat_batches(&schema, &batches).expect("one batch");
+        drop(batches);
+        let cpu0 = cpu_seconds();
+        let t = Instant::now();
+        let bytes =
+            encode_segment(&batch, config.zstd_level, config.row_group_rows).expect("encode");
+        same &= bytes == written;
+        store
+            .put(
+                &Path::from(format!("raw/{i:05}.parquet")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .expect("put");
+        seconds += t.elapsed().as_secs_f64();
+        cpu += cpu_seconds() - cpu0;
+    }
+    let part = Part {
+        seconds,
+        peak_mib: peak_rss_mib(),
+        cpu,
+    };
+    (part, same)
 }
 
 /// Reads the topic from the beginning to the ends with one consumer, no decode.
@@ -641,21 +704,16 @@ struct Split {
     decode: f64,
     arrow: f64,
     write: Part,
-    parquet_bytes: u64,
     /// The same writes with each row group's columns encoded on every core, as the compactor
     /// encodes its segments (`encode_segment_parallel`).
     write_parallel: f64,
-    /// The raw write's seconds in each of its timings (`write` is their median).
-    all_writes: Vec<f64>,
 }
 
 async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
     let store = local_store(dir);
     let config = CompactorConfig::default();
     let (mut decode, mut arrow, mut write_parallel) = (0.0, 0.0, 0.0);
-    // The raw write is timed as many times as the compactor (its median is the limit).
-    let mut writes = vec![(0.0, 0.0); compactor_runs()];
-    let mut parquet_bytes = 0_u64;
+    let (mut write, mut write_cpu) = (0.0, 0.0);
     let mut start_index = 0_usize;
     reset_peak_rss();
     let mut cache = w.schema_cache();
@@ -692,24 +750,19 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
         drop(records);
 
         // The raw write: the same batch, the compactor's writer settings, the same kind of store.
-        for (r, (seconds, cpu)) in writes.iter_mut().enumerate() {
-            let cpu0 = cpu_seconds();
-            let t = Instant::now();
-            let bytes =
-                encode_segment(&batch, config.zstd_level, config.row_group_rows).expect("encode");
-            if r == 0 {
-                parquet_bytes += bytes.len() as u64;
-            }
-            store
-                .put(
-                    &Path::from(format!("raw/{s:05}.{r}.parquet")),
-                    PutPayload::from(bytes),
-                )
-                .await
-                .expect("put");
-            *seconds += t.elapsed().as_secs_f64();
-            *cpu += cpu_seconds() - cpu0;
-        }
+        let cpu0 = cpu_seconds();
+        let t = Instant::now();
+        let bytes =
+            encode_segment(&batch, config.zstd_level, config.row_group_rows).expect("encode");
+        store
+            .put(
+                &Path::from(format!("raw/{s:05}.parquet")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .expect("put");
+        write += t.elapsed().as_secs_f64();
+        write_cpu += cpu_seconds() - cpu0;
 
         // The same, the columns of each row group encoded on every core (the compactor's way).
         let t = Instant::now();
@@ -729,9 +782,6 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
             .expect("put");
         write_parallel += t.elapsed().as_secs_f64();
     }
-    let all_writes: Vec<f64> = writes.iter().map(|(seconds, _)| *seconds).collect();
-    writes.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (write, write_cpu) = writes[writes.len() / 2];
     Split {
         decode,
         arrow,
@@ -740,8 +790,6 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
             peak_mib: peak_rss_mib(),
             cpu: write_cpu,
         },
-        all_writes,
-        parquet_bytes,
         write_parallel,
     }
 }
@@ -827,8 +875,31 @@ async fn main() {
             c.rows, w.n as u64,
             "the catalog holds every event exactly once"
         );
-        runs.push(c);
+        // Right after each compactor run, so that the pair sees the machine at one speed.
+        eprintln!("raw write ...");
+        let out = raw_dir.join(format!("run-{i}"));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let (raw, same) = raw_write(&c, &dir, &out).await;
+        assert!(
+            same,
+            "the raw write re-encodes the compactor's segments into the same bytes"
+        );
+        std::fs::remove_dir_all(&out).expect("rm raw");
+        runs.push((c, raw));
     }
+    let ratios: Vec<f64> = runs
+        .iter()
+        .map(|(c, raw)| raw.seconds / c.part.seconds)
+        .collect();
+    let ratio = {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let runs: Vec<CompactorRun> = runs
+        .into_iter()
+        .map(|(c, raw)| CompactorRun { raw, ..c })
+        .collect();
     let mut by_time: Vec<&CompactorRun> = runs.iter().collect();
     by_time.sort_by(|a, b| a.part.seconds.total_cmp(&b.part.seconds));
     let c = by_time[by_time.len() / 2];
@@ -897,30 +968,43 @@ async fn main() {
         );
     };
     for (i, run) in runs.iter().enumerate() {
-        let name = if runs.len() == 1 {
-            "compactor (Kafka -> catalog)".to_owned()
+        let of = if runs.len() == 1 {
+            String::new()
         } else {
-            format!("compactor (Kafka -> catalog), run {}/{}", i + 1, runs.len())
+            format!(", run {}/{}", i + 1, runs.len())
         };
-        row(&name, &run.part, run.parquet_bytes);
+        row(
+            &format!("compactor (Kafka -> catalog){of}"),
+            &run.part,
+            run.parquet_bytes,
+        );
+        row(
+            &format!("raw arrow-rs Parquet+zstd write (encode_segment, one thread, + put){of}"),
+            &run.raw,
+            run.parquet_bytes,
+        );
     }
-    row(
-        "raw arrow-rs Parquet+zstd write (encode_segment, one thread, + put)",
-        &s.write,
-        s.parquet_bytes,
-    );
     println!();
     println!(
-        "compactor vs raw write: {:.2}x{}",
-        s.write.seconds / c.part.seconds,
+        "compactor vs raw write: {ratio:.2}x ({}each raw write re-encodes the batches of the \
+         compactor run before it, read back from its segments, into the same bytes{})",
+        if runs.len() == 1 {
+            String::new()
+        } else {
+            format!("median of {} pairs; ", runs.len())
+        },
         if runs.len() == 1 {
             String::new()
         } else {
             format!(
-                " (medians of {} runs each; compactor {}, raw write {})",
-                runs.len(),
+                "; ratios {}; compactor {}, raw write {}",
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}x"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 seconds_list(runs.iter().map(|r| r.part.seconds)),
-                seconds_list(s.all_writes.iter().copied())
+                seconds_list(runs.iter().map(|r| r.raw.seconds))
             )
         }
     );
