@@ -148,6 +148,21 @@ impl Row {
         }
     }
 
+    /// Makes column `index` (`name`, `value`), keeping the name's allocation when it already
+    /// has that name: for refilling a reused row column by column (then [`Row::truncate`]).
+    pub(crate) fn set_at(&mut self, index: usize, name: &str, value: Value) {
+        match self.0.get_mut(index) {
+            Some((n, v)) if n == name => *v = value,
+            Some(column) => *column = (name.to_owned(), value),
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+
+    /// Keeps the first `len` columns.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+
     /// The value of a column, if the image has it.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
@@ -523,8 +538,11 @@ pub struct SchemaCache {
     /// Per Avro value schema, the columns its last record had (its next record's likely ones)
     /// and whether its images' fields are those columns in order.
     avro_columns: HashMap<u64, (Arc<DerivedColumns>, bool), DigestHasher>,
-    /// Scratch for the JSON texts of a record's cells (kept between records).
+    /// Scratch for the JSON texts of a record's cells, where each cell's text is, and its key
+    /// (kept between records: no allocation per record).
     avro_texts: Vec<u8>,
+    avro_spans: Vec<Option<(usize, usize)>>,
+    avro_key: Row,
 }
 
 type ColumnsKey = (usize, TableId, Vec<String>);

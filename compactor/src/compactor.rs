@@ -1114,15 +1114,15 @@ impl<'a> Run<'a> {
                 id, commit_ts_us, ..
             } => (id, commit_ts_us),
             Outcome::MissingSchema(fingerprint) => {
-                return Taken::Quarantine(missing_schema(record, fingerprint, self.config()));
+                return Taken::Quarantine(missing_schema(
+                    record,
+                    fingerprint,
+                    &self.compactor.config,
+                ));
             }
             Outcome::Bad(e) => return Taken::Quarantine(e),
         };
         CompactorStats::add(&self.compactor.stats.events_in, 1);
-        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
-        else {
-            return Taken::Dropped;
-        };
         state.saw(commit_ts_us);
         if !state.take_event(&id) {
             CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::image::{ImageCells, RowHead, image_row, integer_cell, text_cell};
 use super::{
-    DecodeError, DecodedRow, DerivedColumns, Operation, Row, SchemaCache, SourcePosition,
+    DecodeError, DecodedRow, DerivedColumns, Operation, SchemaCache, SourcePosition,
     decode_debezium_row, maybe_unavailable,
 };
 use crate::avro::{
@@ -403,12 +403,6 @@ struct Source<'a> {
     tx_id: Option<Cow<'a, str>>,
 }
 
-/// A decoded image: its cells (schema order) and, in `texts`, each cell's JSON text.
-struct Image<'a> {
-    cells: Vec<Cell<'a>>,
-    spans: Vec<Option<(usize, usize)>>,
-}
-
 /// Whether the fields of `plan`'s images are `derived`'s columns, in order (the usual case:
 /// both come from the same schema), so that [`read_image`] need not match names.
 fn aligned(plan: &EnvelopePlan, derived: &DerivedColumns) -> bool {
@@ -418,22 +412,29 @@ fn aligned(plan: &EnvelopePlan, derived: &DerivedColumns) -> bool {
     })
 }
 
-/// Reads an image's fields into the cells of `derived`'s columns, their texts into `texts`;
-/// `aligned` as [`aligned`] answers.
+/// Scratch for the cells' JSON texts: the texts, and where each column's is (`None`: not in
+/// the image).
+struct Texts<'s> {
+    texts: &'s mut Vec<u8>,
+    spans: &'s mut Vec<Option<(usize, usize)>>,
+}
+
+/// Reads an image's fields into the cells of `derived`'s columns (schema order), their texts
+/// into `out`; `aligned` as [`aligned`] answers.
 fn read_image<'a>(
     fields: &[FieldPlan],
     derived: &DerivedColumns,
     aligned: bool,
     input: &mut &'a [u8],
-    texts: &mut Vec<u8>,
-) -> Option<Image<'a>> {
+    out: &mut Texts<'_>,
+) -> Option<Vec<Cell<'a>>> {
     let columns = &derived.schema.columns;
     let types = derived.types.as_ref().ok()?;
-    let mut image = Image {
-        cells: vec![Cell::Null; columns.len()],
-        spans: vec![None; columns.len()],
-    };
+    let mut cells = vec![Cell::Null; columns.len()];
+    let Texts { texts, spans } = out;
     texts.clear();
+    spans.clear();
+    spans.resize(columns.len(), None);
     for (i, field) in fields.iter().enumerate() {
         let index = match columns.get(i) {
             Some(_) if aligned => i,
@@ -441,10 +442,10 @@ fn read_image<'a>(
             _ => columns.iter().position(|c| c.name == field.name)?,
         };
         let start = texts.len();
-        image.cells[index] = read_cell(field, &columns[index], &types[index], input, texts)?;
-        image.spans[index] = Some((start, texts.len()));
+        cells[index] = read_cell(field, &columns[index], &types[index], input, texts)?;
+        spans[index] = Some((start, texts.len()));
     }
-    Some(image)
+    Some(cells)
 }
 
 /// The row of a usual record, or `None` for the JSON path to decode.
@@ -467,10 +468,15 @@ fn fast_row<'a>(
         .filter(|(d, _)| d.types.is_ok() && d.variable_scale.is_empty())
         .cloned();
     let mut texts = std::mem::take(&mut cache.avro_texts);
+    let mut spans = std::mem::take(&mut cache.avro_spans);
+    let mut scratch = Texts {
+        texts: &mut texts,
+        spans: &mut spans,
+    };
     let mut input = value.get(HEADER_LEN..)?;
     let mut before: Option<&'a [u8]> = None;
     let mut after: Option<&'a [u8]> = None;
-    let mut read_after: Option<Image<'a>> = None;
+    let mut read_after: Option<Vec<Cell<'a>>> = None;
     let mut op = None;
     let mut transaction = false;
     let mut source = Source::default();
@@ -481,7 +487,7 @@ fn fast_row<'a>(
                     let image = input;
                     if let (Part::After, Some((guess, aligned))) = (part, &guess) {
                         read_after =
-                            read_image(&plan.after, guess, *aligned, &mut input, &mut texts);
+                            read_image(&plan.after, guess, *aligned, &mut input, &mut scratch);
                         if read_after.is_none() {
                             input = image;
                             for field in &plan.after {
@@ -552,10 +558,12 @@ fn fast_row<'a>(
 
     // The key document, in its schema's column order.
     let mut key_input = key.get(HEADER_LEN..)?;
-    let mut key_row = Row::new();
-    for field in key_schema.key.as_ref()? {
-        key_row.insert(field.name.as_str(), read_value(field, &mut key_input)?);
+    let mut key_row = std::mem::take(&mut cache.avro_key);
+    let key_fields = key_schema.key.as_ref()?;
+    for (i, field) in key_fields.iter().enumerate() {
+        key_row.set_at(i, &field.name, read_value(field, &mut key_input)?);
     }
+    key_row.truncate(key_fields.len());
     if !key_input.is_empty() {
         return None;
     }
@@ -585,14 +593,14 @@ fn fast_row<'a>(
                 &derived,
                 aligned,
                 &mut image,
-                &mut texts,
+                &mut scratch,
             )?),
             (None, Some(mut image)) => Some(read_image(
                 &plan.after,
                 &derived,
                 aligned,
                 &mut image,
-                &mut texts,
+                &mut scratch,
             )?),
             (None, None) => None,
         },
@@ -603,14 +611,16 @@ fn fast_row<'a>(
                 &derived,
                 aligned,
                 &mut after?,
-                &mut texts,
+                &mut scratch,
             )?),
         },
     };
-    let columns = &derived.schema.columns;
-    let Image { cells, spans } = image.unwrap_or_else(|| Image {
-        cells: vec![Cell::Null; columns.len()],
-        spans: vec![None; columns.len()],
+    let cells = image.unwrap_or_else(|| {
+        let columns = derived.schema.columns.len();
+        texts.clear();
+        spans.clear();
+        spans.resize(columns, None);
+        vec![Cell::Null; columns]
     });
     let head = RowHead {
         op,
@@ -620,11 +630,13 @@ fn fast_row<'a>(
     };
     let image = ImageCells {
         cells,
-        spans,
+        spans: &spans,
         texts: &texts,
     };
     let row = image_row(&derived, types, image, head, &key_row)?;
     cache.avro_texts = texts;
+    cache.avro_spans = spans;
+    cache.avro_key = key_row;
     Some(DecodedRow::Row {
         row,
         schema: Arc::clone(&derived.schema),

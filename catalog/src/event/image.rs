@@ -79,7 +79,7 @@ pub(crate) fn direct_row<'a>(change: &Change<'a>, types: &[DataType]) -> Option<
         types,
         ImageCells {
             cells,
-            spans,
+            spans: &spans,
             texts: &texts,
         },
         change.row_head(),
@@ -90,7 +90,7 @@ pub(crate) fn direct_row<'a>(change: &Change<'a>, types: &[DataType]) -> Option<
 /// A change's image read into cells (schema order), with each cell's JSON text in `texts`.
 pub(super) struct ImageCells<'t, 'a> {
     pub(super) cells: Vec<Cell<'a>>,
-    pub(super) spans: Vec<Option<(usize, usize)>>,
+    pub(super) spans: &'t [Option<(usize, usize)>],
     pub(super) texts: &'t [u8],
 }
 
