@@ -596,6 +596,27 @@ async fn run_compactor(w: &Workload, ends: &[i64], dir: &std::path::Path) -> Com
     }
 }
 
+/// The raw write of one batch, timed: `encode_segment` with the compactor's writer settings
+/// (one thread), then `put` under `name`. Returns the seconds, the CPU seconds and the bytes
+/// (kept aside untimed).
+async fn write_raw(
+    store: &Arc<dyn ObjectStore>,
+    batch: &arrow::record_batch::RecordBatch,
+    name: String,
+) -> (f64, f64, bytes::Bytes) {
+    let config = CompactorConfig::default();
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    let bytes = bytes::Bytes::from(
+        encode_segment(batch, config.zstd_level, config.row_group_rows).expect("encode"),
+    );
+    store
+        .put(&Path::from(name), PutPayload::from(bytes.clone()))
+        .await
+        .expect("put");
+    (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0, bytes)
+}
+
 /// The raw write of one compactor run's segments: each segment of `run` (under `dir`) is read
 /// back into the batch the compactor encoded (not timed), then encoded with `encode_segment`
 /// (one thread, the compactor's writer settings) and put into `out` (timed). Returns the
@@ -605,7 +626,6 @@ async fn raw_write(
     dir: &std::path::Path,
     out: &std::path::Path,
 ) -> (Part, bool) {
-    let config = CompactorConfig::default();
     let store = local_store(out);
     let (mut seconds, mut cpu, mut same) = (0.0, 0.0, true);
     reset_peak_rss();
@@ -621,20 +641,10 @@ async fn raw_write(
         let schema = batches.first().expect("rows").schema();
         let batch = arrow::compute::concat_batches(&schema, &batches).expect("one batch");
         drop(batches);
-        let cpu0 = cpu_seconds();
-        let t = Instant::now();
-        let bytes =
-            encode_segment(&batch, config.zstd_level, config.row_group_rows).expect("encode");
+        let (s, c, bytes) = write_raw(&store, &batch, format!("raw/{i:05}.parquet")).await;
         same &= bytes == written;
-        store
-            .put(
-                &Path::from(format!("raw/{i:05}.parquet")),
-                PutPayload::from(bytes),
-            )
-            .await
-            .expect("put");
-        seconds += t.elapsed().as_secs_f64();
-        cpu += cpu_seconds() - cpu0;
+        seconds += s;
+        cpu += c;
     }
     let part = Part {
         seconds,
@@ -762,19 +772,9 @@ async fn split(w: &Workload, segments: &[u64], dir: &std::path::Path) -> Split {
         drop(records);
 
         // The raw write: the same batch, the compactor's writer settings, the same kind of store.
-        let cpu0 = cpu_seconds();
-        let t = Instant::now();
-        let bytes =
-            encode_segment(&batch, config.zstd_level, config.row_group_rows).expect("encode");
-        store
-            .put(
-                &Path::from(format!("raw/{s:05}.parquet")),
-                PutPayload::from(bytes),
-            )
-            .await
-            .expect("put");
-        write += t.elapsed().as_secs_f64();
-        write_cpu += cpu_seconds() - cpu0;
+        let (seconds, cpu, _) = write_raw(&store, &batch, format!("raw/{s:05}.parquet")).await;
+        write += seconds;
+        write_cpu += cpu;
 
         // The same, the columns of each row group encoded on every core (the compactor's way).
         let t = Instant::now();
