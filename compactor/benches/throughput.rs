@@ -34,8 +34,9 @@
 //!    is timed too and printed beside it.
 //!
 //! Before each timed part the page cache's dirty pages are written out (`sync`), so that a
-//! part does not pay for the writeback of files an earlier part wrote (a raw write timed
-//! right after a compactor run without it was 20-30% slower).
+//! part does not pay for the writeback of files an earlier part wrote. (Raw writes timed
+//! right after a compactor run still often come out slower than the one in the split, with
+//! `sync` or without: unexplained, see docs/BENCHMARKS.md; both ratios are printed.)
 //!
 //! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) before each timed part;
 //! the raw part's peak includes the generated and decoded events it holds. CPU is the
