@@ -4,8 +4,9 @@
 //! ```text
 //!  every `interval`:  for each table
 //!     as_of = watermark - 1µs          (every change with commit time <= as_of is committed)
-//!     due   when >= `min_changes` change rows lie after its newest complete snapshot, up to
-//!             as_of (counted exactly, also in segments that straddle it: snapshot_due)
+//!     due   when >= max(`min_changes`, `min_change_ratio` x its rows) change rows lie after
+//!             its newest complete snapshot, up to as_of (counted exactly, also in segments
+//!             that straddle it: snapshot_due)
 //!     runs  = newest complete snapshot <= as_of  +  the changes after it up to as_of
 //!     fold  = merge-on-read (crate::merge), one full row per live key, in key order
 //!     write   <root>/<source>/<ns>/<table>/snapshots/<version>/<uuid>-<part>.parquet
@@ -65,8 +66,15 @@ pub struct SnapshotConfig {
     pub interval: Duration,
     /// A table gets a new snapshot once this many change rows with a commit time after its
     /// newest complete snapshot, up to its watermark, are in the catalog (see
-    /// [`snapshot_due`]). Default 1 000 000.
+    /// [`snapshot_due`]) ... Default 1 000 000.
     pub min_changes: u64,
+    /// ... and at least this share of that snapshot's rows. A snapshot rewrites the whole
+    /// table, so with `min_changes` alone a table of 100M rows would be rewritten for every
+    /// 1M changes (100 rows written per change). With a share, a change costs at most
+    /// 1 / share snapshot rows, and a read at any instant replays at most
+    /// max(`min_changes`, share x rows) changes on top of its snapshot. 0: `min_changes`
+    /// alone. Default 0.1.
+    pub min_change_ratio: f64,
     /// Rows per Parquet file of a snapshot. Default 4 194 304.
     pub part_rows: usize,
     /// Rows per row group. Default 131 072.
@@ -83,6 +91,7 @@ impl Default for SnapshotConfig {
             enabled: true,
             interval: Duration::from_secs(300),
             min_changes: 1_000_000,
+            min_change_ratio: 0.1,
             part_rows: 4 * 1024 * 1024,
             row_group_rows: 128 * 1024,
             zstd_level: 3,
@@ -102,6 +111,9 @@ impl SnapshotConfig {
         };
         if self.interval.is_zero() {
             return bad("interval", "must be more than 0");
+        }
+        if !(self.min_change_ratio.is_finite() && self.min_change_ratio >= 0.0) {
+            return bad("min_change_ratio", "must be a number of 0 or more");
         }
         if self.part_rows == 0 {
             return bad("part_rows", "must be more than 0");
@@ -404,6 +416,8 @@ pub struct PendingChanges {
     /// The instant of the snapshot a read at `as_of` starts from ([`usable_snapshot`]);
     /// `None`: there is none, a read replays every change.
     pub since: Option<i64>,
+    /// The rows of that snapshot (0 without one).
+    pub since_rows: u64,
     /// Rows of the segments whose changes all lie in (`since`, `as_of`]: counted exactly.
     pub inside: u64,
     /// The segments holding changes both in (`since`, `as_of`] and outside it (at or before
@@ -431,7 +445,9 @@ pub fn pending_changes(state: &CatalogState, table: &TableId) -> Option<PendingC
         return None;
     }
     // Reads start from the newest *complete* snapshot: one they skip saves them nothing.
-    let since = usable_snapshot(state, table, as_of).map(|s| s.as_of_ts);
+    let usable = usable_snapshot(state, table, as_of);
+    let since = usable.map(|s| s.as_of_ts);
+    let since_rows = usable.map_or(0, |s| s.rows);
     let after_since = |ts: i64| since.is_none_or(|since| ts > since);
     let mut inside = 0_u64;
     let mut straddling = Vec::new();
@@ -447,14 +463,16 @@ pub fn pending_changes(state: &CatalogState, table: &TableId) -> Option<PendingC
     Some(PendingChanges {
         as_of,
         since,
+        since_rows,
         inside,
         straddling,
     })
 }
 
 /// The instant a new snapshot of `table` would be taken at, if one is due: the watermark
-/// minus 1 µs, when at least `min_changes` change rows have a commit time after the snapshot
-/// reads start from ([`usable_snapshot`]) and at or before that instant.
+/// minus 1 µs, when at least `min_changes` change rows, and at least `min_change_ratio` of
+/// the rows of the snapshot reads start from ([`usable_snapshot`]), have a commit time after
+/// that snapshot and at or before that instant ([`changes_needed`]).
 ///
 /// **Counting.** A segment whose changes all lie in that range counts its `rows`. A segment
 /// that straddles an end of it (a coalesced segment whose sources lay on both sides of the
@@ -468,7 +486,7 @@ pub fn pending_changes(state: &CatalogState, table: &TableId) -> Option<PendingC
 /// column (only that column, row groups pruned on their statistics) and counts exactly.
 /// That costs a read of the few segments that cross an instant, only while a table's count
 /// lies between the bounds; in exchange the count never falls below the rows a read would
-/// replay, so replay stays bounded by `min_changes` (copies of one change in several
+/// replay, so replay stays bounded by the rows needed (copies of one change in several
 /// segments count more than once: an over-count, safe). A straddling segment that cannot be
 /// read is an error: the build would need it too.
 pub async fn snapshot_due(
@@ -476,12 +494,12 @@ pub async fn snapshot_due(
     store: &Arc<dyn ObjectStore>,
     state: &CatalogState,
     table: &TableId,
-    min_changes: u64,
+    config: &SnapshotConfig,
 ) -> Result<Option<i64>> {
     let Some(pending) = pending_changes(state, table) else {
         return Ok(None);
     };
-    let min = min_changes.max(1);
+    let min = changes_needed(config, pending.since_rows);
     let due = Some(pending.as_of);
     let mut rows = pending.inside;
     if rows >= min {
@@ -522,8 +540,16 @@ pub async fn snapshot_due(
             return Ok(due);
         }
     }
-    debug!(%table, rows, min_changes = min, "no snapshot due yet");
+    debug!(%table, rows, needed = min, "no snapshot due yet");
     Ok(None)
+}
+
+/// The change rows that make a new snapshot due after one of `since_rows` rows (0: none):
+/// `min_changes`, or `min_change_ratio` of `since_rows` if more; at least 1.
+pub fn changes_needed(config: &SnapshotConfig, since_rows: u64) -> u64 {
+    // `as` saturates: a share beyond u64 needs u64::MAX changes, that is never.
+    let share = (config.min_change_ratio * since_rows as f64).ceil() as u64;
+    config.min_changes.max(share).max(1)
 }
 
 /// Builds snapshots of every table that is due, every `interval`, until cancelled.
@@ -570,14 +596,7 @@ impl Snapshotter {
         let state = self.catalog.state();
         let mut built = Vec::new();
         for table in state.tables() {
-            let due = snapshot_due(
-                &self.catalog,
-                &self.store,
-                &state,
-                table,
-                self.config.min_changes,
-            )
-            .await;
+            let due = snapshot_due(&self.catalog, &self.store, &state, table, &self.config).await;
             let as_of = match due {
                 Ok(Some(as_of)) => as_of,
                 Ok(None) => continue,
@@ -640,7 +659,7 @@ impl Snapshotter {
             return Ok(());
         }
         info!(interval = ?self.config.interval, min_changes = self.config.min_changes,
-              "snapshotter started");
+              min_change_ratio = self.config.min_change_ratio, "snapshotter started");
         crate::periodic::every(self.config.interval, &cancel, || async {
             if let Err(e) = self.round().await {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -803,8 +822,17 @@ mod tests {
         }
 
         async fn due(&self, min_changes: u64) -> Option<i64> {
+            self.due_with(min_changes, 0.0).await
+        }
+
+        async fn due_with(&self, min_changes: u64, min_change_ratio: f64) -> Option<i64> {
             let state = self.catalog.state();
-            snapshot_due(&self.catalog, &self.store, &state, &orders(), min_changes)
+            let config = SnapshotConfig {
+                min_changes,
+                min_change_ratio,
+                ..SnapshotConfig::default()
+            };
+            snapshot_due(&self.catalog, &self.store, &state, &orders(), &config)
                 .await
                 .expect("snapshot_due")
         }
@@ -869,5 +897,72 @@ mod tests {
         assert_eq!((pending.since, pending.inside), (None, 6));
         assert_eq!(f.due(6).await, Some(T0 + 20 * SECOND - 1));
         assert_eq!(f.due(7).await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_table_needs_a_share_of_its_rows_changed() {
+        let f = Fixture::new().await;
+        f.add(&(1..=40).map(|id| insert(id, 1)).collect::<Vec<_>>())
+            .await;
+        f.watermark(10).await;
+        let snapshot = f.snapshot(10).await;
+        assert_eq!(snapshot.rows, 40);
+        // Five changes after the 40-row snapshot.
+        f.add(&(41..=45).map(|id| insert(id, 15)).collect::<Vec<_>>())
+            .await;
+        f.watermark(20).await;
+        let pending = pending_changes(&f.catalog.state(), &orders()).expect("pending");
+        assert_eq!(
+            (pending.since, pending.since_rows, pending.inside),
+            (Some(snapshot.as_of_ts), 40, 5)
+        );
+        let as_of = Some(T0 + 20 * SECOND - 1);
+        // min_changes alone: due.
+        assert_eq!(f.due_with(5, 0.0).await, as_of);
+        // A quarter of 40 rows is 10 changes: not yet; an eighth is 5: due.
+        assert_eq!(f.due_with(5, 0.25).await, None);
+        assert_eq!(f.due_with(5, 0.125).await, as_of);
+        // The larger of the two counts.
+        assert_eq!(f.due_with(6, 0.125).await, None);
+        // Five more make ten.
+        f.add(&(46..=50).map(|id| insert(id, 16)).collect::<Vec<_>>())
+            .await;
+        assert_eq!(f.due_with(5, 0.25).await, as_of);
+    }
+
+    #[test]
+    fn changes_needed_is_the_larger_of_the_count_and_the_share() {
+        let config = |min_changes, min_change_ratio| SnapshotConfig {
+            min_changes,
+            min_change_ratio,
+            ..SnapshotConfig::default()
+        };
+        // No snapshot yet: the count alone.
+        assert_eq!(changes_needed(&config(1_000_000, 0.1), 0), 1_000_000);
+        assert_eq!(
+            changes_needed(&config(1_000_000, 0.1), 5_000_000),
+            1_000_000
+        );
+        assert_eq!(
+            changes_needed(&config(1_000_000, 0.1), 100_000_000),
+            10_000_000
+        );
+        // Rounded up: 0.1 of 15 rows is 2 changes.
+        assert_eq!(changes_needed(&config(1, 0.1), 15), 2);
+        assert_eq!(changes_needed(&config(0, 0.0), 15), 1);
+        assert_eq!(changes_needed(&config(1, 1e300), 2), u64::MAX);
+    }
+
+    #[test]
+    fn a_negative_or_unbounded_change_ratio_is_refused() {
+        for ratio in [-0.1, f64::NAN, f64::INFINITY] {
+            let config = SnapshotConfig {
+                min_change_ratio: ratio,
+                ..SnapshotConfig::default()
+            };
+            let e = config.validate().expect_err("refused");
+            assert!(e.to_string().contains("snapshots.min_change_ratio"), "{e}");
+        }
+        assert!(SnapshotConfig::default().validate().is_ok());
     }
 }

@@ -87,6 +87,7 @@ impl Pipeline {
             // Snapshots every second once anything changed: reads go through them.
             ("STRATA_SNAPSHOTS__INTERVAL", "\"1s\""),
             ("STRATA_SNAPSHOTS__MIN_CHANGES", "1"),
+            ("STRATA_SNAPSHOTS__MIN_CHANGE_RATIO", "0"),
             // Coalescing every second, two segments of a window are enough: reads and
             // kills meet coalesced segments too.
             ("STRATA_COALESCE__INTERVAL", "\"1s\""),
