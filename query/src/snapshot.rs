@@ -72,8 +72,8 @@ pub struct SnapshotConfig {
     /// table, so with `min_changes` alone a table of 100M rows would be rewritten for every
     /// 1M changes (100 rows written per change). With a share, a change costs at most
     /// 1 / share snapshot rows, and a read at any instant replays at most
-    /// max(`min_changes`, share x rows) changes on top of its snapshot. 0: `min_changes`
-    /// alone. Default 0.1.
+    /// max(`min_changes`, share x rows) changes on top of its snapshot, plus those of one
+    /// `interval`. 0: `min_changes` alone. Default 0.1.
     pub min_change_ratio: f64,
     /// Rows per Parquet file of a snapshot. Default 4 194 304.
     pub part_rows: usize,
