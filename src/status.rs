@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use strata_catalog::{CatalogState, QuarantinedObject};
+use strata_catalog::{CatalogState, QuarantinedObject, TableId};
+use strata_query::snapshot::{SnapshotConfig, changes_needed, pending_changes};
 
 use crate::config::{Config, redact_url};
 use crate::run::kafka_client;
@@ -67,7 +68,10 @@ async fn compactor_lag(config: &Config, state: &CatalogState) {
     }
 }
 
-/// Per table: segments, change rows, snapshots, watermark; then the quarantine list.
+/// Per table: segments, change rows, snapshots, watermark, and the changes since the snapshot
+/// reads start from against the changes that make the next one due; then the quarantine list.
+/// The changes are the catalog's count: with segments that straddle an end of the range (some
+/// of their rows in it, the catalog does not say how many) it is shown as a range, `N..M`.
 async fn history_status(config: &Config) -> anyhow::Result<()> {
     let storage = Storage::open(&config.storage)?;
     let catalog = storage.catalog().await?;
@@ -84,8 +88,8 @@ async fn history_status(config: &Config) -> anyhow::Result<()> {
         )
     };
     println!(
-        "{:<40} {:>8} {:>12} {:>9}  {:<27}  watermark",
-        "table", "segments", "change rows", "snapshots", "newest snapshot"
+        "{:<40} {:>8} {:>12} {:>9}  {:<27}  {:<27}  changes/next snapshot at",
+        "table", "segments", "change rows", "snapshots", "newest snapshot", "watermark"
     );
     for table in state.tables() {
         let Some(t) = state.table(table) else {
@@ -97,8 +101,9 @@ async fn history_status(config: &Config) -> anyhow::Result<()> {
             .last()
             .map_or_else(|| "-".to_owned(), |s| time(s.as_of_ts));
         let watermark = t.watermark().map_or_else(|| "-".to_owned(), time);
+        let next = next_snapshot(&state, table, &config.snapshots);
         println!(
-            "{:<40} {:>8} {:>12} {:>9}  {:<27}  {watermark}",
+            "{:<40} {:>8} {:>12} {:>9}  {:<27}  {watermark:<27}  {next}",
             table.to_string(),
             t.segments().len(),
             rows,
@@ -129,6 +134,21 @@ async fn history_status(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A table's changes toward its next snapshot: `N/needed`, `N..M/needed` when segments
+/// straddle an end of the range, `-` when the newest snapshot reaches the watermark (or there
+/// is no watermark).
+fn next_snapshot(state: &CatalogState, table: &TableId, config: &SnapshotConfig) -> String {
+    let Some(p) = pending_changes(state, table) else {
+        return "-".to_owned();
+    };
+    let needed = changes_needed(config, p.since_rows);
+    if p.straddling.is_empty() {
+        format!("{}/{needed}", p.inside)
+    } else {
+        format!("{}..{}/{needed}", p.inside, p.at_most())
+    }
 }
 
 /// Prints the PostgreSQL slot's position and lag. Returns false when something is wrong.
@@ -196,4 +216,109 @@ async fn source_status(config: &Config) -> anyhow::Result<bool> {
         println!("last feedback   {since:.1} s ago");
     }
     Ok(wal_status.as_deref() != Some("lost"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use serde_json::json;
+    use strata_catalog::{
+        Action, Catalog, CatalogConfig, ChangeEvent, CommitInfo, ConnectType, Operation, Row,
+        SourcePosition, Watermark,
+    };
+    use strata_query::snapshot::build_snapshot;
+    use strata_query::testing::{add_segment, table_schema};
+
+    use super::*;
+
+    /// 2026-11-25T10:00:00Z in µs.
+    const T0: i64 = 1_795_600_800_000_000;
+    const SECOND: i64 = 1_000_000;
+
+    fn orders() -> TableId {
+        TableId::new("pg-main", "public", "orders")
+    }
+
+    /// Inserts of `ids`, committed at T0 + `second` s.
+    fn inserts(ids: std::ops::RangeInclusive<i32>, second: i64) -> Vec<ChangeEvent> {
+        ids.map(|id| {
+            let key: Row = [("id", json!(id))].into_iter().collect();
+            ChangeEvent {
+                table: orders(),
+                op: Operation::Create,
+                key: key.clone(),
+                before: None,
+                after: Some(key),
+                unchanged: Vec::new(),
+                commit_ts_us: T0 + second * SECOND,
+                position: SourcePosition {
+                    commit: u64::try_from(second).expect("second") * 100,
+                    seq: u64::try_from(id).expect("id"),
+                },
+                tx_id: None,
+                origin: None,
+            }
+        })
+        .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_counts_the_changes_toward_the_next_snapshot() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let catalog = Catalog::open(
+            Arc::clone(&store),
+            Path::from("h"),
+            CatalogConfig::default(),
+        )
+        .await
+        .expect("catalog");
+        let catalog = Arc::new(catalog);
+        let schema = table_schema(orders(), &[("id", ConnectType::Int32, true)]);
+        let watermark = |second: i64| {
+            let catalog = Arc::clone(&catalog);
+            async move {
+                let action = Action::SetWatermark(Watermark {
+                    table: orders(),
+                    ts: T0 + second * SECOND,
+                });
+                catalog
+                    .commit(vec![action], CommitInfo::new("test", "watermark"))
+                    .await
+                    .expect("watermark");
+            }
+        };
+        let config = SnapshotConfig {
+            min_changes: 3,
+            min_change_ratio: 0.5,
+            ..SnapshotConfig::default()
+        };
+        let next = || next_snapshot(&catalog.state(), &orders(), &config);
+        // One segment: 10 inserts at 1 s, 2 at 20 s; the watermark at 10 s lies inside it.
+        let mut events = inserts(1..=10, 1);
+        events.extend(inserts(11..=12, 20));
+        add_segment(&catalog, &store, &schema, &events)
+            .await
+            .expect("segment");
+        assert_eq!(next(), "-", "no watermark yet");
+        watermark(10).await;
+        assert_eq!(next(), "0..12/3", "the segment straddles the watermark");
+        // A snapshot of the 10 rows up to 10 s; then 4 inserts at 30 s in a segment of their
+        // own, and the watermark past them.
+        let snapshot = build_snapshot(&catalog, &store, &orders(), T0 + 10 * SECOND - 1, &config)
+            .await
+            .expect("snapshot");
+        assert_eq!(snapshot.rows, 10);
+        assert_eq!(next(), "-", "the snapshot reaches the watermark");
+        add_segment(&catalog, &store, &schema, &inserts(13..=16, 30))
+            .await
+            .expect("segment");
+        watermark(40).await;
+        // Half of the snapshot's 10 rows is needed, more than min_changes; the first segment
+        // still straddles (its 2 rows at 20 s count, its 10 at 1 s do not).
+        assert_eq!(next(), "4..16/5");
+    }
 }

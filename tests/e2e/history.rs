@@ -573,9 +573,22 @@ async fn five_instants(pipeline: Pipeline) {
         .lines()
         .find(|l| l.starts_with(&id.to_string()))
         .unwrap_or_else(|| panic!("no line for {id}:\n{out}"));
+    eprintln!("strata status: {line}");
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[2], total.to_string(), "change rows: {line}");
     assert!(words[3].parse::<usize>().unwrap() >= 2, "snapshots: {line}");
+    // The changes since the newest snapshot against the default rule's 1,000,000 (`status`
+    // runs without the test's snapshot settings), or "-" once a snapshot reaches the
+    // watermark.
+    if words[6] != "-" {
+        let (since, needed) = words[6]
+            .split_once('/')
+            .unwrap_or_else(|| panic!("changes/next snapshot at: {line}"));
+        // `N`, or `N..M` when segments straddle the snapshot's instant or the watermark.
+        let least = since.split_once("..").map_or(since, |(least, _)| least);
+        assert!(least.parse::<usize>().unwrap() < total, "{line}");
+        assert_eq!(needed, "1000000", "{line}");
+    }
     assert!(out.contains("quarantine      empty"), "{out}");
     assert!(
         out.contains(&format!(
