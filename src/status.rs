@@ -227,11 +227,10 @@ mod tests {
     use object_store::path::Path;
     use serde_json::json;
     use strata_catalog::{
-        Action, Catalog, CatalogConfig, ChangeEvent, CommitInfo, ConnectType, Operation, Row,
-        SourcePosition, Watermark,
+        Action, Catalog, CatalogConfig, ChangeEvent, CommitInfo, ConnectType, Row, Watermark,
     };
     use strata_query::snapshot::build_snapshot;
-    use strata_query::testing::{add_segment, table_schema};
+    use strata_query::testing::{add_segment, insert, table_schema};
 
     use super::*;
 
@@ -247,21 +246,11 @@ mod tests {
     fn inserts(ids: std::ops::RangeInclusive<i32>, second: i64) -> Vec<ChangeEvent> {
         ids.map(|id| {
             let key: Row = [("id", json!(id))].into_iter().collect();
-            ChangeEvent {
-                table: orders(),
-                op: Operation::Create,
-                key: key.clone(),
-                before: None,
-                after: Some(key),
-                unchanged: Vec::new(),
-                commit_ts_us: T0 + second * SECOND,
-                position: SourcePosition {
-                    commit: u64::try_from(second).expect("second") * 100,
-                    seq: u64::try_from(id).expect("id"),
-                },
-                tx_id: None,
-                origin: None,
-            }
+            let position = (
+                u64::try_from(second).expect("second") * 100,
+                u64::try_from(id).expect("id"),
+            );
+            insert(orders(), key.clone(), key, T0 + second * SECOND, position)
         })
         .collect()
     }

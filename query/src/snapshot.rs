@@ -721,14 +721,11 @@ mod tests {
     use object_store::memory::InMemory;
     use object_store::path::Path;
     use serde_json::json;
-    use strata_catalog::{
-        CatalogConfig, ChangeEvent, ConnectType, Operation, Row, SourcePosition, TableSchema,
-        Watermark,
-    };
+    use strata_catalog::{CatalogConfig, ChangeEvent, ConnectType, Row, TableSchema, Watermark};
 
     use super::*;
     use crate::coalesce::{CoalesceConfig, coalesce_group};
-    use crate::testing::{add_segment, table_schema};
+    use crate::testing::{self, add_segment, table_schema};
 
     /// 2026-11-25T10:00:00Z in µs.
     const T0: i64 = 1_795_600_800_000_000;
@@ -753,21 +750,11 @@ mod tests {
         let key: Row = [("id", json!(id))].into_iter().collect();
         let mut after = key.clone();
         after.insert("qty", json!(1));
-        ChangeEvent {
-            table: orders(),
-            op: Operation::Create,
-            key,
-            before: None,
-            after: Some(after),
-            unchanged: Vec::new(),
-            commit_ts_us: T0 + second * SECOND,
-            position: SourcePosition {
-                commit: u64::try_from(second).expect("second") * 100,
-                seq: u64::try_from(id).expect("id"),
-            },
-            tx_id: None,
-            origin: None,
-        }
+        let position = (
+            u64::try_from(second).expect("second") * 100,
+            u64::try_from(id).expect("id"),
+        );
+        testing::insert(orders(), key, after, T0 + second * SECOND, position)
     }
 
     struct Fixture {

@@ -9,8 +9,8 @@ use arrow::array::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use strata_catalog::{
-    Action, Catalog, ChangeEvent, ColumnSchema, ColumnType, CommitInfo, ConnectType, SchemaVersion,
-    Segment, SourcePosition, TableId, TableSchema, events_to_record_batch,
+    Action, Catalog, ChangeEvent, ColumnSchema, ColumnType, CommitInfo, ConnectType, Operation,
+    Row, SchemaVersion, Segment, SourcePosition, TableId, TableSchema, events_to_record_batch,
 };
 
 use crate::error::{Error, Result};
@@ -169,4 +169,27 @@ pub async fn add_segment(
     put_segment(store, catalog.root(), &segment, bytes).await?;
     commit_segments(catalog, schema, vec![segment.clone()]).await?;
     Ok(segment)
+}
+
+/// An insert of `after` (whose `key` columns are the key) into `table`, committed at
+/// `commit_ts_us`, the `seq`th change of the source transaction at `commit`.
+pub fn insert(
+    table: TableId,
+    key: Row,
+    after: Row,
+    commit_ts_us: i64,
+    (commit, seq): (u64, u64),
+) -> ChangeEvent {
+    ChangeEvent {
+        table,
+        op: Operation::Create,
+        key,
+        before: None,
+        after: Some(after),
+        unchanged: Vec::new(),
+        commit_ts_us,
+        position: SourcePosition { commit, seq },
+        tx_id: None,
+        origin: None,
+    }
 }
