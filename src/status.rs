@@ -138,8 +138,11 @@ async fn history_status(config: &Config) -> anyhow::Result<()> {
 
 /// A table's changes toward its next snapshot: `N/needed`, `N..M/needed` when segments
 /// straddle an end of the range, `-` when the newest snapshot reaches the watermark (or there
-/// is no watermark).
+/// is no watermark), `off` when snapshots are disabled.
 fn next_snapshot(state: &CatalogState, table: &TableId, config: &SnapshotConfig) -> String {
+    if !config.enabled {
+        return "off".to_owned();
+    }
     let Some(p) = pending_changes(state, table) else {
         return "-".to_owned();
     };
@@ -309,5 +312,10 @@ mod tests {
         // Half of the snapshot's 10 rows is needed, more than min_changes; the first segment
         // still straddles (its 2 rows at 20 s count, its 10 at 1 s do not).
         assert_eq!(next(), "4..16/5");
+        let off = SnapshotConfig {
+            enabled: false,
+            ..config.clone()
+        };
+        assert_eq!(next_snapshot(&catalog.state(), &orders(), &off), "off");
     }
 }
