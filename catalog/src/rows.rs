@@ -650,7 +650,7 @@ impl SegmentBuilder {
                         .iter()
                         .map(|(batch, _)| batch.column(i).as_ref())
                         .collect();
-                    interleave(&sources, &order)
+                    gather(&sources, &order)
                 });
                 gathered(schema, columns).map_err(arrow_err)?
             }
@@ -665,6 +665,56 @@ impl SegmentBuilder {
         span.min_key = key_at(0);
         span.max_key = key_at(span.rows - 1);
         Ok(Some((sorted, span)))
+    }
+}
+
+/// The rows `order` names, (array, row) pairs, of one column's arrays: arrow's `interleave`,
+/// except for the two kinds of column it has no fast path for, which it would extend a
+/// `MutableArrayData` with row by row: `_event_id`'s fixed-size binary and booleans.
+fn gather(
+    sources: &[&dyn arrow::array::Array],
+    order: &[(usize, usize)],
+) -> Result<ArrayRef, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, BooleanArray, FixedSizeBinaryArray};
+    use arrow::buffer::{BooleanBuffer, NullBuffer};
+    let nulls = |valid: &dyn Fn(usize, usize) -> bool, any: bool| {
+        any.then(|| {
+            NullBuffer::new(BooleanBuffer::collect_bool(order.len(), |k| {
+                let (a, i) = order[k];
+                valid(a, i)
+            }))
+        })
+    };
+    let fixed: Option<Vec<&FixedSizeBinaryArray>> = sources
+        .iter()
+        .map(|a| a.as_fixed_size_binary_opt())
+        .collect();
+    let booleans: Option<Vec<&BooleanArray>> = sources.iter().map(|a| a.as_boolean_opt()).collect();
+    match (sources.first().map(|a| a.data_type()), fixed, booleans) {
+        (Some(DataType::FixedSizeBinary(width)), Some(arrays), _) => {
+            let size = usize::try_from(*width).unwrap_or(0);
+            let mut values = Vec::with_capacity(order.len() * size);
+            for &(a, i) in order {
+                values.extend_from_slice(arrays[a].value(i));
+            }
+            let any_null = arrays.iter().any(|a| a.null_count() > 0);
+            let nulls = nulls(&|a, i| arrays[a].is_valid(i), any_null);
+            Ok(Arc::new(FixedSizeBinaryArray::try_new(
+                *width,
+                values.into(),
+                nulls,
+            )?))
+        }
+        (Some(DataType::Boolean), _, Some(arrays)) => {
+            let values = BooleanBuffer::collect_bool(order.len(), |k| {
+                let (a, i) = order[k];
+                arrays[a].value(i)
+            });
+            let any_null = arrays.iter().any(|a| a.null_count() > 0);
+            let nulls = nulls(&|a, i| arrays[a].is_valid(i), any_null);
+            Ok(Arc::new(BooleanArray::new(values, nulls)))
+        }
+        _ => interleave(sources, order),
     }
 }
 

@@ -357,3 +357,57 @@ proptest::proptest! {
         proptest::prop_assert_eq!(sort_order(&refs).unwrap(), expected);
     }
 }
+
+proptest::proptest! {
+    /// The gather of `_event_id`'s fixed-size binary and of booleans, with and without nulls,
+    /// from several arrays (one of them sliced), is arrow's `interleave`.
+    #[test]
+    fn gathering_fixed_size_binary_and_booleans_is_interleaving(
+        cells in proptest::collection::vec(proptest::option::weighted(0.8, 0_u8..=255), 3..60),
+        picks in proptest::collection::vec((0_usize..3, 0_usize..1000), 0..120),
+        nullable in proptest::bool::ANY,
+    ) {
+        use arrow::array::{BooleanArray, FixedSizeBinaryArray};
+        let cells: Vec<Option<u8>> = if nullable {
+            cells
+        } else {
+            cells.into_iter().map(|c| Some(c.unwrap_or(0))).collect()
+        };
+        let thirds: Vec<&[Option<u8>]> = cells.chunks(cells.len().div_ceil(3)).collect();
+        let ids: Vec<ArrayRef> = thirds
+            .iter()
+            .map(|t| {
+                let values = t.iter().map(|c| c.map(|b| [b, b ^ 0x5a, 7, b]));
+                Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(values, 4).unwrap())
+                    as ArrayRef
+            })
+            .collect();
+        let flags: Vec<ArrayRef> = thirds
+            .iter()
+            .map(|t| {
+                Arc::new(BooleanArray::from_iter(t.iter().map(|c| c.map(|b| b % 3 == 0))))
+                    as ArrayRef
+            })
+            .collect();
+        // One array sliced: its rows start at an offset into its buffers.
+        let sliced = |arrays: &[ArrayRef]| -> Vec<ArrayRef> {
+            arrays
+                .iter()
+                .enumerate()
+                .map(|(i, a)| if i == 1 && a.len() > 1 { a.slice(1, a.len() - 1) } else { Arc::clone(a) })
+                .collect()
+        };
+        for arrays in [sliced(&ids), sliced(&flags)] {
+            let sources: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            let order: Vec<(usize, usize)> = picks
+                .iter()
+                .filter(|(a, _)| *a < sources.len() && !sources[*a].is_empty())
+                .map(|&(a, i)| (a, i % sources[a].len()))
+                .collect();
+            let ours = gather(&sources, &order).unwrap();
+            let arrows = interleave(&sources, &order).unwrap();
+            proptest::prop_assert_eq!(ours.as_ref(), arrows.as_ref());
+            proptest::prop_assert_eq!(ours.null_count(), arrows.null_count());
+        }
+    }
+}
