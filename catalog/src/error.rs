@@ -213,6 +213,13 @@ pub enum ConflictKind {
         /// The segment path.
         path: String,
     },
+    /// `RemoveSnapshot` of a snapshot that is not live (someone removed it first).
+    MissingSnapshot {
+        /// The table.
+        table: TableId,
+        /// The snapshot.
+        snapshot_id: String,
+    },
     /// A segment replacing others (`content_version` set) whose sources lie on both sides of
     /// a snapshot's `built_from_version`: it would make that snapshot look incomplete.
     StraddlesSnapshot {
@@ -248,6 +255,9 @@ impl fmt::Display for ConflictKind {
             }
             Self::MissingSegment { table, path } => {
                 write!(f, "table {table} has no live segment {path}")
+            }
+            Self::MissingSnapshot { table, snapshot_id } => {
+                write!(f, "table {table} has no live snapshot {snapshot_id}")
             }
             Self::StraddlesSnapshot { table, snapshot_id } => write!(
                 f,

@@ -20,7 +20,7 @@
 //! - [`SegmentBuilder`]: appends [`SegmentRow`]s (cells already of their Arrow types) column
 //!   by column and finishes them into a sorted segment batch ([`rows`]).
 //! - [`Action`]: what a commit can say (`AddSegment`, `AddSnapshot`, `SetSchema`,
-//!   `SetWatermark`, `ConsumeOffsets`, `Quarantine`, `RemoveSegment`).
+//!   `SetWatermark`, `ConsumeOffsets`, `Quarantine`, `RemoveSegment`, `RemoveSnapshot`).
 //!
 //! The protocol (object layout, commit and open algorithms) is written down in [`log`].
 //! Times are `i64` microseconds since the Unix epoch, UTC.
@@ -105,7 +105,7 @@ pub use crate::event::{
 pub use crate::log::{
     Action, Catalog, CatalogConfig, CatalogState, CatalogVersion, Commit, CommitInfo, OffsetRange,
     QuarantineEntry, QuarantinedObject, SchemaVersion, Segment, SegmentEntry, SegmentRemoval,
-    Snapshot, TableState, Watermark,
+    Snapshot, SnapshotRemoval, TableState, Watermark,
 };
 pub use crate::rows::{Cell, SegmentBuilder, SegmentRow, SegmentSpan};
 pub use crate::schema::{

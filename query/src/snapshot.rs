@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use strata_catalog::schema::{COMMIT_TS_COLUMN, TX_ID_COLUMN, system_fields};
 use strata_catalog::{
     Action, Catalog, CatalogState, CommitInfo, QuarantineEntry, QuarantinedObject, Segment,
-    Snapshot, TableId, encode_segment,
+    Snapshot, SnapshotRemoval, TableId, encode_segment,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -75,6 +75,18 @@ pub struct SnapshotConfig {
     /// max(`min_changes`, share x rows) changes on top of its snapshot, plus those of one
     /// `interval`. 0: `min_changes` alone. Default 0.1.
     pub min_change_ratio: f64,
+    /// Remove old snapshots ([`snapshots_to_thin`]): every snapshot within `keep_all_for`
+    /// of a table's newest one is kept, then the newest of each UTC day up to
+    /// `keep_daily_for`, then the newest of each week (Monday to Sunday, UTC). Without
+    /// thinning, a table's snapshots add up to about 1 / `min_change_ratio` rows per change
+    /// (10 by default), for ever. Default `true`.
+    pub thin: bool,
+    /// Default `1d`.
+    #[serde(with = "humantime_serde")]
+    pub keep_all_for: Duration,
+    /// At least `keep_all_for`. Default `30d`.
+    #[serde(with = "humantime_serde")]
+    pub keep_daily_for: Duration,
     /// Rows per Parquet file of a snapshot. Default 4 194 304.
     pub part_rows: usize,
     /// Rows per row group. Default 131 072.
@@ -92,6 +104,9 @@ impl Default for SnapshotConfig {
             interval: Duration::from_secs(300),
             min_changes: 1_000_000,
             min_change_ratio: 0.1,
+            thin: true,
+            keep_all_for: Duration::from_secs(86_400),
+            keep_daily_for: Duration::from_secs(30 * 86_400),
             part_rows: 4 * 1024 * 1024,
             row_group_rows: 128 * 1024,
             zstd_level: 3,
@@ -114,6 +129,9 @@ impl SnapshotConfig {
         }
         if !(self.min_change_ratio.is_finite() && self.min_change_ratio >= 0.0) {
             return bad("min_change_ratio", "must be a number of 0 or more");
+        }
+        if self.keep_daily_for < self.keep_all_for {
+            return bad("keep_daily_for", "must be at least keep_all_for");
         }
         if self.part_rows == 0 {
             return bad("part_rows", "must be more than 0");
@@ -142,6 +160,10 @@ pub struct SnapshotStats {
     pub failures: AtomicU64,
     /// Microseconds the last successful build took.
     pub last_build_us: AtomicU64,
+    /// Snapshots removed by thinning.
+    pub removed: AtomicU64,
+    /// Bytes of the snapshots removed by thinning (their files go with `strata gc`).
+    pub removed_bytes: AtomicU64,
 }
 
 /// Is `snapshot` complete: no segment whose changes reached the catalog after it was built
@@ -552,6 +574,63 @@ pub fn changes_needed(config: &SnapshotConfig, since_rows: u64) -> u64 {
     config.min_changes.max(share).max(1)
 }
 
+/// The snapshots of `table` that thinning removes, oldest first, when `config.thin`: every
+/// snapshot but the newest that a read can never use (incomplete, see [`is_complete`]), and
+/// of the complete ones those the policy does not keep. Ages count back from the newest
+/// snapshot's instant, not from the clock, so a table whose capture stopped keeps its last
+/// snapshots.
+///
+/// ```text
+///   age (newest.as_of_ts - as_of_ts)   kept
+///   <= keep_all_for                    every one
+///   <= keep_daily_for                  the newest of its UTC day
+///   older                              the newest of its week (Monday to Sunday, UTC)
+/// ```
+///
+/// Removing only ever drops what a read would not start from, or trades one for an older
+/// start: `as_of(t)` then replays the changes since the kept snapshot before `t` (at most a
+/// day's, then a week's), and every answer stays the same.
+pub fn snapshots_to_thin<'a>(
+    state: &'a CatalogState,
+    table: &TableId,
+    config: &SnapshotConfig,
+) -> Vec<&'a Snapshot> {
+    const DAY_US: i64 = 86_400_000_000;
+    let Some(snapshots) = state.table(table).map(|t| t.snapshots()) else {
+        return Vec::new();
+    };
+    let Some((newest, older)) = snapshots.split_last().filter(|_| config.thin) else {
+        return Vec::new();
+    };
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let (all_for, daily_for) = (micros(config.keep_all_for), micros(config.keep_daily_for));
+    // (weekly, bucket) pairs already holding a kept snapshot, walked newest first.
+    let mut kept = std::collections::HashSet::new();
+    let mut removed: Vec<&Snapshot> = older
+        .iter()
+        .rev()
+        .filter(|s| {
+            if !is_complete(state, table, s) {
+                return true;
+            }
+            let age = newest.as_of_ts.saturating_sub(s.as_of_ts);
+            if age <= all_for {
+                return false;
+            }
+            let day = s.as_of_ts.div_euclid(DAY_US);
+            // 1970-01-01 was a Thursday: days + 3 count weeks from Mondays.
+            let bucket = if age <= daily_for {
+                (false, day)
+            } else {
+                (true, (day + 3).div_euclid(7))
+            };
+            !kept.insert(bucket)
+        })
+        .collect();
+    removed.reverse();
+    removed
+}
+
 /// Builds snapshots of every table that is due, every `interval`, until cancelled.
 pub struct Snapshotter {
     catalog: Arc<Catalog>,
@@ -630,7 +709,58 @@ impl Snapshotter {
                 }
             }
         }
+        if let Err(e) = self.thin().await {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "thinning snapshots failed; retrying next round");
+        }
         Ok(built)
+    }
+
+    /// Removes the snapshots [`snapshots_to_thin`] names, one commit per table (a table whose
+    /// commit fails is logged, counted and tried again next round). Their files stay until
+    /// `strata gc` finds the removal older than its grace period.
+    async fn thin(&self) -> Result<()> {
+        if !self.config.thin {
+            return Ok(());
+        }
+        self.catalog.refresh().await?;
+        let state = self.catalog.state();
+        for table in state.tables() {
+            let removed = snapshots_to_thin(&state, table, &self.config);
+            if removed.is_empty() {
+                continue;
+            }
+            let bytes: u64 = removed.iter().map(|s| s.bytes).sum();
+            let actions = removed
+                .iter()
+                .map(|s| {
+                    Action::RemoveSnapshot(SnapshotRemoval {
+                        table: table.clone(),
+                        snapshot_id: s.snapshot_id.clone(),
+                        paths: s.paths.clone(),
+                    })
+                })
+                .collect();
+            let info = CommitInfo::new(&self.config.writer_id, "thin snapshots")
+                .with_app_metadata(serde_json::json!({
+                    "table": table.to_string(),
+                    "removed": removed.len(),
+                }));
+            if let Err(e) = self.catalog.commit(actions, info).await {
+                // Another snapshotter removed one first, or the store failed: next round.
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                warn!(%table, error = %e, "removing old snapshots failed; retrying next round");
+                continue;
+            }
+            info!(%table, removed = removed.len(), bytes,
+                  left = state.table(table).map_or(0, |t| t.snapshots().len()) - removed.len(),
+                  "old snapshots removed (their files go with gc)");
+            self.stats
+                .removed
+                .fetch_add(removed.len() as u64, Ordering::Relaxed);
+            self.stats.removed_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Counts a failure for `table`; quarantines the segment it names, if unreadable.
@@ -915,6 +1045,64 @@ mod tests {
         f.add(&(46..=50).map(|id| insert(id, 16)).collect::<Vec<_>>())
             .await;
         assert_eq!(f.due_with(5, 0.25).await, as_of);
+    }
+
+    /// Weeks run Monday to Sunday (UTC); days are UTC days; `thin = false` removes nothing.
+    #[tokio::test]
+    async fn thinning_buckets_are_utc_days_and_monday_weeks() {
+        const DAY: i64 = 86_400 * SECOND;
+        // 2026-11-30 00:00 UTC, a Monday.
+        let monday = T0 + 5 * DAY - 10 * 3_600 * SECOND;
+        let f = Fixture::new().await;
+        let at = [
+            monday - 2 * SECOND, // Sunday 23:59:58: the week before
+            monday - SECOND,     // Sunday 23:59:59: newest of that week
+            monday,              // Monday 00:00: a week of its own
+            monday + 60 * DAY - 1,
+        ];
+        let actions = at
+            .iter()
+            .map(|&as_of_ts| {
+                Action::AddSnapshot(Snapshot {
+                    table: orders(),
+                    snapshot_id: format!("s{as_of_ts}"),
+                    as_of_ts,
+                    paths: vec![format!("snapshots/{as_of_ts}.parquet")],
+                    rows: 1,
+                    bytes: 10,
+                    built_from_version: strata_catalog::CatalogVersion(1),
+                })
+            })
+            .collect();
+        f.catalog
+            .commit(actions, CommitInfo::new("test", "snapshot"))
+            .await
+            .expect("commit");
+        let state = f.catalog.state();
+        let thinned = |config: &SnapshotConfig| -> Vec<i64> {
+            snapshots_to_thin(&state, &orders(), config)
+                .iter()
+                .map(|s| s.as_of_ts)
+                .collect()
+        };
+        assert_eq!(thinned(&SnapshotConfig::default()), [at[0]]);
+        // Sunday 23:59:58 and 23:59:59 are one UTC day: the daily tier removes the same one.
+        let daily = SnapshotConfig {
+            keep_daily_for: Duration::from_secs(90 * 86_400),
+            ..SnapshotConfig::default()
+        };
+        assert_eq!(thinned(&daily), [at[0]]);
+        let off = SnapshotConfig {
+            thin: false,
+            ..SnapshotConfig::default()
+        };
+        assert!(thinned(&off).is_empty());
+        let keep_all = SnapshotConfig {
+            keep_all_for: Duration::from_secs(90 * 86_400),
+            keep_daily_for: Duration::from_secs(90 * 86_400),
+            ..SnapshotConfig::default()
+        };
+        assert!(thinned(&keep_all).is_empty());
     }
 
     #[test]

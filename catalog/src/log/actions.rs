@@ -11,8 +11,28 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::table::TableId;
 
-/// The format number written in every commit and checkpoint. A reader refuses a higher one.
-pub const LOG_FORMAT: u32 = 1;
+/// The newest format number this build reads and writes. A reader refuses a higher one.
+///
+/// - 1: every action but `RemoveSnapshot`; checkpoints.
+/// - 2: a commit with a `RemoveSnapshot`. Only such commits say 2, so a reader of format 1
+///   keeps reading every other commit, and refuses one it would misread with an error that
+///   says to upgrade.
+pub const LOG_FORMAT: u32 = 2;
+
+/// The format of checkpoints and of commits without a `RemoveSnapshot`.
+pub(crate) const BASE_FORMAT: u32 = 1;
+
+/// The format a commit of `actions` is written with: the lowest that holds them.
+pub(crate) fn commit_format(actions: &[Action]) -> u32 {
+    if actions
+        .iter()
+        .any(|a| matches!(a, Action::RemoveSnapshot(_)))
+    {
+        LOG_FORMAT
+    } else {
+        BASE_FORMAT
+    }
+}
 
 /// A version of the catalog: the number of commits folded into it.
 ///
@@ -56,6 +76,10 @@ pub enum Action {
     RemoveSegment(SegmentRemoval),
     /// A snapshot: the table's full state at one instant.
     AddSnapshot(Snapshot),
+    /// A snapshot no longer belongs to the table (thinned: see the query crate's
+    /// `snapshot::thin`). Its files stay until `strata gc` finds the removal older than its
+    /// grace period.
+    RemoveSnapshot(SnapshotRemoval),
     /// A table's schema from some instant on.
     SetSchema(SchemaVersion),
     /// Every change of a table with commit time <= `ts` is in the catalog.
@@ -123,6 +147,18 @@ pub struct Snapshot {
     pub bytes: u64,
     /// The catalog version whose segments were folded into it.
     pub built_from_version: CatalogVersion,
+}
+
+/// `RemoveSnapshot`: a snapshot leaves the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRemoval {
+    /// The table.
+    pub table: TableId,
+    /// The snapshot's id as it was added.
+    pub snapshot_id: String,
+    /// Its files as it was added: gc keeps them while the removal is younger than its grace
+    /// period (a query planned before the removal may still read them).
+    pub paths: Vec<String>,
 }
 
 /// A table's schema from `effective_from_ts` on (`SetSchema`).
@@ -300,6 +336,12 @@ fn validate_action(action: &Action) -> Result<(), String> {
             }
             if s.paths.iter().any(String::is_empty) {
                 return Err(format!("snapshot {} has an empty path", s.snapshot_id));
+            }
+        }
+        Action::RemoveSnapshot(r) => {
+            table_ok(&r.table)?;
+            if r.snapshot_id.is_empty() {
+                return Err("snapshot_id is empty".into());
             }
         }
         Action::SetSchema(s) => table_ok(&s.table)?,

@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::actions::{CatalogVersion, LOG_FORMAT, QuarantineEntry, SchemaVersion, Snapshot};
+use super::actions::{
+    BASE_FORMAT, CatalogVersion, LOG_FORMAT, QuarantineEntry, SchemaVersion, Snapshot,
+};
 use super::state::{CatalogState, SegmentEntry, TableState};
 use crate::error::{Error, Result};
 use crate::table::TableId;
@@ -51,7 +53,7 @@ struct CheckpointOffset {
 /// Serializes and compresses `state`.
 pub(crate) fn encode(state: &CatalogState) -> Result<Vec<u8>> {
     let file = CheckpointFile {
-        format: LOG_FORMAT,
+        format: BASE_FORMAT,
         version: state.version,
         tables: state
             .tables

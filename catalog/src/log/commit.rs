@@ -9,7 +9,9 @@ use tracing::{Span, debug, field, info, instrument, warn};
 use uuid::Uuid;
 
 use super::Catalog;
-use super::actions::{Action, CatalogVersion, CommitInfo, CommitRef, LOG_FORMAT, validate_actions};
+use super::actions::{
+    Action, CatalogVersion, CommitInfo, CommitRef, commit_format, validate_actions,
+};
 use super::checkpoint::{self, LastCheckpoint};
 use super::state::CatalogState;
 use crate::error::{Error, Result};
@@ -59,7 +61,7 @@ impl Catalog {
             let version = base.version.next();
             let path = self.layout.commit_path(version);
             let body = serde_json::to_vec(&CommitRef {
-                format: LOG_FORMAT,
+                format: commit_format(&actions),
                 version,
                 txn_id: &txn_id,
                 wall_time_us: chrono::Utc::now().timestamp_micros(),

@@ -40,8 +40,10 @@
 //!   absent (never committed: any `from`). Two compactors that both believe they own a
 //!   partition cannot both commit the same records: the second one gets
 //!   [`Error::Conflict`], reloads, and drops or replays its batch.
-//! - a `snapshot_id` or a (`table`, `schema_id`) is committed at most once;
-//! - a segment path is live at most once, and only a live segment can be removed;
+//! - a (`table`, `schema_id`) is committed at most once, and a `snapshot_id` is live at
+//!   most once;
+//! - a segment path is live at most once, and only a live segment or snapshot can be
+//!   removed (`MissingSegment`, `MissingSnapshot`: someone removed it first);
 //! - a segment that replaces others (`content_version` set, its sources removed in the same
 //!   commit) may not mix sources from both sides of a snapshot's `built_from_version`
 //!   (`StraddlesSnapshot`): the snapshot would look incomplete.
@@ -93,7 +95,7 @@ use tracing::{Span, debug, instrument, warn};
 
 pub use self::actions::{
     Action, CatalogVersion, Commit, CommitInfo, LOG_FORMAT, OffsetRange, QuarantineEntry,
-    QuarantinedObject, SchemaVersion, Segment, SegmentRemoval, Snapshot, Watermark,
+    QuarantinedObject, SchemaVersion, Segment, SegmentRemoval, Snapshot, SnapshotRemoval, Watermark,
 };
 pub use self::state::{CatalogState, SegmentEntry, TableState};
 

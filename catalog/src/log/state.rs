@@ -188,6 +188,7 @@ impl CatalogState {
     pub(crate) fn check(&self, actions: &[Action]) -> Result<(), ConflictKind> {
         let mut next_offsets: HashMap<(&str, &str, i32), i64> = HashMap::new();
         let mut snapshots: HashSet<(&TableId, &str)> = HashSet::new();
+        let mut removed_snapshots: HashSet<(&TableId, &str)> = HashSet::new();
         let mut schemas: HashSet<(&TableId, u64)> = HashSet::new();
         let mut added: HashSet<(&TableId, &str)> = HashSet::new();
         let mut removed: HashSet<(&TableId, &str)> = HashSet::new();
@@ -226,6 +227,17 @@ impl CatalogState {
                         return Err(ConflictKind::DuplicateSnapshot {
                             table: s.table.clone(),
                             snapshot_id: s.snapshot_id.clone(),
+                        });
+                    }
+                }
+                Action::RemoveSnapshot(r) => {
+                    let live = self.tables.get(&r.table).is_some_and(|t| {
+                        t.snapshots.iter().any(|x| x.snapshot_id == r.snapshot_id)
+                    }) || snapshots.contains(&(&r.table, r.snapshot_id.as_str()));
+                    if !live || !removed_snapshots.insert((&r.table, &r.snapshot_id)) {
+                        return Err(ConflictKind::MissingSnapshot {
+                            table: r.table.clone(),
+                            snapshot_id: r.snapshot_id.clone(),
                         });
                     }
                 }
@@ -348,6 +360,11 @@ impl CatalogState {
                     let snapshots = &mut self.table_mut(&s.table).snapshots;
                     let at = snapshots.partition_point(|x| x.as_of_ts <= s.as_of_ts);
                     snapshots.insert(at, s.clone());
+                }
+                Action::RemoveSnapshot(r) => {
+                    if let Some(t) = self.tables.get_mut(&r.table) {
+                        t.snapshots.retain(|x| x.snapshot_id != r.snapshot_id);
+                    }
                 }
                 Action::SetSchema(s) => {
                     let schemas = &mut self.table_mut(&s.table).schemas;
@@ -668,6 +685,47 @@ mod tests {
         ));
         // A failed check changes nothing.
         assert_eq!(s.version(), CatalogVersion(2));
+    }
+
+    fn remove_snapshot(id: &str) -> Action {
+        Action::RemoveSnapshot(crate::log::actions::SnapshotRemoval {
+            table: orders(),
+            snapshot_id: id.into(),
+            paths: vec![format!("snapshots/{id}/part-0.parquet")],
+        })
+    }
+
+    #[test]
+    fn a_removed_snapshot_is_no_longer_read_from_and_is_removed_once() {
+        let mut s = CatalogState::default();
+        commit(&mut s, &[snapshot("s1", 100), snapshot("s2", 200)]).unwrap();
+        commit(&mut s, &[remove_snapshot("s1")]).unwrap();
+        let snap = |s: &CatalogState, t| {
+            s.latest_snapshot_at_or_before(&orders(), t)
+                .map(|x| x.snapshot_id.clone())
+        };
+        // A read at 150 now starts from the whole history, one at 200 still from s2.
+        assert_eq!(snap(&s, 150), None);
+        assert_eq!(snap(&s, 250).as_deref(), Some("s2"));
+        assert_eq!(s.table(&orders()).unwrap().snapshots().len(), 1);
+        // Someone removed it first: a conflict naming it; so is removing it twice at once.
+        for actions in [
+            vec![remove_snapshot("s1")],
+            vec![remove_snapshot("s2"), remove_snapshot("s2")],
+            vec![remove_snapshot("never")],
+        ] {
+            assert!(
+                matches!(
+                    s.check(&actions),
+                    Err(ConflictKind::MissingSnapshot { ref snapshot_id, .. })
+                        if snapshot_id == "s1" || snapshot_id == "s2" || snapshot_id == "never"
+                ),
+                "{actions:?}"
+            );
+        }
+        // Added and removed in one commit: allowed, and it leaves no snapshot behind.
+        commit(&mut s, &[snapshot("s3", 300), remove_snapshot("s3")]).unwrap();
+        assert_eq!(snap(&s, i64::MAX).as_deref(), Some("s2"));
     }
 
     #[test]

@@ -207,3 +207,59 @@ async fn config_is_validated_and_deserialized_strictly() {
     );
     assert!(serde_json::from_str::<CatalogConfig>(r#"{"checkpoint_intervall": 5}"#).is_err());
 }
+
+#[tokio::test]
+async fn a_snapshot_removal_is_format_2_and_survives_reopening_and_checkpoints() {
+    use strata_catalog::{Action, Snapshot, SnapshotRemoval};
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    // A checkpoint every 2 commits: the removal (commit 2) is folded into one.
+    let catalog = open(&store, fast_config(2)).await;
+    let snapshot = |id: &str, as_of_ts: i64| Snapshot {
+        table: orders(),
+        snapshot_id: id.into(),
+        as_of_ts,
+        paths: vec![format!("snapshots/1/{id}-0.parquet")],
+        rows: 5,
+        bytes: 50,
+        built_from_version: CatalogVersion(0),
+    };
+    let (old, new) = (snapshot("old", 100), snapshot("new", 200));
+    catalog
+        .commit(
+            vec![
+                Action::AddSnapshot(old.clone()),
+                Action::AddSnapshot(new.clone()),
+            ],
+            CommitInfo::new("w", "snapshot"),
+        )
+        .await
+        .unwrap();
+    let removal = Action::RemoveSnapshot(SnapshotRemoval {
+        table: orders(),
+        snapshot_id: old.snapshot_id.clone(),
+        paths: old.paths.clone(),
+    });
+    catalog
+        .commit(vec![removal.clone()], CommitInfo::new("w", "thin snapshots"))
+        .await
+        .unwrap();
+    let first = catalog.read_commit(CatalogVersion(1)).await.unwrap();
+    let second = catalog.read_commit(CatalogVersion(2)).await.unwrap();
+    assert_eq!((first.format, second.format), (1, 2));
+    assert_eq!(second.actions, vec![removal.clone()]);
+
+    let reopened = open(&store, fast_config(2)).await;
+    let state = reopened.state();
+    assert_eq!(state.table(&orders()).unwrap().snapshots(), [new]);
+    assert_eq!(state.latest_snapshot_at_or_before(&orders(), 150), None);
+    // Removing it again, from a writer that has not seen the removal: a conflict naming it.
+    match catalog
+        .commit(vec![removal], CommitInfo::new("w2", "thin snapshots"))
+        .await
+    {
+        Err(e @ Error::Conflict { .. }) => {
+            assert!(e.to_string().contains("no live snapshot old"), "{e}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}

@@ -247,3 +247,100 @@ async fn a_disabled_snapshotter_builds_nothing_and_runs_until_cancelled() {
             .is_empty()
     );
 }
+
+/// Snapshots over seven weeks, thinned by the snapshotter's round: the policy's picks go,
+/// an incomplete one goes, and no answer changes at any instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinning_removes_what_the_policy_does_not_keep_and_changes_no_answer() {
+    const HOUR: i64 = 3_600 * SECOND;
+    const DAY: i64 = 24 * HOUR;
+    let mut f = fixture().await;
+    // T0 is Wednesday 2026-11-25 10:00 UTC. Two snapshots in the first week (the second
+    // after the truncate), two on one day ten days on, one a day before the newest and
+    // two within its last day.
+    let newest_at = T0 + 50 * DAY;
+    let mut built = Vec::new();
+    for t in [
+        T0 + 3 * SECOND + SECOND / 2, // Wed: the same week as the next, which is newer
+        T0 + 6 * SECOND + SECOND / 2, // Wed: newest of its week
+        T0 + 40 * DAY,                // Sun 2027-01-03 10:00: same day as the next
+        T0 + 40 * DAY + 2 * HOUR,     // newest of its day (age 10 d - 2 h: the daily tier)
+        newest_at - 30 * HOUR,        // age 30 h: the newest of its day
+        newest_at - 20 * HOUR,        // within a day of the newest
+        newest_at,
+    ] {
+        built.push(snapshot_at(&f, t).await);
+    }
+    // A change committed an hour before the newest's instant arrives late: that snapshot is
+    // incomplete (the six older ones are not).
+    let mut late = change(
+        Operation::Update,
+        Some(6),
+        &full("late", "b6-late", 60),
+        &[],
+        6,
+        900,
+    );
+    late.commit_ts_us = newest_at - HOUR;
+    late.position = SourcePosition {
+        commit: 900,
+        seq: 900,
+    };
+    testing::add_segment(&f.catalog, &f.store, &schema(), std::slice::from_ref(&late))
+        .await
+        .expect("late segment");
+    f.events.push(late);
+    // One more snapshot after it, complete: the incomplete one is no longer the newest (the
+    // newest is always kept), and ages count back from this one.
+    let last = snapshot_at(&f, newest_at + HOUR).await;
+    built.push(last.clone());
+
+    let instants: Vec<i64> = INSTANTS
+        .into_iter()
+        .chain(built.iter().flat_map(|s| [s.as_of_ts - 1, s.as_of_ts, s.as_of_ts + HOUR]))
+        .collect();
+    let mut before = Vec::new();
+    for &t in &instants {
+        before.push(as_of(&f, t).await);
+    }
+
+    let config = SnapshotConfig {
+        interval: std::time::Duration::from_secs(3600),
+        min_changes: u64::MAX,
+        ..SnapshotConfig::default()
+    };
+    let snapshotter =
+        strata_query::Snapshotter::new(Arc::clone(&f.catalog), Arc::clone(&f.store), config)
+            .expect("snapshotter");
+    let stats = snapshotter.stats();
+    assert!(snapshotter.round().await.expect("round").is_empty(), "none due");
+    let state = f.catalog.state();
+    let left: Vec<i64> = state
+        .table(&orders())
+        .expect("orders")
+        .snapshots()
+        .iter()
+        .map(|s| s.as_of_ts)
+        .collect();
+    let at = |i: usize| built[i].as_of_ts;
+    assert_eq!(
+        left,
+        [at(1), at(3), at(4), at(5), last.as_of_ts],
+        "kept: the first week's newest, day 40's newest, the 30 h old one, the 20 h old one \
+         and the newest; removed: the first week's older one, day 40's older one, the \
+         incomplete one"
+    );
+    assert_eq!(stats.removed.load(std::sync::atomic::Ordering::Relaxed), 3);
+    let removed_bytes: u64 = [0, 2, 6].iter().map(|&i| built[i].bytes).sum();
+    assert_eq!(
+        stats.removed_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        removed_bytes
+    );
+    for (t, expected) in instants.iter().zip(&before) {
+        assert_eq!(&as_of(&f, *t).await, expected, "as of {t} after thinning");
+        assert_eq!(expected, &replay(&f.events, *t), "as of {t}");
+    }
+    // A second round finds nothing more to remove.
+    snapshotter.round().await.expect("round");
+    assert_eq!(stats.removed.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
