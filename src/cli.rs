@@ -64,13 +64,13 @@ pub(crate) enum Command {
     /// Show capture positions, lag and the catalog's watermarks.
     Status,
     /// Delete segment and snapshot files that no catalog commit references (left by a
-    /// compactor or snapshot build stopped between writing and committing them, or replaced
-    /// by a coalesced segment).
+    /// compactor or snapshot build stopped between writing and committing them, replaced by
+    /// a coalesced segment, or of a thinned snapshot).
     Gc {
         /// Keep unreferenced files younger than this (a flush or snapshot may be committing
-        /// them right now), and replaced segments whose removal is younger than this (a query
-        /// of an older catalog version may be reading them). Below 10m it is refused without
-        /// --unsafe-allow-short-grace (a dry run takes any).
+        /// them right now), and replaced segments and thinned snapshots whose removal is
+        /// younger than this (a query of an older catalog version may be reading them). Below
+        /// 10m it is refused without --unsafe-allow-short-grace (a dry run takes any).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
         older_than: std::time::Duration,
         /// List what would be deleted, delete nothing.

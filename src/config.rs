@@ -73,7 +73,7 @@ pub(crate) struct GcConfig {
     #[serde(with = "humantime_serde")]
     pub(crate) interval: Duration,
     /// The grace period, as `strata gc --older-than`: unreferenced files younger than this, and
-    /// replaced segments whose removal is younger than this, are kept. Default `1h`. Below
+    /// replaced segments and thinned snapshots whose removal is younger than this, are kept. Default `1h`. Below
     /// [`MIN_OLDER_THAN`](crate::gc::MIN_OLDER_THAN) (10m) it is refused unless
     /// `unsafe_allow_short_grace`.
     #[serde(with = "humantime_serde")]

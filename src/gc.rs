@@ -6,10 +6,11 @@
 //! finds them and deletes those older than a grace period, so that a flush or snapshot being
 //! committed right now keeps its files.
 //!
-//! The coalescer replaces small segments with a coalesced one; its commit removes them from
-//! the table but leaves their files, which a query still reading an older catalog version may
-//! need. `gc` deletes such a file once the commit that removed it is older than the same grace
-//! period (it reads the commits of that period back from the log).
+//! The coalescer replaces small segments with a coalesced one, and the snapshotter thins old
+//! snapshots; their commits remove segments and snapshots from the table but leave their
+//! files, which a query still reading an older catalog version may need. `gc` deletes such a
+//! file once the commit that removed it is older than the same grace period (it reads the
+//! commits of that period back from the log).
 //!
 //! ```text
 //!  list <root>/<source>/<ns>/<table>/changes/*.parquet and …/snapshots/<version>/*.parquet
@@ -115,8 +116,8 @@ pub(crate) struct GcReport {
     pub(crate) referenced: usize,
     /// Unreferenced files younger than the grace period, kept.
     pub(crate) young: Vec<Orphan>,
-    /// Files of segments that a commit within the grace period removed (replaced by a
-    /// coalesced segment), kept.
+    /// Files of segments and snapshots that a commit within the grace period removed
+    /// (replaced by a coalesced segment, thinned), kept.
     pub(crate) replaced: Vec<Orphan>,
     /// Unreferenced files older than the grace period: deleted, unless a dry run.
     pub(crate) orphans: Vec<Orphan>,
@@ -261,8 +262,12 @@ async fn recently_removed(
                 return Ok(removed);
             }
             for action in commit.actions {
-                if let Action::RemoveSegment(r) = action {
-                    removed.insert(r.path);
+                match action {
+                    Action::RemoveSegment(r) => {
+                        removed.insert(r.path);
+                    }
+                    Action::RemoveSnapshot(r) => removed.extend(r.paths),
+                    _ => {}
                 }
             }
         }
@@ -357,8 +362,8 @@ pub(crate) fn print(report: &GcReport, storage: &Storage, older_than: Duration) 
     }
     if !report.replaced.is_empty() {
         println!(
-            "replaced        {} files of segments replaced by coalescing less than {grace} ago \
-             (queries of older versions may read them): kept",
+            "replaced        {} files of segments coalesced or snapshots thinned less than {grace} \
+             ago (queries of older versions may read them): kept",
             report.replaced.len()
         );
     }
@@ -575,19 +580,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_replaced_segment_stays_until_its_removal_is_older_than_the_grace() {
+    async fn a_replaced_segment_or_thinned_snapshot_stays_until_its_removal_is_older_than_the_grace()
+     {
         let (dir, store, storage) = local_storage();
         let table = TableId::new("pg", "public", "orders");
         let (small, coalesced) = (
             "pg/public/orders/changes/small.parquet",
             "pg/public/orders/changes/coalesced.parquet",
         );
+        let thinned = "pg/public/orders/snapshots/1/old-0.parquet";
         put(store.as_ref(), small).await;
         put(store.as_ref(), coalesced).await;
+        put(store.as_ref(), thinned).await;
         let catalog = storage.catalog().await.unwrap();
+        let snapshot = strata_catalog::Snapshot {
+            table: table.clone(),
+            snapshot_id: "old".into(),
+            as_of_ts: 1,
+            paths: vec![thinned.into()],
+            rows: 1,
+            bytes: 1,
+            built_from_version: strata_catalog::CatalogVersion(0),
+        };
         catalog
             .commit(
-                vec![Action::AddSegment(segment(&table, small))],
+                vec![
+                    Action::AddSegment(segment(&table, small)),
+                    Action::AddSnapshot(snapshot),
+                ],
                 CommitInfo::new("test", "compact"),
             )
             .await
@@ -602,47 +622,50 @@ mod tests {
                         path: small.into(),
                     }),
                     Action::AddSegment(replacement),
+                    Action::RemoveSnapshot(strata_catalog::SnapshotRemoval {
+                        table: table.clone(),
+                        snapshot_id: "old".into(),
+                        paths: vec![thinned.into()],
+                    }),
                 ],
                 CommitInfo::new("test", "coalesce"),
             )
             .await
             .unwrap();
 
-        // The small file was written three hours ago and replaced just now.
+        // The small file and the snapshot were written three hours ago and removed just now.
         let three_hours_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
-        std::fs::File::options()
-            .write(true)
-            .open(dir.path().join(small))
-            .unwrap()
-            .set_modified(three_hours_ago)
-            .unwrap();
+        for file in [small, thinned] {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(file))
+                .unwrap()
+                .set_modified(three_hours_ago)
+                .unwrap();
+        }
         let now = Utc::now();
         let report = collect(&storage, HOUR, false, now).await.unwrap();
+        let sorted = |orphans: &[Orphan]| {
+            let mut paths: Vec<String> = orphans.iter().map(|o| o.path.clone()).collect();
+            paths.sort();
+            paths
+        };
         assert_eq!(
-            report
-                .replaced
-                .iter()
-                .map(|o| o.path.as_str())
-                .collect::<Vec<_>>(),
-            [small],
+            sorted(&report.replaced),
+            [small, thinned],
             "removed less than an hour ago: kept for readers of older versions"
         );
         assert!(report.orphans.is_empty());
         assert!(store.head(&Path::from(small)).await.is_ok());
+        assert!(store.head(&Path::from(thinned)).await.is_ok());
 
         // Two hours on, the removal is older than the grace: the file goes.
         let later = now + chrono::Duration::hours(2);
         let report = collect(&storage, HOUR, false, later).await.unwrap();
         assert!(report.replaced.is_empty());
-        assert_eq!(
-            report
-                .orphans
-                .iter()
-                .map(|o| o.path.as_str())
-                .collect::<Vec<_>>(),
-            [small]
-        );
+        assert_eq!(sorted(&report.orphans), [small, thinned]);
         assert!(store.head(&Path::from(small)).await.is_err());
+        assert!(store.head(&Path::from(thinned)).await.is_err());
         assert!(store.head(&Path::from(coalesced)).await.is_ok());
     }
 }

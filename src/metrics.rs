@@ -171,8 +171,18 @@ impl Collector for CompactorCollector {
             ),
             (
                 "strata_snapshot_failures",
-                "Snapshot builds that failed (retried next round)",
+                "Snapshot builds, counts or thinning commits that failed (retried next round)",
                 self.snapshots.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_snapshots_removed",
+                "Old snapshots removed by thinning (their files go with gc)",
+                self.snapshots.removed.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_snapshot_bytes_removed",
+                "Bytes of the snapshots removed by thinning",
+                self.snapshots.removed_bytes.load(Ordering::Relaxed),
             ),
             (
                 "strata_coalesce_segments_replaced",

@@ -741,11 +741,12 @@ impl Snapshotter {
                     })
                 })
                 .collect();
-            let info = CommitInfo::new(&self.config.writer_id, "thin snapshots")
-                .with_app_metadata(serde_json::json!({
+            let info = CommitInfo::new(&self.config.writer_id, "thin snapshots").with_app_metadata(
+                serde_json::json!({
                     "table": table.to_string(),
                     "removed": removed.len(),
-                }));
+                }),
+            );
             if let Err(e) = self.catalog.commit(actions, info).await {
                 // Another snapshotter removed one first, or the store failed: next round.
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -95,7 +95,8 @@ use tracing::{Span, debug, instrument, warn};
 
 pub use self::actions::{
     Action, CatalogVersion, Commit, CommitInfo, LOG_FORMAT, OffsetRange, QuarantineEntry,
-    QuarantinedObject, SchemaVersion, Segment, SegmentRemoval, Snapshot, SnapshotRemoval, Watermark,
+    QuarantinedObject, SchemaVersion, Segment, SegmentRemoval, Snapshot, SnapshotRemoval,
+    Watermark,
 };
 pub use self::state::{CatalogState, SegmentEntry, TableState};
 

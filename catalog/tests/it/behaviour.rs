@@ -240,7 +240,10 @@ async fn a_snapshot_removal_is_format_2_and_survives_reopening_and_checkpoints()
         paths: old.paths.clone(),
     });
     catalog
-        .commit(vec![removal.clone()], CommitInfo::new("w", "thin snapshots"))
+        .commit(
+            vec![removal.clone()],
+            CommitInfo::new("w", "thin snapshots"),
+        )
         .await
         .unwrap();
     let first = catalog.read_commit(CatalogVersion(1)).await.unwrap();

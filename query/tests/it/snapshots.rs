@@ -297,7 +297,11 @@ async fn thinning_removes_what_the_policy_does_not_keep_and_changes_no_answer() 
 
     let instants: Vec<i64> = INSTANTS
         .into_iter()
-        .chain(built.iter().flat_map(|s| [s.as_of_ts - 1, s.as_of_ts, s.as_of_ts + HOUR]))
+        .chain(
+            built
+                .iter()
+                .flat_map(|s| [s.as_of_ts - 1, s.as_of_ts, s.as_of_ts + HOUR]),
+        )
         .collect();
     let mut before = Vec::new();
     for &t in &instants {
@@ -313,7 +317,10 @@ async fn thinning_removes_what_the_policy_does_not_keep_and_changes_no_answer() 
         strata_query::Snapshotter::new(Arc::clone(&f.catalog), Arc::clone(&f.store), config)
             .expect("snapshotter");
     let stats = snapshotter.stats();
-    assert!(snapshotter.round().await.expect("round").is_empty(), "none due");
+    assert!(
+        snapshotter.round().await.expect("round").is_empty(),
+        "none due"
+    );
     let state = f.catalog.state();
     let left: Vec<i64> = state
         .table(&orders())
@@ -333,7 +340,9 @@ async fn thinning_removes_what_the_policy_does_not_keep_and_changes_no_answer() 
     assert_eq!(stats.removed.load(std::sync::atomic::Ordering::Relaxed), 3);
     let removed_bytes: u64 = [0, 2, 6].iter().map(|&i| built[i].bytes).sum();
     assert_eq!(
-        stats.removed_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .removed_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
         removed_bytes
     );
     for (t, expected) in instants.iter().zip(&before) {
