@@ -174,6 +174,16 @@ impl Compactor {
         if client.get("fetch.queue.backoff.ms").is_none() {
             client.set("fetch.queue.backoff.ms", "10");
         }
+        // A fetch returns once 1 MiB is there or 50 ms have passed, not on every record: at a
+        // steady 10k rows/s a fetch per produce request woke the broker thread and the loop
+        // ~100 times a second. Measured (bench/latency/run, 250ms flushes, 10k rows/s, 60 s):
+        // `strata run` CPU 23.5 -> 16.7 s, p99 0.28 -> 0.33 s. A backlog fills 1 MiB at once.
+        if client.get("fetch.wait.max.ms").is_none() {
+            client.set("fetch.wait.max.ms", "50");
+        }
+        if client.get("fetch.min.bytes").is_none() {
+            client.set("fetch.min.bytes", "1048576");
+        }
         // The brokers' high watermarks, for table watermarks (see `topic_watermarks`).
         if client.get("statistics.interval.ms").is_none() {
             client.set("statistics.interval.ms", "1000");
