@@ -11,6 +11,7 @@
 //!     fold  = merge-on-read (crate::merge), one full row per live key, in key order
 //!     write   <root>/<source>/<ns>/<table>/snapshots/<version>/<uuid>-<part>.parquet
 //!     commit  AddSnapshot { as_of_ts, paths, rows, bytes, built_from_version = version }
+//!  then, per table:  RemoveSnapshot × the old ones the policy does not keep (snapshots_to_thin)
 //! ```
 //!
 //! A snapshot file has the change-segment schema, so the reader reads it like a segment: each
