@@ -5,6 +5,8 @@
 //!   `changes` between consecutive instants is exactly what was committed in between.
 //! - A compactor killed (SIGKILL) ten times while changes stream in loses nothing and doubles
 //!   nothing: every change is in exactly one committed segment row.
+//! - Old snapshots thinned by `strata run` change no `as_of` answer, before or after `strata gc`
+//!   deletes their files.
 //!
 //! The capture and the compactor run as separate `strata run` children over a fresh local storage
 //! directory, with their own consumer group and topic pattern; the test reads that storage
@@ -1010,4 +1012,166 @@ async fn killed_compactor_loses_and_doubles_nothing() {
         orphans,
         started.elapsed()
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// thinned snapshots
+// ------------------------------------------------------------------------------------------------
+
+/// Snapshot files of the pipeline's table `t` on disk, relative to the storage root.
+fn snapshot_files(pipeline: &Pipeline, id: &TableId) -> BTreeSet<String> {
+    let dir = pipeline
+        .storage
+        .path()
+        .join(&id.source)
+        .join(&id.namespace)
+        .join(&id.table)
+        .join("snapshots");
+    let mut files = BTreeSet::new();
+    for version in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(version.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = file.path();
+            let relative = path.strip_prefix(pipeline.storage.path()).unwrap();
+            files.insert(relative.to_str().unwrap().to_owned());
+        }
+    }
+    files
+}
+
+/// `as_of` at each instant equals PostgreSQL's state recorded then.
+async fn as_of_equals(
+    strata: &StrataContext,
+    table: &str,
+    instants: &[String],
+    states: &[Vec<Vec<String>>],
+) {
+    for (i, (t, state)) in instants.iter().zip(states).enumerate() {
+        let (names, rows) = query(
+            strata,
+            &format!("SELECT {COLUMNS} FROM as_of('public.{table}', TIMESTAMP '{t}') ORDER BY id"),
+        )
+        .await;
+        assert_same_rows(&format!("as_of at instant {}", i + 1), &names, state, &rows);
+    }
+}
+
+/// `strata run` thins a table's old snapshots as it builds new ones (here every snapshot but
+/// the newest is past `keep_all_for` and `keep_daily_for`, so only the newest of each week
+/// stays): `as_of` still equals PostgreSQL at every instant, before and after `strata gc`
+/// deletes the thinned snapshots' files, and gc leaves every file a snapshot still names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinned_snapshots_change_no_answer_and_gc_deletes_their_files() {
+    let mut pipeline = Pipeline::new("thin");
+    pipeline.kafka.extend([
+        ("STRATA_SNAPSHOTS__KEEP_ALL_FOR", "\"0s\"".to_owned()),
+        ("STRATA_SNAPSHOTS__KEEP_DAILY_FOR", "\"0s\"".to_owned()),
+    ]);
+    let table = pipeline.capture.table("t");
+    let mut client = pg_connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, name text NOT NULL, amount numeric(14, 2), \
+             score float8, at timestamptz, active boolean NOT NULL, note text)"
+        ))
+        .await
+        .unwrap();
+    let _capture = pipeline.start_capture(&["t"]).await;
+    let compactor = pipeline.start_compactor(&["t"]).await;
+    let (store, catalog) = pipeline.open().await;
+
+    // Five phases; before each from the third on, a snapshot after the phase two back (the
+    // changes of the phase in between moved the watermark past it): three snapshots at least
+    // (the snapshotter builds one each second something changed), most of them thinned.
+    let (mut instants, mut micros, mut states, mut total) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for (i, phase) in phases().into_iter().enumerate() {
+        if i >= 2 {
+            wait_for_snapshot_after(&pipeline, &catalog, micros[i - 2], &compactor).await;
+        }
+        for statements in phase {
+            let tx = client.transaction().await.unwrap();
+            let mut changes = Vec::new();
+            for (op, sql) in statements {
+                change(&tx, &mut changes, op, &sql.replace("{t}", &table)).await;
+            }
+            tx.commit().await.unwrap();
+            total += changes.len();
+        }
+        let (t, t_us) = pg_now(&client).await;
+        instants.push(t);
+        micros.push(t_us);
+        states.push(pg_rows(&client, &table).await);
+    }
+    // The newest snapshot is kept and so is the newest of each older week: two, or three when
+    // the test ran across a Monday 00:00 UTC.
+    let id = pipeline.table_id(&catalog, "t");
+    let deadline = Instant::now() + CATCH_UP;
+    let kept = loop {
+        catalog.refresh().await.unwrap();
+        let kept = catalog.state().table(&id).unwrap().snapshots().to_vec();
+        if kept.len() <= 3 && compactor.log().contains("old snapshots removed") {
+            break kept;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} snapshots left, none removed; compactor log:\n{}",
+            kept.len(),
+            compactor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let removal = catalog
+        .read_commit(strata_catalog::CatalogVersion(
+            catalog.state().version().get(),
+        ))
+        .await
+        .unwrap();
+    eprintln!(
+        "snapshots kept: {:?}; newest commit: {} (format {})",
+        kept.iter().map(|s| s.as_of_ts).collect::<Vec<_>>(),
+        removal.info.operation,
+        removal.format
+    );
+
+    let strata = StrataContext::new(Arc::clone(&catalog), Arc::clone(&store)).unwrap();
+    let name = format!("public.{table}");
+    let range = (
+        "TIMESTAMP '2000-01-01 00:00:00'".to_owned(),
+        format!("TIMESTAMP '{}'", instants[instants.len() - 1]),
+    );
+    wait_for_changes(&strata, &name, (&range.0, &range.1), total, &compactor).await;
+    as_of_equals(&strata, &table, &instants, &states).await;
+
+    // The thinned snapshots' files are still there (a query of an older version may read
+    // them) until gc runs with a grace their removal is older than. Nothing else writes now.
+    drop(compactor);
+    let referenced: BTreeSet<String> = kept.iter().flat_map(|s| s.paths.clone()).collect();
+    let before = snapshot_files(&pipeline, &id);
+    assert!(
+        before.len() > referenced.len() && referenced.is_subset(&before),
+        "on disk {before:?}, referenced {referenced:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let storage = pipeline.storage.path().to_str().unwrap().to_owned();
+    let env = pipeline
+        .capture
+        .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
+    let mut gc = pipeline.capture.spawn(
+        &["gc", "--older-than", "1s", "--unsafe-allow-short-grace"],
+        &env,
+    );
+    let exit = gc.wait_exit(Duration::from_secs(60)).await;
+    assert!(exit.success(), "{}\n{}", gc.stdout(), gc.log());
+    assert_eq!(
+        snapshot_files(&pipeline, &id),
+        referenced,
+        "gc deleted the thinned snapshots' files and nothing a snapshot names:\n{}",
+        gc.stdout()
+    );
+    let (store, catalog) = pipeline.open().await;
+    let strata = StrataContext::new(catalog, store).unwrap();
+    as_of_equals(&strata, &table, &instants, &states).await;
 }
