@@ -108,6 +108,37 @@ impl Pipeline {
         strata
     }
 
+    /// Where the files of table `id` are kept: `<storage>/<source>/<namespace>/<table>`.
+    fn table_dir(&self, id: &TableId) -> std::path::PathBuf {
+        self.storage
+            .path()
+            .join(&id.source)
+            .join(&id.namespace)
+            .join(&id.table)
+    }
+
+    /// Runs `strata gc --older-than <older_than> --unsafe-allow-short-grace` over this
+    /// pipeline's storage (nothing else may write to it then); its standard output.
+    async fn gc(&self, older_than: &str) -> String {
+        let storage = self.storage.path().to_str().unwrap().to_owned();
+        let env = self
+            .capture
+            .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
+        let mut gc = self.capture.spawn(
+            &[
+                "gc",
+                "--older-than",
+                older_than,
+                "--unsafe-allow-short-grace",
+            ],
+            &env,
+        );
+        let exit = gc.wait_exit(Duration::from_secs(60)).await;
+        let out = gc.stdout();
+        assert!(exit.success(), "{out}\n{}", gc.log());
+        out
+    }
+
     /// The storage directory as an object store, and the catalog in it.
     async fn open(&self) -> (Arc<dyn ObjectStore>, Arc<Catalog>) {
         crate::support::open_local(self.storage.path()).await
@@ -449,12 +480,13 @@ async fn as_of_equals_postgres_at_five_instants_over_avro() {
     five_instants(Pipeline::with_format("histavro", "avro")).await;
 }
 
-/// For 5 instants at which PostgreSQL's state was recorded, `as_of` equals it row for row and
-/// `changes` between them equals the changes committed.
-async fn five_instants(pipeline: Pipeline) {
-    let started = Instant::now();
+/// Creates the typed table `t` and starts the pipeline's capture and compactor on it: the
+/// table's name, a PostgreSQL client, the capture, the compactor.
+async fn start_typed_table(
+    pipeline: &Pipeline,
+) -> (String, tokio_postgres::Client, Strata, Strata) {
     let table = pipeline.capture.table("t");
-    let mut client = pg_connect().await;
+    let client = pg_connect().await;
     client
         .batch_execute(&format!(
             "CREATE TABLE {table} (id int PRIMARY KEY, name text NOT NULL, amount numeric(14, 2), \
@@ -462,8 +494,16 @@ async fn five_instants(pipeline: Pipeline) {
         ))
         .await
         .unwrap();
-    let _capture = pipeline.start_capture(&["t"]).await;
+    let capture = pipeline.start_capture(&["t"]).await;
     let compactor = pipeline.start_compactor(&["t"]).await;
+    (table, client, capture, compactor)
+}
+
+/// For 5 instants at which PostgreSQL's state was recorded, `as_of` equals it row for row and
+/// `changes` between them equals the changes committed.
+async fn five_instants(pipeline: Pipeline) {
+    let started = Instant::now();
+    let (table, mut client, _capture, compactor) = start_typed_table(&pipeline).await;
 
     let (t0, t0_us) = pg_now(&client).await;
     let mut instants = vec![t0];
@@ -941,29 +981,13 @@ async fn killed_compactor_loses_and_doubles_nothing() {
     catalog.refresh().await.unwrap();
     // Kills do not always land between a segment's write and its commit: one orphan is made
     // for sure, a copy of a committed segment under a name no commit knows.
-    let changes = pipeline
-        .storage
-        .path()
-        .join(&table_id.source)
-        .join(&table_id.namespace)
-        .join(&table_id.table)
-        .join("changes");
+    let changes = pipeline.table_dir(&table_id).join("changes");
     let committed = catalog.state().segments(&table_id)[0].segment.path.clone();
     let planted = changes.join("never-committed.parquet");
     std::fs::copy(pipeline.storage.path().join(&committed), &planted).unwrap();
     let orphans = orphan_files(pipeline.storage.path(), &table_id, &catalog);
     assert!(orphans >= 1);
-    let storage = pipeline.storage.path().to_str().unwrap().to_owned();
-    let env = pipeline
-        .capture
-        .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
-    let mut gc = pipeline.capture.spawn(
-        &["gc", "--older-than", "0s", "--unsafe-allow-short-grace"],
-        &env,
-    );
-    let exit = gc.wait_exit(Duration::from_secs(60)).await;
-    let out = gc.stdout();
-    assert!(exit.success(), "{out}\n{}", gc.log());
+    let out = pipeline.gc("0s").await;
     let deleted: usize = out
         .lines()
         .find_map(|l| l.strip_prefix("orphaned"))
@@ -1020,13 +1044,7 @@ async fn killed_compactor_loses_and_doubles_nothing() {
 
 /// Snapshot files of the pipeline's table `t` on disk, relative to the storage root.
 fn snapshot_files(pipeline: &Pipeline, id: &TableId) -> BTreeSet<String> {
-    let dir = pipeline
-        .storage
-        .path()
-        .join(&id.source)
-        .join(&id.namespace)
-        .join(&id.table)
-        .join("snapshots");
+    let dir = pipeline.table_dir(id).join("snapshots");
     let mut files = BTreeSet::new();
     for version in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         for file in std::fs::read_dir(version.path())
@@ -1070,17 +1088,7 @@ async fn thinned_snapshots_change_no_answer_and_gc_deletes_their_files() {
         ("STRATA_SNAPSHOTS__KEEP_ALL_FOR", "\"0s\"".to_owned()),
         ("STRATA_SNAPSHOTS__KEEP_DAILY_FOR", "\"0s\"".to_owned()),
     ]);
-    let table = pipeline.capture.table("t");
-    let mut client = pg_connect().await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (id int PRIMARY KEY, name text NOT NULL, amount numeric(14, 2), \
-             score float8, at timestamptz, active boolean NOT NULL, note text)"
-        ))
-        .await
-        .unwrap();
-    let _capture = pipeline.start_capture(&["t"]).await;
-    let compactor = pipeline.start_compactor(&["t"]).await;
+    let (table, mut client, _capture, compactor) = start_typed_table(&pipeline).await;
     let (store, catalog) = pipeline.open().await;
 
     // Five phases; before each from the third on, a snapshot after the phase two back (the
@@ -1155,21 +1163,11 @@ async fn thinned_snapshots_change_no_answer_and_gc_deletes_their_files() {
         "on disk {before:?}, referenced {referenced:?}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let storage = pipeline.storage.path().to_str().unwrap().to_owned();
-    let env = pipeline
-        .capture
-        .env(&["t"], &[("STRATA_STORAGE__URL", storage.as_str())]);
-    let mut gc = pipeline.capture.spawn(
-        &["gc", "--older-than", "1s", "--unsafe-allow-short-grace"],
-        &env,
-    );
-    let exit = gc.wait_exit(Duration::from_secs(60)).await;
-    assert!(exit.success(), "{}\n{}", gc.stdout(), gc.log());
+    let out = pipeline.gc("1s").await;
     assert_eq!(
         snapshot_files(&pipeline, &id),
         referenced,
-        "gc deleted the thinned snapshots' files and nothing a snapshot names:\n{}",
-        gc.stdout()
+        "gc deleted the thinned snapshots' files and nothing a snapshot names:\n{out}"
     );
     let (store, catalog) = pipeline.open().await;
     let strata = StrataContext::new(catalog, store).unwrap();

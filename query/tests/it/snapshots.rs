@@ -94,29 +94,35 @@ async fn reads_after_a_snapshot_do_not_touch_the_history_before_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_segment_sets_the_snapshot_aside() {
-    let mut f = fixture().await;
-    let snapshot = snapshot_at(&f, T0 + 6 * SECOND + SECOND / 2).await;
-    // A change committed at the source before the snapshot's instant arrives afterwards
-    // (a lagging partition): tx8 at T0 + 6.2 s, position 620, updates 6.
+/// A late change in a segment of its own: an update of key 6 (`late`, body `b6-late`, qty 60)
+/// committed at `commit_ts_us`, at position `position`.
+async fn add_late_update(f: &mut Fixture, commit_ts_us: i64, position: u64) {
     let mut late = change(
         Operation::Update,
         Some(6),
         &full("late", "b6-late", 60),
         &[],
         6,
-        620,
+        position,
     );
-    late.commit_ts_us = T0 + 6 * SECOND + SECOND / 5;
+    late.commit_ts_us = commit_ts_us;
     late.position = SourcePosition {
-        commit: 620,
-        seq: 620,
+        commit: position,
+        seq: position,
     };
     testing::add_segment(&f.catalog, &f.store, &schema(), std::slice::from_ref(&late))
         .await
         .expect("late segment");
     f.events.push(late);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_segment_sets_the_snapshot_aside() {
+    let mut f = fixture().await;
+    let snapshot = snapshot_at(&f, T0 + 6 * SECOND + SECOND / 2).await;
+    // A change committed at the source before the snapshot's instant arrives afterwards
+    // (a lagging partition): tx8 at T0 + 6.2 s, position 620, updates 6.
+    add_late_update(&mut f, T0 + 6 * SECOND + SECOND / 5, 620).await;
     let state = f.catalog.state();
     assert!(!is_complete(&state, &orders(), &snapshot));
     assert!(usable_snapshot(&state, &orders(), i64::MAX).is_none());
@@ -273,23 +279,7 @@ async fn thinning_removes_what_the_policy_does_not_keep_and_changes_no_answer() 
     }
     // A change committed an hour before the newest's instant arrives late: that snapshot is
     // incomplete (the six older ones are not).
-    let mut late = change(
-        Operation::Update,
-        Some(6),
-        &full("late", "b6-late", 60),
-        &[],
-        6,
-        900,
-    );
-    late.commit_ts_us = newest_at - HOUR;
-    late.position = SourcePosition {
-        commit: 900,
-        seq: 900,
-    };
-    testing::add_segment(&f.catalog, &f.store, &schema(), std::slice::from_ref(&late))
-        .await
-        .expect("late segment");
-    f.events.push(late);
+    add_late_update(&mut f, newest_at - HOUR, 900).await;
     // One more snapshot after it, complete: the incomplete one is no longer the newest (the
     // newest is always kept), and ages count back from this one.
     let last = snapshot_at(&f, newest_at + HOUR).await;
