@@ -77,8 +77,8 @@ pub enum Action {
     /// A snapshot: the table's full state at one instant.
     AddSnapshot(Snapshot),
     /// A snapshot no longer belongs to the table (thinned: see the query crate's
-    /// `snapshot::thin`). Its files stay until `strata gc` finds the removal older than its
-    /// grace period.
+    /// `snapshot::snapshots_to_thin`). Its files stay until `strata gc` finds the removal
+    /// older than its grace period.
     RemoveSnapshot(SnapshotRemoval),
     /// A table's schema from some instant on.
     SetSchema(SchemaVersion),
