@@ -3,8 +3,9 @@
 //! `strata gc --dry-run` names the replaced files, and `strata run`'s periodic gc deletes them
 //! without changing any answer.
 
+use std::io::Read as _;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::util::pretty::pretty_format_batches;
@@ -134,16 +135,32 @@ fn run_compactor_part(env: &[(&str, String)]) -> Child {
         .unwrap()
 }
 
-/// Polls `done` every 200 ms until it holds, while `child` runs; then stops `child` and
-/// returns its log. Fails after 60 s, or when `child` exits first, saying `what` it waited for.
-async fn wait_then_stop<F, Fut>(mut child: Child, what: &str, mut done: F) -> String
+/// Polls `done` every 200 ms until it holds and `child`'s log holds `logged`; then stops
+/// `child` and returns its log. Fails after 60 s, or when `child` exits first, saying `what` it
+/// waited for. The log is read while `child` runs: a line is written after the effect it
+/// reports (files deleted, then logged), so seeing the effect is not enough.
+async fn wait_then_stop<F, Fut>(mut child: Child, what: &str, logged: &str, mut done: F) -> String
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn({
+        let log = Arc::clone(&log);
+        move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     let finished = loop {
-        if done().await {
+        let seen = log.lock().unwrap().contains(logged);
+        if seen && done().await {
             break true;
         }
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
@@ -152,7 +169,9 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     child.kill().ok();
-    let log = text(&child.wait_with_output().unwrap().stderr);
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
     assert!(finished, "{what}: not within 60 s\n{log}");
     log
 }
@@ -202,7 +221,8 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
     ]);
     let log = wait_then_stop(
         run_compactor_part(&env),
-        "the twelve segments coalesced into one",
+        "the twelve segments coalesced into one, and logged",
+        "segments coalesced",
         || async {
             catalog.refresh().await.unwrap();
             catalog.state().segments(&table()).len() == 1
@@ -259,7 +279,8 @@ async fn strata_run_coalesces_small_segments_on_s3_and_its_gc_deletes_the_replac
     with_gc.push(("STRATA_GC__UNSAFE_ALLOW_SHORT_GRACE", "true".into()));
     let log = wait_then_stop(
         run_compactor_part(&with_gc),
-        "the replaced files deleted by the periodic gc",
+        "the replaced files deleted by the periodic gc, and logged",
+        "gc deleted unreferenced history files",
         || async {
             let mut left = 0;
             for path in &sources {
