@@ -1154,24 +1154,8 @@ fn iso_utc(micros: i64) -> String {
 
 /// Standard base64 with padding, as Kafka Connect's JSON converter writes `bytes`.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let symbol = |index: u32| char::from(ALPHABET[(index & 63) as usize]);
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let (b0, b1, b2) = match *chunk {
-            [b0, b1, b2] => (b0, Some(b1), Some(b2)),
-            [b0, b1] => (b0, Some(b1), None),
-            [b0] => (b0, None, None),
-            _ => continue,
-        };
-        let n =
-            (u32::from(b0) << 16) | (u32::from(b1.unwrap_or(0)) << 8) | u32::from(b2.unwrap_or(0));
-        out.push(symbol(n >> 18));
-        out.push(symbol(n >> 12));
-        out.push(if b1.is_some() { symbol(n >> 6) } else { '=' });
-        out.push(if b2.is_some() { symbol(n) } else { '=' });
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
