@@ -655,6 +655,21 @@ async fn raw_write(
     (part, same)
 }
 
+/// The bytes of the files under `dir`, recursively.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Writes the page cache's dirty pages out (`sync`) before a timed part, so that no part pays
 /// for the writeback of the files an earlier part wrote.
 fn flush_page_cache() {
@@ -852,6 +867,10 @@ async fn main() {
         ] {
             println!("| {name} | {} | {secs:.2} | {} |", w.n, rate(n, secs));
         }
+        println!(
+            "(Parquet written: {:.1} MiB)",
+            dir_bytes(work.path()) as f64 / MIB
+        );
         return;
     }
     let (sample_key, sample_value) = {
