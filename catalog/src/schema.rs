@@ -744,6 +744,7 @@ fn segment_writer_properties(
     use parquet::basic::{Compression, ZstdLevel};
     use parquet::file::metadata::SortingColumn;
     use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    use parquet::schema::types::ColumnPath;
 
     let sorting = ["_key", "_commit_pos", "_seq"]
         .iter()
@@ -754,9 +755,17 @@ fn segment_writer_properties(
             nulls_first: false,
         })
         .collect();
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    // (Nearly) a new value every row: an event id, a change's position, its commit's position
+    // (shared only within a transaction). A dictionary would cost the interning and fall back
+    // or outgrow the plain values (measured: the 2M-event bench's encode ~3-5% faster, its
+    // files 2.6% smaller).
+    for name in [EVENT_ID_COLUMN, COMMIT_POS_COLUMN, SEQ_COLUMN] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    Ok(builder
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_sorting_columns(Some(sorting))
         .build())

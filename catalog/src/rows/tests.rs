@@ -306,6 +306,51 @@ fn segments_encoded_on_several_threads_are_the_same_bytes() {
     assert_eq!(read, batch);
 }
 
+/// The columns with (nearly) a new value every row (event id, commit position, seq) are written
+/// without a dictionary; the others keep theirs (a note repeats, and so does the transaction id).
+#[test]
+fn distinct_system_columns_are_written_without_a_dictionary() {
+    let mut builder = SegmentBuilder::new(schema()).unwrap();
+    for i in 0..1_000_u64 {
+        let note = format!("note {}", i % 37);
+        builder
+            .push(row(i as i64, i / 3, i, Some(note.as_str())).into_owned())
+            .unwrap();
+    }
+    let (batch, _) = builder.finish_sorted().unwrap().unwrap();
+    let bytes = crate::schema::encode_segment(&batch, 3, 300).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )
+    .unwrap();
+    let group = reader.metadata().row_group(0);
+    let with_dictionary: Vec<&str> = group
+        .columns()
+        .iter()
+        .filter(|c| c.dictionary_page_offset().is_some())
+        .map(|c| c.column_path().parts()[0].as_str())
+        .collect();
+    for name in [
+        crate::schema::EVENT_ID_COLUMN,
+        crate::schema::COMMIT_POS_COLUMN,
+        crate::schema::SEQ_COLUMN,
+    ] {
+        assert!(
+            !with_dictionary.contains(&name),
+            "{name}: {with_dictionary:?}"
+        );
+    }
+    for name in ["note", crate::schema::TX_ID_COLUMN] {
+        assert!(
+            with_dictionary.contains(&name),
+            "{name}: {with_dictionary:?}"
+        );
+    }
+    let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
+    assert_eq!(read, batch);
+}
+
 proptest::proptest! {
     /// Over keys that share prefixes, are prefixes of each other and differ only far in: the
     /// order is that of (key bytes, commit position, seq), ties by batch and row.
