@@ -148,6 +148,11 @@ impl Collector for CompactorCollector {
                 "Committed records re-read on taking a partition, for their ids (dedup)",
                 s.records_replayed,
             ),
+            (
+                "strata_compactor_records_unbatched",
+                "Kafka records read one at a time, not in chunks (partitions without a fetch queue; normally 0)",
+                s.records_unbatched,
+            ),
             ("strata_catalog_commits", "Catalog commits", s.commits),
             (
                 "strata_catalog_commit_conflicts",

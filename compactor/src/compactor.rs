@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  assign (rebalance) ──► offsets from the catalog (never Kafka's committed offsets); reading
-//!        │                starts up to dedup_window records earlier, only to remember their ids
-//!  recv a chunk of records ──► decode, append rows to the threads' Arrow builders (threads)
+//!        │                starts up to dedup_window records earlier, only to remember their ids;
+//!        │                the partitions forwarded to the fetch queue (crate::fetch)
+//!  take a chunk of records ──► decode, append rows to the threads' Arrow builders (threads)
 //!        │    (the loop meanwhile  │ ──► in order: offsets, dedup (one id set per partition:
 //!        │    takes the previous   │      committed, in the flush in flight, in the batch);
 //!        │    chunk and receives   │      rows not taken (duplicates, replays) are retracted
@@ -43,6 +44,7 @@ use crate::batch::{Batch, PartitionState, RowAt, SegmentGroup, TopicPartition, g
 use crate::config::CompactorConfig;
 use crate::decode::{DecodePool, Outcome, RawRecord};
 use crate::error::{Error, Result};
+use crate::fetch::{FetchQueue, Fetched, Forward};
 use crate::schemas::read_schema_topic;
 use crate::segment;
 use crate::stats::CompactorStats;
@@ -194,6 +196,7 @@ impl Compactor {
             replay: i64::try_from(self.config.dedup_window).unwrap_or(i64::MAX),
             notes: Mutex::default(),
             offsets: Mutex::default(),
+            forward: Forward::default(),
         };
         let consumer: StreamConsumer<RebalanceContext> = client
             .create_with_context(context)
@@ -207,6 +210,12 @@ impl Compactor {
             source,
         })?;
         info!(topics = ?self.config.topics, "compactor subscribed");
+        // Made before any partition is assigned: the rebalance callback forwards every
+        // partition to it (see `crate::fetch`).
+        let fetch = FetchQueue::new(&consumer, &consumer.context().forward);
+        if fetch.is_none() {
+            warn!("could not make a fetch queue; reading records one at a time");
+        }
 
         let avro = AvroSchemas::default();
         let decoders =
@@ -219,6 +228,7 @@ impl Compactor {
         let mut run = Run {
             compactor: &self,
             consumer: &consumer,
+            fetch: fetch.as_ref(),
             partitions: HashMap::default(),
             batch: Batch::default(),
             deadline: None,
@@ -252,10 +262,17 @@ impl Compactor {
                         run.take_pending().await?;
                         None
                     }
+                    () = ready(run.fetch, run.drained) => {
+                        let mut messages = Chunk::default();
+                        run.receive(&mut messages);
+                        (!messages.is_empty()).then_some((messages, run.resets))
+                    }
+                    // Rebalances and errors, and the records of partitions not forwarded to
+                    // the fetch queue.
                     received = consumer.recv() => match received {
                         Ok(message) => {
                             // And whatever else is already waiting, up to a chunk.
-                            let mut messages = vec![message];
+                            let mut messages = Chunk { native: vec![message], ..Chunk::default() };
                             run.receive(&mut messages);
                             Some((messages, run.resets))
                         }
@@ -348,6 +365,8 @@ struct RebalanceContext {
     /// Per partition the broker's (low, high) watermark offsets, from librdkafka's statistics
     /// (`statistics.interval.ms`).
     offsets: Mutex<HashMap<TopicPartition, (i64, i64)>>,
+    /// The fetch queue assigned partitions are forwarded to.
+    forward: Forward,
 }
 
 impl RebalanceContext {
@@ -375,7 +394,7 @@ impl ClientContext for RebalanceContext {
 }
 
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let note = match rebalance {
             Rebalance::Assign(tpl) => {
                 let state = self.catalog.state();
@@ -400,7 +419,15 @@ impl ConsumerContext for RebalanceContext {
                         set,
                     });
                 }
-                info!(partitions = assigned.len(), "partitions assigned");
+                // Before librdkafka starts fetching them (it does on the assignment that
+                // follows this callback).
+                let unbatched = self
+                    .forward
+                    .route(consumer, assigned.iter().map(|a| (a.tp.0.as_str(), a.tp.1)));
+                info!(
+                    partitions = assigned.len(),
+                    unbatched, "partitions assigned"
+                );
                 RebalanceNote::Assigned(assigned)
             }
             Rebalance::Revoke(tpl) => {
@@ -434,24 +461,65 @@ enum Taken {
     Quarantine(DecodeError),
 }
 
+/// Records received together: those of partitions read through the consumer's own queue
+/// (not forwarded to the fetch queue, see [`crate::fetch`]), then the fetch queue's, each in
+/// its queue's order (a partition's records all come through one of them).
+#[derive(Default)]
+struct Chunk<'c> {
+    native: Vec<BorrowedMessage<'c>>,
+    fetched: Vec<Fetched>,
+}
+
+impl Chunk<'_> {
+    fn len(&self) -> usize {
+        self.native.len() + self.fetched.iter().map(Fetched::len).sum::<usize>()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The parts of Kafka messages the decoders read.
-fn raw_records<'m>(messages: &'m [BorrowedMessage<'_>]) -> Vec<RawRecord<'m>> {
-    messages
-        .iter()
-        .map(|m| RawRecord {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            value: m.payload(),
-        })
-        .collect()
+fn raw_records<'m>(chunk: &'m Chunk<'_>) -> Vec<RawRecord<'m>> {
+    let mut records = Vec::with_capacity(chunk.len());
+    records.extend(chunk.native.iter().map(|m| RawRecord {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        value: m.payload(),
+    }));
+    for fetched in &chunk.fetched {
+        records.extend(fetched.records().map(|r| RawRecord {
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key,
+            value: r.value,
+        }));
+    }
+    records
+}
+
+/// Waits until the fetch queue may hold records: at once if the last read left records
+/// behind (not `drained`: librdkafka calls back only when the queue turns non-empty); never
+/// without a fetch queue.
+async fn ready(fetch: Option<&FetchQueue<'_>>, drained: bool) {
+    match fetch {
+        Some(_) if !drained => {}
+        Some(fetch) => fetch.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The state of one [`Compactor::run`].
 struct Run<'a> {
     compactor: &'a Compactor,
     consumer: &'a StreamConsumer<RebalanceContext>,
+    /// Where the assigned partitions' records come (`None`: librdkafka made no queue; they
+    /// come through the consumer's own queue).
+    fetch: Option<&'a FetchQueue<'a>>,
     partitions: HashMap<TopicPartition, PartitionState, FastHash>,
     batch: Batch,
     /// When the unflushed batch must be flushed.
@@ -486,14 +554,14 @@ struct Run<'a> {
     pending: Option<Pending<'a>>,
     /// Records received while the last chunk decoded, not decoded yet, with the reset count
     /// when they were received.
-    prefetched: Option<(Vec<BorrowedMessage<'a>>, u64)>,
+    prefetched: Option<(Chunk<'a>, u64)>,
     /// How many times the partitions were rewound to the catalog's offsets ([`Run::reset`]).
     resets: u64,
 }
 
 /// A chunk of records decoded but not taken yet.
 struct Pending<'a> {
-    messages: Vec<BorrowedMessage<'a>>,
+    messages: Chunk<'a>,
     outcomes: Vec<Outcome>,
     /// The reset count when the records were received (see [`Run::take`]).
     resets: u64,
@@ -880,7 +948,7 @@ impl<'a> Run<'a> {
 
     /// Adds to `messages` whatever else the consumer has fetched, up to a chunk
     /// ([`Run::chunk_limit`]); notes whether that drained its queue.
-    fn receive<'c>(&mut self, messages: &mut Vec<BorrowedMessage<'c>>)
+    fn receive<'c>(&mut self, messages: &mut Chunk<'c>)
     where
         'a: 'c,
     {
@@ -890,27 +958,39 @@ impl<'a> Run<'a> {
 
     /// Adds to `messages` whatever else the consumer has fetched, up to `limit` records;
     /// notes whether that drained its queue. Does not touch the decoders.
-    fn receive_up_to<'c>(&mut self, messages: &mut Vec<BorrowedMessage<'c>>, limit: usize)
+    fn receive_up_to<'c>(&mut self, messages: &mut Chunk<'c>, limit: usize)
     where
         'a: 'c,
     {
         self.drained = false;
-        // One stream for the chunk: each `recv` registers and unregisters a waker slot
-        // under a lock.
+        // The consumer's own queue first: rebalances are served there (their notes come
+        // before the records of the partitions they assign), and the records of partitions
+        // not forwarded to the fetch queue. One stream for the chunk: each `recv` registers
+        // and unregisters a waker slot under a lock.
         let consumer = self.consumer;
         let mut stream = consumer.stream();
-        while messages.len() < limit {
+        loop {
+            if messages.len() >= limit {
+                return;
+            }
             match stream.next().now_or_never().flatten() {
-                Some(Ok(message)) => messages.push(message),
+                Some(Ok(message)) => messages.native.push(message),
                 Some(Err(e)) => {
                     warn!(error = %e, "kafka consumer error");
-                    break;
+                    return;
                 }
-                None => {
-                    self.drained = true;
-                    break;
-                }
+                None => break,
             }
+        }
+        let Some(fetch) = self.fetch else {
+            self.drained = true;
+            return;
+        };
+        let want = limit - messages.len();
+        let fetched = fetch.take(want);
+        self.drained = fetched.len() < want;
+        if !fetched.is_empty() {
+            messages.fetched.push(fetched);
         }
     }
 
@@ -919,16 +999,20 @@ impl<'a> Run<'a> {
     /// pending itself (the next one's decoding hides its taking), and the next one is
     /// `prefetched`; else the chunk is taken at once.
     /// `resets` is the reset count when `messages` were received (see [`Run::take`]).
-    async fn consume(&mut self, messages: Vec<BorrowedMessage<'a>>, resets: u64) -> Result<()> {
+    async fn consume(&mut self, messages: Chunk<'a>, resets: u64) -> Result<()> {
         let first = self.arrivals;
         self.arrivals += messages.len() as u64;
+        CompactorStats::add(
+            &self.compactor.stats.records_unbatched,
+            messages.native.len() as u64,
+        );
         self.last_received = Instant::now();
         let records = raw_records(&messages);
         // The next chunk is cut to what still fits once this one is in.
         let next_limit = self.chunk_limit(messages.len());
         let (previous_messages, previous) = match self.pending.take() {
             Some(p) => (p.messages, Some((p.outcomes, p.resets))),
-            None => (Vec::new(), None),
+            None => (Chunk::default(), None),
         };
         // The decoders are lent to the decode threads; taking and receiving do not touch them.
         // The previous chunk's messages are released there too (librdkafka frees each).
@@ -941,7 +1025,7 @@ impl<'a> Run<'a> {
                 None => Vec::new(),
             };
             drop(previous_messages);
-            let mut next = Vec::new();
+            let mut next = Chunk::default();
             if next_limit > 0 {
                 self.receive_up_to(&mut next, next_limit);
             }

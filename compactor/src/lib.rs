@@ -54,6 +54,7 @@ mod compactor;
 pub mod config;
 mod decode;
 pub mod error;
+mod fetch;
 mod schemas;
 mod segment;
 pub mod stats;

@@ -27,6 +27,9 @@ pub struct CompactorStats {
     pub conflicts: AtomicU64,
     /// Committed records re-read on taking a partition, to remember their ids.
     pub records_replayed: AtomicU64,
+    /// Kafka records read one at a time from the consumer's own queue, not in chunks from the
+    /// fetch queue (partitions librdkafka gave no fetch queue for; normally 0).
+    pub records_unbatched: AtomicU64,
     /// A gauge: records in the assigned partitions not yet consumed (the brokers' high
     /// watermarks, as of librdkafka's last statistics, minus the next offsets).
     pub lag_records: AtomicU64,
@@ -47,6 +50,7 @@ pub struct CompactorStatsSnapshot {
     pub commits: u64,
     pub conflicts: u64,
     pub records_replayed: u64,
+    pub records_unbatched: u64,
     pub lag_records: u64,
 }
 
@@ -66,6 +70,7 @@ impl CompactorStats {
             commits: get(&self.commits),
             conflicts: get(&self.conflicts),
             records_replayed: get(&self.records_replayed),
+            records_unbatched: get(&self.records_unbatched),
             lag_records: get(&self.lag_records),
         }
     }

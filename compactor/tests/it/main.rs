@@ -185,6 +185,9 @@ async fn compact_and_check(store: Arc<dyn ObjectStore>, root: Path) {
     check_rows(&rows, &s.expected);
     assert!(stats.duplicates_dropped >= 40, "{stats:?}");
     assert!(stats.segments_written > 2, "size rolls segments: {stats:?}");
+    // Every record came in chunks from the fetch queue, none one at a time.
+    assert!(stats.records_in > 0, "{stats:?}");
+    assert_eq!(stats.records_unbatched, 0, "{stats:?}");
 
     // The malformed record: quarantined in the catalog and stored raw.
     let (partition, offset) = s.malformed;
