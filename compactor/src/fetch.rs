@@ -3,8 +3,9 @@
 //!
 //! rdkafka reads a record per call: an event popped from the consumer's queue under its lock,
 //! the clock read, the event wrapped and later freed. For the compactor's small records that
-//! was most of the Kafka read (the throughput bench, 2M Avro records of ~280 B on 4
-//! partitions, read without decoding: 3.8 CPU-s per record and 1.3-1.4 CPU-s batched).
+//! was most of the Kafka read (the throughput bench's 2M Avro records of ~280 B on 4
+//! partitions, read without decoding: 3.7-3.8 CPU-s one record at a time, 1.3-1.4 CPU-s in
+//! chunks; see docs/BENCHMARKS.md).
 //!
 //! ```text
 //!   partition fetch queues ──forward──▶ FetchQueue ──consume_batch──▶ the loop (chunks)
