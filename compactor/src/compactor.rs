@@ -491,13 +491,7 @@ fn raw_records<'m>(chunk: &'m Chunk<'_>) -> Vec<RawRecord<'m>> {
         value: m.payload(),
     }));
     for fetched in &chunk.fetched {
-        records.extend(fetched.records().map(|r| RawRecord {
-            topic: r.topic,
-            partition: r.partition,
-            offset: r.offset,
-            key: r.key,
-            value: r.value,
-        }));
+        records.extend(fetched.records());
     }
     records
 }

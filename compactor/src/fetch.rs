@@ -40,6 +40,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use tracing::warn;
 
+use crate::decode::RawRecord;
+
 /// A librdkafka queue handle that may move between threads (librdkafka's queues are
 /// thread-safe).
 struct QueuePtr(NonNull<rd::rd_kafka_queue_t>);
@@ -286,15 +288,6 @@ impl std::fmt::Debug for Fetched {
     }
 }
 
-/// One record of a [`Fetched`] chunk.
-pub(crate) struct FetchedRecord<'m> {
-    pub(crate) topic: &'m str,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) key: Option<&'m [u8]>,
-    pub(crate) value: Option<&'m [u8]>,
-}
-
 impl Fetched {
     pub(crate) fn len(&self) -> usize {
         self.messages.len()
@@ -305,7 +298,7 @@ impl Fetched {
     }
 
     /// The records, borrowing the chunk.
-    pub(crate) fn records(&self) -> impl Iterator<Item = FetchedRecord<'_>> {
+    pub(crate) fn records(&self) -> impl Iterator<Item = RawRecord<'_>> {
         // Runs of records share a topic: its name is read once per run.
         let mut last: Option<(*mut rd::rd_kafka_topic_t, &str)> = None;
         self.messages.iter().map(move |m| {
@@ -318,7 +311,7 @@ impl Fetched {
                     name
                 }
             };
-            FetchedRecord {
+            RawRecord {
                 topic,
                 partition: raw.partition,
                 offset: raw.offset,
