@@ -451,7 +451,7 @@ impl ConsumerContext for RebalanceContext {
     }
 }
 
-/// What [`Run::take`] did with a record.
+/// What [`Run::take_all`] did with a record.
 enum Taken {
     /// Its row is in the batch.
     Kept,
@@ -553,11 +553,103 @@ struct Run<'a> {
     resets: u64,
 }
 
+/// Takes decoded records into the batch (see [`Run::take_all`]): the parts of [`Run`] that
+/// taking touches besides the record's partition.
+struct Taker<'t> {
+    compactor: &'t Compactor,
+    batch: &'t mut Batch,
+    deadline: &'t mut Option<Instant>,
+}
+
+impl Taker<'_> {
+    /// Takes one decoded record of `state`'s partition into the batch, in the partition's
+    /// order; what is left to do (its row retracted, the record quarantined) is for
+    /// [`Run::settle`].
+    fn take(
+        &mut self,
+        state: &mut PartitionState,
+        record: &RawRecord<'_>,
+        outcome: Outcome,
+    ) -> Taken {
+        let RawRecord {
+            topic,
+            partition,
+            offset,
+            ..
+        } = *record;
+        if state.seek_pending.is_some() {
+            // Fetched before the seek we still owe: not ours to count.
+            return Taken::Dropped;
+        }
+        if let Some(until) = state.warm_until {
+            if offset < until {
+                // Committed before this compactor started: only its id is remembered.
+                if let Outcome::Row { id, .. } = &outcome {
+                    state.ids.remember(id, self.compactor.config.dedup_window);
+                }
+                CompactorStats::add(&self.compactor.stats.records_replayed, 1);
+                return Taken::Dropped;
+            }
+            state.warm_until = None;
+            info!(
+                topic,
+                partition,
+                remembered = state.ids.committed(),
+                "ids of committed records remembered; consuming from the catalog's offset"
+            );
+        }
+        match state.next {
+            Some(next) if offset < next => return Taken::Dropped, // already consumed (prefetched before a seek)
+            Some(next) if offset > next => {
+                debug!(
+                    topic,
+                    partition, next, offset, "offset gap (compaction or control records)"
+                );
+            }
+            _ => {}
+        }
+        if state.from.is_none() {
+            state.from = Some(offset);
+        }
+        state.next = Some(offset + 1);
+        self.batch.records += 1;
+        if self.deadline.is_none() {
+            *self.deadline = Some(Instant::now() + self.compactor.config.flush_interval);
+        }
+        CompactorStats::add(&self.compactor.stats.records_in, 1);
+
+        let (id, commit_ts_us) = match outcome {
+            Outcome::Skip => {
+                CompactorStats::add(&self.compactor.stats.records_skipped, 1);
+                return Taken::Dropped;
+            }
+            Outcome::Row {
+                id, commit_ts_us, ..
+            } => (id, commit_ts_us),
+            Outcome::MissingSchema(fingerprint) => {
+                return Taken::Quarantine(missing_schema(
+                    record,
+                    fingerprint,
+                    &self.compactor.config,
+                ));
+            }
+            Outcome::Bad(e) => return Taken::Quarantine(e),
+        };
+        CompactorStats::add(&self.compactor.stats.events_in, 1);
+        state.saw(commit_ts_us);
+        if !state.take_event(&id) {
+            CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
+            return Taken::Dropped;
+        }
+        Taken::Kept
+    }
+}
+
 /// A chunk of records decoded but not taken yet.
 struct Pending<'a> {
     messages: Chunk<'a>,
     outcomes: Vec<Outcome>,
-    /// The reset count when the records were received (see [`Run::take`]).
+    /// The reset count when the records were received (see [`Run::take_all`]).
     resets: u64,
 }
 
@@ -992,7 +1084,7 @@ impl<'a> Run<'a> {
     /// chunk, if any, and receives the next one. If there is a next one, the chunk is then
     /// pending itself (the next one's decoding hides its taking), and the next one is
     /// `prefetched`; else the chunk is taken at once.
-    /// `resets` is the reset count when `messages` were received (see [`Run::take`]).
+    /// `resets` is the reset count when `messages` were received (see [`Run::take_all`]).
     async fn consume(&mut self, messages: Chunk<'a>, resets: u64) -> Result<()> {
         let first = self.arrivals;
         self.arrivals += messages.len() as u64;
@@ -1054,7 +1146,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Takes a decoded chunk of records, in order (see [`Run::take`]).
+    /// Takes a decoded chunk of records, in order (see [`Run::take_all`]).
     async fn take_chunk(
         &mut self,
         records: &[RawRecord<'_>],
@@ -1066,7 +1158,9 @@ impl<'a> Run<'a> {
     }
 
     /// Takes a decoded chunk, in order, without touching the decoders; returns what is left
-    /// to do for the records not kept, for [`Run::settle_all`].
+    /// to do for the records not kept, for [`Run::settle_all`]. Records of a partition rewound
+    /// after reset number `resets` are not taken. A partition's state is looked up once per
+    /// run of its records (a chunk holds long runs of each partition).
     fn take_all(
         &mut self,
         records: &[RawRecord<'_>],
@@ -1074,21 +1168,56 @@ impl<'a> Run<'a> {
         resets: u64,
     ) -> Vec<Unsettled> {
         let mut unsettled = Vec::new();
-        for (record, outcome) in records.iter().zip(outcomes) {
-            let at = outcome.row_at();
-            match self.take(record, outcome, resets) {
-                Taken::Kept => {}
-                Taken::Dropped => unsettled.push((at, Settle::Retract)),
-                Taken::Quarantine(error) => {
-                    let bad = BadRecord {
-                        topic: record.topic.to_owned(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        key: record.key.map(<[u8]>::to_vec),
-                        value: record.value.map(<[u8]>::to_vec),
-                        error,
-                    };
-                    unsettled.push((at, Settle::Quarantine(Box::new(bad))));
+        let mut outcomes = outcomes.into_iter();
+        let same_partition =
+            |a: &RawRecord<'_>, b: &RawRecord<'_>| a.partition == b.partition && a.topic == b.topic;
+        for run in records.chunk_by(same_partition) {
+            let Some(first) = run.first() else { continue };
+            let rewound = self.rewound_since(first, resets);
+            let mut state = if rewound {
+                None
+            } else {
+                partition_mut(
+                    &mut self.partitions,
+                    &mut self.key,
+                    first.topic,
+                    first.partition,
+                )
+            };
+            if !rewound && state.is_none() {
+                debug!(
+                    topic = first.topic,
+                    partition = first.partition,
+                    offset = first.offset,
+                    records = run.len(),
+                    "records of a partition not assigned here"
+                );
+            }
+            let mut taker = Taker {
+                compactor: self.compactor,
+                batch: &mut self.batch,
+                deadline: &mut self.deadline,
+            };
+            for (record, outcome) in run.iter().zip(outcomes.by_ref()) {
+                let at = outcome.row_at();
+                let taken = match state.as_deref_mut() {
+                    Some(state) => taker.take(state, record, outcome),
+                    None => Taken::Dropped,
+                };
+                match taken {
+                    Taken::Kept => {}
+                    Taken::Dropped => unsettled.push((at, Settle::Retract)),
+                    Taken::Quarantine(error) => {
+                        let bad = BadRecord {
+                            topic: record.topic.to_owned(),
+                            partition: record.partition,
+                            offset: record.offset,
+                            key: record.key.map(<[u8]>::to_vec),
+                            value: record.value.map(<[u8]>::to_vec),
+                            error,
+                        };
+                        unsettled.push((at, Settle::Quarantine(Box::new(bad))));
+                    }
                 }
             }
         }
@@ -1129,94 +1258,6 @@ impl<'a> Run<'a> {
             .await?;
         }
         Ok(())
-    }
-
-    /// Takes one decoded record into the batch, in the order of its partition; what is left
-    /// to do (its row retracted, the record quarantined) is for [`Run::settle`]. A record of a
-    /// partition rewound after reset number `resets` is not taken.
-    fn take(&mut self, record: &RawRecord<'_>, outcome: Outcome, resets: u64) -> Taken {
-        if self.rewound_since(record, resets) {
-            return Taken::Dropped;
-        }
-        let RawRecord {
-            topic,
-            partition,
-            offset,
-            ..
-        } = *record;
-        let Some(state) = partition_mut(&mut self.partitions, &mut self.key, topic, partition)
-        else {
-            debug!(
-                topic,
-                partition, offset, "record of a partition not assigned here"
-            );
-            return Taken::Dropped;
-        };
-        if state.seek_pending.is_some() {
-            // Fetched before the seek we still owe: not ours to count.
-            return Taken::Dropped;
-        }
-        if let Some(until) = state.warm_until {
-            if offset < until {
-                // Committed before this compactor started: only its id is remembered.
-                if let Outcome::Row { id, .. } = &outcome {
-                    state.ids.remember(id, self.compactor.config.dedup_window);
-                }
-                CompactorStats::add(&self.compactor.stats.records_replayed, 1);
-                return Taken::Dropped;
-            }
-            state.warm_until = None;
-            info!(
-                topic,
-                partition,
-                remembered = state.ids.committed(),
-                "ids of committed records remembered; consuming from the catalog's offset"
-            );
-        }
-        match state.next {
-            Some(next) if offset < next => return Taken::Dropped, // already consumed (prefetched before a seek)
-            Some(next) if offset > next => {
-                debug!(
-                    topic,
-                    partition, next, offset, "offset gap (compaction or control records)"
-                );
-            }
-            _ => {}
-        }
-        if state.from.is_none() {
-            state.from = Some(offset);
-        }
-        state.next = Some(offset + 1);
-        self.batch.records += 1;
-        if self.deadline.is_none() {
-            self.deadline = Some(Instant::now() + self.compactor.config.flush_interval);
-        }
-        CompactorStats::add(&self.compactor.stats.records_in, 1);
-
-        let (id, commit_ts_us) = match outcome {
-            Outcome::Skip => {
-                CompactorStats::add(&self.compactor.stats.records_skipped, 1);
-                return Taken::Dropped;
-            }
-            Outcome::Row {
-                id, commit_ts_us, ..
-            } => (id, commit_ts_us),
-            Outcome::MissingSchema(fingerprint) => {
-                return Taken::Quarantine(missing_schema(
-                    record,
-                    fingerprint,
-                    &self.compactor.config,
-                ));
-            }
-            Outcome::Bad(e) => return Taken::Quarantine(e),
-        };
-        CompactorStats::add(&self.compactor.stats.events_in, 1);
-        state.saw(commit_ts_us);
-        if !state.take_event(&id) {
-            CompactorStats::add(&self.compactor.stats.duplicates_dropped, 1);
-            return Taken::Dropped;
-        }
-        Taken::Kept
     }
 
     /// Stores the raw record under `_quarantine/` and queues its `Quarantine` action.
