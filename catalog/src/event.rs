@@ -248,10 +248,12 @@ impl ChangeEvent {
 
     /// The identity of the mutation: blake3 over the table, key, operation, the written
     /// cells of the stored image (names and values, sorted by name, unchanged columns
-    /// left out), commit time and position. Not the origin: the copies of one mutation
-    /// reported by several replicas, or resent after a capture restart, share it.
-    pub fn event_id(&self) -> [u8; 32] {
-        let mut id = IdHasher::new(&self.table, self.op, &self.key);
+    /// left out), commit time and position, encoded as `version` says (see [`id`]). Not the
+    /// origin: the copies of one mutation reported by several replicas, or resent after a
+    /// capture restart, share it.
+    pub fn event_id(&self, version: EventIdVersion) -> [u8; 32] {
+        let ids = TableIds::new(&self.table, version);
+        let mut id = IdHasher::new(&ids, &self.table, self.op, &self.key);
         let mut cells: Vec<(&str, &Value)> = self
             .image()
             .map(|row| {
@@ -274,72 +276,6 @@ impl ChangeEvent {
     /// The order-preserving encoding of the key (the `_key` column); see [`encode_key`].
     pub fn sort_key(&self) -> String {
         encode_key(&self.key)
-    }
-}
-
-/// The bytes [`ChangeEvent::event_id`] hashes, written into one buffer and hashed at once:
-/// everything length-prefixed; a cell is its name and its value's JSON text (the bytes
-/// `Value::to_string` gives), cells sorted by name.
-pub(crate) struct IdHasher {
-    buf: Vec<u8>,
-}
-
-thread_local! {
-    /// The buffer of the last id hashed on this thread, for the next one (a decoder hashes an
-    /// id per record: no allocation each time).
-    static ID_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-impl IdHasher {
-    /// Starts with the table, the operation and the key.
-    pub(crate) fn new(table: &TableId, op: Operation, key: &Row) -> Self {
-        let mut buf = ID_BUFFER.take();
-        buf.clear();
-        buf.reserve(512);
-        let mut id = Self { buf };
-        id.put(b"strata.event.v1");
-        id.put(table.source.as_bytes());
-        id.put(table.namespace.as_bytes());
-        id.put(table.table.as_bytes());
-        id.put(op.code().as_bytes());
-        id.count(key.len());
-        for (name, value) in key.iter() {
-            id.cell(name, |buf| {
-                let _ = serde_json::to_writer(buf, value);
-            });
-        }
-        id
-    }
-
-    fn put(&mut self, bytes: &[u8]) {
-        self.buf
-            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// How many cells follow.
-    pub(crate) fn count(&mut self, n: usize) {
-        self.put(&(n as u64).to_le_bytes());
-    }
-
-    /// One cell: its name, and the JSON text `write` appends.
-    pub(crate) fn cell(&mut self, name: &str, write: impl FnOnce(&mut Vec<u8>)) {
-        self.put(name.as_bytes());
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 8]);
-        write(&mut self.buf);
-        let len = (self.buf.len() - at - 8) as u64;
-        self.buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
-    }
-
-    /// Ends with the commit time and position; the id.
-    pub(crate) fn finish(mut self, commit_ts_us: i64, position: SourcePosition) -> [u8; 32] {
-        self.put(&commit_ts_us.to_le_bytes());
-        self.put(&position.commit.to_le_bytes());
-        self.put(&position.seq.to_le_bytes());
-        let id = *blake3::hash(&self.buf).as_bytes();
-        ID_BUFFER.set(std::mem::take(&mut self.buf));
-        id
     }
 }
 
@@ -543,6 +479,10 @@ pub struct SchemaCache {
     avro_texts: Vec<u8>,
     avro_spans: Vec<Option<(usize, usize)>>,
     avro_key: Row,
+    /// The event id versions of the catalog's tables (new tables: the current version).
+    id_versions: EventIdVersions,
+    /// `id_versions`' generation when the derived columns were derived.
+    id_generation: u64,
 }
 
 type ColumnsKey = (usize, TableId, Vec<String>);
@@ -557,6 +497,8 @@ pub(crate) struct DerivedColumns {
     pub(crate) types: Result<Vec<DataType>, SchemaError>,
     /// Column indices in name order (the order [`ChangeEvent::event_id`] hashes cells in).
     pub(crate) by_name: Vec<usize>,
+    /// How the table's event ids are hashed (its version: `schema.event_id_version`).
+    pub(crate) ids: TableIds,
     /// The key document's column names it was derived with.
     key_names: Vec<String>,
 }
@@ -566,6 +508,15 @@ const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
 const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
 impl SchemaCache {
+    /// This cache, hashing the event ids of each table as `versions` says (by default every
+    /// table gets [`EventIdVersion::CURRENT`]).
+    #[must_use]
+    pub fn with_event_ids(mut self, versions: EventIdVersions) -> Self {
+        self.id_versions = versions;
+        self.id_generation = u64::MAX;
+        self
+    }
+
     /// Distinct schemas kept before the cache starts over.
     pub const CAPACITY: usize = 1024;
     /// Schemas tried by [`SchemaCache::split`].
@@ -631,6 +582,14 @@ impl SchemaCache {
         names: &TableNames<'_>,
         key_row: Option<&Row>,
     ) -> Result<Arc<DerivedColumns>, String> {
+        let generation = self.id_versions.generation();
+        if generation != self.id_generation {
+            // A table's recorded version changed: what was derived with the old one goes.
+            self.columns.clear();
+            self.recent_columns.clear();
+            self.avro_columns.clear();
+            self.id_generation = generation;
+        }
         let schema_at = std::ptr::from_ref(schema) as usize;
         let key_names = || key_row.into_iter().flat_map(|k| k.iter().map(|(n, _)| n));
         let recent = self.recent_columns.iter().find(|(at, derived)| {
@@ -649,7 +608,13 @@ impl SchemaCache {
         let derived = match self.columns.get(&columns_key) {
             Some(derived) => Arc::clone(derived),
             None => {
-                let derived = Arc::new(derive_columns(schema, &columns_key.1, &columns_key.2)?);
+                let version = self.id_versions.of(&columns_key.1);
+                let derived = Arc::new(derive_columns(
+                    schema,
+                    &columns_key.1,
+                    &columns_key.2,
+                    version,
+                )?);
                 self.columns.insert(columns_key, Arc::clone(&derived));
                 derived
             }
@@ -1031,6 +996,7 @@ fn derive_columns(
     schema: &Value,
     table: &TableId,
     key_names: &[String],
+    event_id_version: EventIdVersion,
 ) -> Result<DerivedColumns, String> {
     let row_schema = envelope_row_schema(schema).ok_or_else(|| {
         "value schema has no before/after struct (not a Debezium envelope)".to_owned()
@@ -1070,6 +1036,7 @@ fn derive_columns(
     let schema = TableSchema {
         table: table.clone(),
         columns,
+        event_id_version,
     };
     let types = schema
         .segment_schema()
@@ -1081,6 +1048,7 @@ fn derive_columns(
         variable_scale,
         types,
         by_name,
+        ids: TableIds::new(table, event_id_version),
         key_names: key_names_list,
     })
 }
@@ -1472,8 +1440,11 @@ fn is_unavailable(value: &Value, ty: &ColumnType) -> bool {
 }
 
 mod avro;
+pub mod id;
 mod image;
 
 pub use avro::AvroSchemas;
+pub use id::{EventIdVersion, EventIdVersions};
+use id::{IdHasher, TableIds};
 #[cfg(test)]
 mod tests;

@@ -99,8 +99,8 @@ pub mod table;
 pub use crate::error::{ConflictKind, Error, Result};
 pub use crate::event::{
     AvroSchemas, ChangeEvent, DecodeError, Decoded, DecodedEvent, DecodedRow, DigestHash,
-    DigestHasher, Operation, Row, SchemaCache, Skip, SourcePosition, decode_debezium,
-    decode_debezium_cached, decode_debezium_row, encode_key,
+    DigestHasher, EventIdVersion, EventIdVersions, Operation, Row, SchemaCache, Skip,
+    SourcePosition, decode_debezium, decode_debezium_cached, decode_debezium_row, encode_key,
 };
 pub use crate::log::{
     Action, Catalog, CatalogConfig, CatalogState, CatalogVersion, Commit, CommitInfo, OffsetRange,

@@ -171,7 +171,7 @@ impl SegmentRow<'_> {
             commit_ts_us: event.commit_ts_us,
             position: event.position,
             tx_id: event.tx_id.clone().map(Cow::Owned),
-            id: event.event_id(),
+            id: event.event_id(schema.event_id_version),
             key: event.sort_key(),
             unchanged: event.unchanged.clone(),
             cells,

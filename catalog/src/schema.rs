@@ -59,7 +59,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, EventIdVersion};
 use crate::rows::{Cell, ColumnBuilder, SegmentBuilder, SegmentRow};
 use crate::table::TableId;
 
@@ -239,6 +239,10 @@ pub struct TableSchema {
     pub table: TableId,
     /// Its columns, in order.
     pub columns: Vec<ColumnSchema>,
+    /// How its event ids are hashed: fixed when the table's first schema is committed (ids
+    /// are compared across segments; see [`crate::event::id`]). Absent means v1.
+    #[serde(default, skip_serializing_if = "EventIdVersion::is_v1")]
+    pub event_id_version: EventIdVersion,
 }
 
 impl TableSchema {

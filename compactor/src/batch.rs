@@ -395,6 +395,7 @@ mod tests {
         };
         let v1 = Arc::new(TableSchema {
             table: table.clone(),
+            event_id_version: strata_catalog::EventIdVersion::CURRENT,
             columns: vec![column("id")],
         });
         let mut v2 = (*v1).clone();

@@ -33,8 +33,9 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use strata_catalog::{
-    Action, AvroSchemas, Catalog, CommitInfo, DecodeError, OffsetRange, QuarantineEntry,
-    QuarantinedObject, SchemaVersion, TableId, TableSchema, Watermark,
+    Action, AvroSchemas, Catalog, CatalogState, CommitInfo, DecodeError, EventIdVersion,
+    EventIdVersions, OffsetRange, QuarantineEntry, QuarantinedObject, SchemaVersion, TableId,
+    TableSchema, Watermark,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -218,12 +219,12 @@ impl Compactor {
         }
 
         let avro = AvroSchemas::default();
-        let decoders =
-            DecodePool::new(self.config.effective_decode_threads(), &avro).map_err(|e| {
-                Error::Config {
-                    field: "decode_threads",
-                    reason: format!("could not start the decode threads: {e}"),
-                }
+        let id_versions = EventIdVersions::default();
+        id_versions.record(table_id_versions(&self.catalog.state()));
+        let decoders = DecodePool::new(self.config.effective_decode_threads(), &avro, &id_versions)
+            .map_err(|e| Error::Config {
+                field: "decode_threads",
+                reason: format!("could not start the decode threads: {e}"),
             })?;
         let mut run = Run {
             compactor: &self,
@@ -235,6 +236,7 @@ impl Compactor {
             topic_tables: HashMap::default(),
             key: TopicPartition::default(),
             avro,
+            id_versions,
             decoders,
             arrivals: 0,
             row_bytes: 0,
@@ -541,6 +543,8 @@ struct Run<'a> {
     next_idle_watermarks: Option<Instant>,
     /// The Avro writer schemas learnt from the schema topic (shared with the decoders).
     avro: AvroSchemas,
+    /// The event id versions of the catalog's tables (shared with the decoders).
+    id_versions: EventIdVersions,
     /// The flush being written and committed, if any.
     in_flight: Option<InFlight>,
     /// A chunk decoded (its rows appended) but not taken yet: it is taken while the next one
@@ -1336,6 +1340,21 @@ impl<'a> Run<'a> {
                 let (last_id, last_schema) = known.entry(table.clone()).or_insert_with(|| {
                     latest_schema(state.table(&table).map(|t| t.schemas()).unwrap_or(&[]))
                 });
+                if let Some(last) = last_schema
+                    && last.event_id_version != group.schema.event_id_version
+                {
+                    // Another compactor (an older strata) committed the table's first schema
+                    // after these rows were decoded: their ids are of the wrong version.
+                    warn!(
+                        %table,
+                        catalog = u8::from(last.event_id_version),
+                        decoded = u8::from(group.schema.event_id_version),
+                        "the table's event id version in the catalog is not the one its rows \
+                         were hashed with; decoding the batch again"
+                    );
+                    self.id_versions.record(table_id_versions(&state));
+                    return self.reset().await;
+                }
                 if last_schema.as_ref() != Some(&*group.schema) {
                     *last_id += 1;
                     let effective_from_ts = group.min_commit_ts().unwrap_or_default();
@@ -1599,6 +1618,22 @@ fn latest_schema(schemas: &[SchemaVersion]) -> (u64, Option<TableSchema>) {
         .map_or((0, None), |s| {
             (s.schema_id, TableSchema::from_catalog_json(&s.schema).ok())
         })
+}
+
+/// Each table's event id version: its first schema's (see `strata_catalog::event::id`).
+fn table_id_versions(state: &CatalogState) -> Vec<(TableId, EventIdVersion)> {
+    state
+        .tables()
+        .filter_map(|table| {
+            let first = state
+                .table(table)?
+                .schemas()
+                .iter()
+                .min_by_key(|s| s.schema_id)?;
+            let schema = TableSchema::from_catalog_json(&first.schema).ok()?;
+            Some((table.clone(), schema.event_id_version))
+        })
+        .collect()
 }
 
 /// Where a quarantined record's raw bytes go, relative to the catalog root.

@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_catalog::{
-    AvroSchemas, DecodeError, DecodedRow, SchemaCache, TableId, TableSchema, decode_debezium_row,
+    AvroSchemas, DecodeError, DecodedRow, EventIdVersions, SchemaCache, TableId, TableSchema,
+    decode_debezium_row,
 };
 
 use crate::batch::{Appended, RowAt};
@@ -79,11 +80,12 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// Thread `thread`'s decoder, resolving Avro writer schemas from `avro`.
-    pub(crate) fn new(thread: u32, avro: AvroSchemas) -> Self {
+    /// Thread `thread`'s decoder, resolving Avro writer schemas from `avro`, hashing each
+    /// table's event ids as `ids` says.
+    pub(crate) fn new(thread: u32, avro: AvroSchemas, ids: EventIdVersions) -> Self {
         Self {
             thread,
-            schemas: SchemaCache::with_avro(avro),
+            schemas: SchemaCache::with_avro(avro).with_event_ids(ids),
             appended: Appended::default(),
             topic_tables: HashMap::new(),
             new_topic_tables: Vec::new(),
@@ -170,8 +172,13 @@ pub(crate) struct DecodePool {
 }
 
 impl DecodePool {
-    /// A pool of `threads` decoders (at least one), resolving Avro writer schemas from `avro`.
-    pub(crate) fn new(threads: usize, avro: &AvroSchemas) -> std::io::Result<Self> {
+    /// A pool of `threads` decoders (at least one), resolving Avro writer schemas from `avro`,
+    /// hashing each table's event ids as `ids` says.
+    pub(crate) fn new(
+        threads: usize,
+        avro: &AvroSchemas,
+        ids: &EventIdVersions,
+    ) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let pool = if threads > 1 {
             Some(
@@ -186,7 +193,7 @@ impl DecodePool {
         };
         Ok(Self {
             decoders: (0..threads)
-                .map(|i| Decoder::new(i as u32, avro.clone()))
+                .map(|i| Decoder::new(i as u32, avro.clone(), ids.clone()))
                 .collect(),
             pool,
         })
@@ -408,8 +415,10 @@ mod tests {
                 })
                 .collect()
         };
-        let mut pool_one = DecodePool::new(1, &AvroSchemas::default()).expect("pool");
-        let mut pool_many = DecodePool::new(4, &AvroSchemas::default()).expect("pool");
+        let mut pool_one =
+            DecodePool::new(1, &AvroSchemas::default(), &EventIdVersions::default()).expect("pool");
+        let mut pool_many =
+            DecodePool::new(4, &AvroSchemas::default(), &EventIdVersions::default()).expect("pool");
         let outcomes = pool_many.decode_all(&records, 0);
         // Every row was appended once, where its outcome says; a retracted one is left out.
         let ats: Vec<RowAt> = outcomes.iter().filter_map(Outcome::row_at).collect();

@@ -21,6 +21,7 @@ use crate::read::object_path;
 pub fn table_schema(table: TableId, columns: &[(&str, ConnectType, bool)]) -> TableSchema {
     TableSchema {
         table,
+        event_id_version: strata_catalog::EventIdVersion::CURRENT,
         columns: columns
             .iter()
             .map(|&(name, connect, key)| ColumnSchema {

@@ -48,6 +48,7 @@ fn change(op: Operation, id: i32, status: &str, unchanged: &[&str], second: i64)
 fn write_history(dir: &std::path::Path) {
     let schema = TableSchema {
         table: orders(),
+        event_id_version: strata_catalog::EventIdVersion::CURRENT,
         columns: vec![
             column("id", ConnectType::Int32, true),
             column("status", ConnectType::String, false),

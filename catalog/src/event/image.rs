@@ -140,7 +140,7 @@ pub(super) fn image_row<'a>(
             }
         }
     }
-    let mut id = IdHasher::new(&derived.schema.table, head.op, key);
+    let mut id = IdHasher::new(&derived.ids, &derived.schema.table, head.op, key);
     id.count(spans.iter().flatten().count());
     for &index in &derived.by_name {
         if let Some((start, end)) = spans[index] {

@@ -450,11 +450,17 @@ fn sample_event() -> ChangeEvent {
 
 #[test]
 fn event_id_ignores_origin_and_delivery() {
+    for v in [EventIdVersion::V1, EventIdVersion::V2] {
+        ids_ignore_origin_and_delivery(v);
+    }
+}
+
+fn ids_ignore_origin_and_delivery(version: EventIdVersion) {
     let a = sample_event();
     // A replica copy: same mutation, other node.
     let mut replica = a.clone();
     replica.origin = Some("node-2".into());
-    assert_eq!(a.event_id(), replica.event_id());
+    assert_eq!(a.event_id(version), replica.event_id(version));
     // A resend after a restart decodes to the same event (the envelope's wall-clock
     // ts_ms differs, and is not part of the id).
     let mut v: Value = serde_json::from_slice(&strata_value(
@@ -467,7 +473,7 @@ fn event_id_ignores_origin_and_delivery() {
     v["payload"]["ts_ms"] = json!(1_999_999_999_999_i64);
     let resent =
         event(decode_debezium(Some(&key_doc(7)), v.to_string().as_bytes(), TOPIC).unwrap()).event;
-    assert_eq!(a.event_id(), resent.event_id());
+    assert_eq!(a.event_id(version), resent.event_id(version));
     // Column order of the image does not matter.
     let mut reordered = a.clone();
     let after = a.after.clone().unwrap();
@@ -480,38 +486,62 @@ fn event_id_ignores_origin_and_delivery() {
             .map(|(n, v)| (n, v.clone()))
             .collect(),
     );
-    assert_eq!(a.event_id(), reordered.event_id());
+    assert_eq!(a.event_id(version), reordered.event_id(version));
 }
 
 #[test]
 fn event_id_differs_for_different_mutations() {
+    for v in [EventIdVersion::V1, EventIdVersion::V2] {
+        ids_differ_for_different_mutations(v);
+    }
+}
+
+fn ids_differ_for_different_mutations(v: EventIdVersion) {
     let a = sample_event();
-    let id = a.event_id();
+    let id = a.event_id(v);
     let mut cell = a.clone();
     cell.after.as_mut().unwrap().insert("note", json!("b"));
-    assert_ne!(id, cell.event_id());
+    assert_ne!(id, cell.event_id(v));
     let mut null = a.clone();
     null.after.as_mut().unwrap().insert("note", Value::Null);
-    assert_ne!(id, null.event_id());
+    assert_ne!(id, null.event_id(v));
     let mut unchanged = a.clone();
     unchanged.after.as_mut().unwrap().remove("note");
     unchanged.unchanged.push("note".into());
-    assert_ne!(id, unchanged.event_id(), "unchanged is not NULL");
+    assert_ne!(id, unchanged.event_id(v), "unchanged is not NULL");
     let mut key = a.clone();
     key.key = Row::from_iter([("id", json!(8))]);
-    assert_ne!(id, key.event_id());
+    assert_ne!(id, key.event_id(v));
     let mut pos = a.clone();
     pos.position.seq += 1;
-    assert_ne!(id, pos.event_id());
+    assert_ne!(id, pos.event_id(v));
     let mut ts = a.clone();
     ts.commit_ts_us += 1;
-    assert_ne!(id, ts.event_id());
+    assert_ne!(id, ts.event_id(v));
     let mut op = a.clone();
     op.op = Operation::Create;
-    assert_ne!(id, op.event_id());
-    let mut table = a;
+    assert_ne!(id, op.event_id(v));
+    let mut table = a.clone();
     table.table.table = "orders2".into();
-    assert_ne!(id, table.event_id());
+    assert_ne!(id, table.event_id(v));
+    // A long text (its length takes two LEB128 bytes in v2).
+    let mut long = a.clone();
+    long.after
+        .as_mut()
+        .unwrap()
+        .insert("note", json!("x".repeat(300)));
+    let mut longer = a.clone();
+    longer
+        .after
+        .as_mut()
+        .unwrap()
+        .insert("note", json!("x".repeat(301)));
+    assert_ne!(long.event_id(v), longer.event_id(v));
+    assert_ne!(
+        a.event_id(EventIdVersion::V1),
+        a.event_id(EventIdVersion::V2),
+        "the versions hash differently"
+    );
 }
 
 fn key_of(values: &[Value]) -> String {
@@ -653,13 +683,19 @@ fn a_schema_cache_changes_no_result_and_follows_schema_changes() {
 }
 
 /// Event ids are stored in every segment and compared across versions of strata (a copy
-/// written by an older capture must still be recognised): the bytes hashed must not change.
+/// written by an older capture must still be recognised): the bytes each id version hashes
+/// must not change.
 #[test]
 fn event_id_is_stable_across_versions() {
     let hex = |id: [u8; 32]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
-        hex(sample_event().event_id()),
+        hex(sample_event().event_id(EventIdVersion::V1)),
         "2001d3e258b44ddeec0a48aebc1accac04c4063115e85f0e158a1587c0576252"
+    );
+    assert_eq!(
+        hex(sample_event().event_id(EventIdVersion::V2)),
+        // Also what the `id` module doc's layout gives in Python's `blake3` package.
+        "e3b51f31e1937cbeca2b5b4c6a3dc82942b971488f90498d822d7de34029831e"
     );
 }
 

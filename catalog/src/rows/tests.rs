@@ -14,6 +14,7 @@ fn schema() -> Arc<TableSchema> {
     };
     Arc::new(TableSchema {
         table: TableId::new("s", "public", "t"),
+        event_id_version: crate::EventIdVersion::CURRENT,
         columns: vec![
             column("id", ConnectType::Int64),
             column("note", ConnectType::String),

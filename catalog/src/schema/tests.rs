@@ -28,6 +28,7 @@ fn every_type() -> TableSchema {
     use ConnectType as C;
     TableSchema {
         table: TableId::new("s", "n", "t"),
+        event_id_version: crate::EventIdVersion::CURRENT,
         columns: vec![
             col("id", ColumnType::plain(C::Int64), true),
             col("i8", ColumnType::plain(C::Int8), false),
@@ -184,7 +185,7 @@ fn converts_every_type() {
     assert_eq!(c("_tx_id").as_string::<i32>().value(0), "9");
     assert_eq!(
         c("_event_id").as_fixed_size_binary().value(0),
-        full.event_id()
+        full.event_id(schema.event_id_version)
     );
     let unchanged = c("_unchanged").as_list::<i32>();
     assert_eq!(unchanged.value(0).len(), 0);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use strata_catalog::QuarantinedObject;
+use strata_catalog::{
+    Action, Catalog, CommitInfo, EventIdVersion, QuarantinedObject, SchemaVersion, TableId,
+};
 use strata_compactor::{object_path, quarantine_path};
 
 use support::*;
@@ -297,6 +299,126 @@ async fn a_restart_neither_loses_nor_doubles() {
     assert!(
         commits >= 3,
         "several commits across the two runs: {commits}"
+    );
+}
+
+/// Commits `topic`'s table's first schema as a strata before event id v2 did (no version in
+/// it: v1), as decoded from the scenario's first change; returns the table.
+async fn commit_v1_schema(
+    store: &Arc<dyn ObjectStore>,
+    root: &Path,
+    topic: &str,
+    s: &Scenario,
+) -> TableId {
+    let first = s.records.iter().find(|r| is_change(r)).expect("a change");
+    let mut schema = (*decode(first, topic).schema).clone();
+    assert_eq!(schema.event_id_version, EventIdVersion::CURRENT);
+    schema.event_id_version = EventIdVersion::V1;
+    let json = schema.to_catalog_json();
+    assert!(
+        json.get("event_id_version").is_none(),
+        "v1 is written as an older strata wrote it: {json}"
+    );
+    let catalog = Catalog::open(Arc::clone(store), root.clone(), Default::default())
+        .await
+        .expect("open");
+    catalog
+        .commit(
+            vec![Action::SetSchema(SchemaVersion {
+                table: schema.table.clone(),
+                schema_id: 1,
+                effective_from_ts: 0,
+                schema: json,
+            })],
+            CommitInfo::new("strata-it", "a table of an older strata"),
+        )
+        .await
+        .expect("commit the v1 schema");
+    schema.table
+}
+
+fn is_change(r: &Record) -> bool {
+    r.value
+        .as_ref()
+        .is_some_and(|v| v.starts_with(b"{\"schema\":{"))
+}
+
+/// The scenario's expected events under their v1 ids.
+fn expected_v1(s: &Scenario, topic: &str) -> BTreeMap<[u8; 32], (String, i32, Option<String>)> {
+    let mut v1_of = BTreeMap::new();
+    for r in s.records.iter().filter(|r| is_change(r)) {
+        let e = decode(r, topic);
+        v1_of.insert(
+            e.event.event_id(EventIdVersion::CURRENT),
+            e.event.event_id(EventIdVersion::V1),
+        );
+    }
+    s.expected
+        .iter()
+        .map(|(id, row)| (v1_of[id], row.clone()))
+        .collect()
+}
+
+/// A table an older strata started (its schema in the catalog has no event id version: v1)
+/// keeps v1 ids: the compactor hashes its events as the segments already there were hashed,
+/// so that queries still drop a repeated id across segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_started_with_v1_event_ids_keeps_them() {
+    let (_dir, store, root, topic, s) = local_topic(300).await;
+    let table = commit_v1_schema(&store, &root, &topic, &s).await;
+    let group = unique("g");
+    let running = start(test_config(&group, &topic), Arc::clone(&store), &root).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    running.stop().await;
+
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &expected_v1(&s, &topic));
+    // No second schema: the one there, v1, is the rows'.
+    let schemas = state.table(&table).expect("table").schemas();
+    assert_eq!(schemas.len(), 1, "{schemas:?}");
+}
+
+/// Rows hashed for a new table (v2 ids) whose first schema an older strata commits before
+/// they are flushed (v1): the compactor decodes them again with v1 ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_hashed_before_an_older_strata_fixed_the_table_as_v1_are_hashed_again() {
+    let (_dir, store, root, topic, s) = local_topic(300).await;
+    let group = unique("g");
+    let mut config = test_config(&group, &topic);
+    config.max_segment_bytes = 64 * 1024 * 1024;
+    config.caught_up_flush_bytes = 64 * 1024 * 1024;
+    config.flush_interval = Duration::from_secs(6);
+    let running = start(config, Arc::clone(&store), &root).await;
+    let total: i64 = s.ends.iter().sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running.stats.records_in.load(Ordering::Relaxed) < total as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the compactor did not read the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let decoded = running.stats.snapshot();
+    let table = commit_v1_schema(&store, &root, &topic, &s).await;
+    assert_eq!(
+        (
+            decoded.commits,
+            running.stats.commits.load(Ordering::Relaxed)
+        ),
+        (0, 0),
+        "the rows were to be decoded, not flushed, before the v1 schema came"
+    );
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    let stats = running.stats.snapshot();
+    running.stop().await;
+
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &expected_v1(&s, &topic));
+    let schemas = state.table(&table).expect("table").schemas();
+    assert_eq!(schemas.len(), 1, "{schemas:?}");
+    assert!(
+        stats.records_in > total as u64,
+        "the records were read again: {stats:?}"
     );
 }
 

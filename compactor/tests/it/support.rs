@@ -16,7 +16,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-use strata_catalog::{Catalog, CatalogConfig, Decoded, decode_debezium};
+use strata_catalog::{Catalog, CatalogConfig, Decoded, DecodedEvent, decode_debezium};
 use strata_compactor::{Compactor, CompactorConfig, CompactorStats, object_path};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -159,16 +159,22 @@ pub(crate) fn envelope(server: &str, op: &str, id: i32, note: &str, lsn: u64) ->
     format!("{{\"schema\":{schema},\"payload\":{payload}}}").into_bytes()
 }
 
-/// The event id of a record, as the compactor computes it.
-pub(crate) fn event_id(record: &Record, topic: &str) -> [u8; 32] {
+/// A record decoded as the compactor decodes it (a fixture that does not decode panics).
+pub(crate) fn decode(record: &Record, topic: &str) -> DecodedEvent {
     match decode_debezium(
         record.key.as_deref(),
         record.value.as_deref().unwrap_or_default(),
         topic,
     ) {
-        Ok(Decoded::Event(e)) => e.event.event_id(),
+        Ok(Decoded::Event(e)) => *e,
         other => panic!("fixture does not decode: {other:?}"),
     }
+}
+
+/// The event id of a record, as the compactor computes it for a new table.
+pub(crate) fn event_id(record: &Record, topic: &str) -> [u8; 32] {
+    let e = decode(record, topic);
+    e.event.event_id(e.schema.event_id_version)
 }
 
 pub(crate) fn test_config(group: &str, topic: &str) -> CompactorConfig {

@@ -26,6 +26,7 @@ pub(crate) fn schema() -> TableSchema {
     };
     TableSchema {
         table: TableId::new("bench", "bench", "accounts"),
+        event_id_version: strata_catalog::EventIdVersion::CURRENT,
         columns: vec![
             column("id", ConnectType::Int64, true),
             column("balance", ConnectType::Int64, false),

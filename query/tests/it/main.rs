@@ -159,7 +159,7 @@ type State = BTreeMap<i32, (Option<String>, Option<String>, Option<i64>)>;
 fn replay(events: &[ChangeEvent], t: i64) -> State {
     let mut sorted: Vec<&ChangeEvent> = events.iter().filter(|e| e.commit_ts_us <= t).collect();
     sorted.sort_by_key(|e| e.position);
-    sorted.dedup_by_key(|e| e.event_id());
+    sorted.dedup_by_key(|e| e.event_id(schema().event_id_version));
     let mut state = State::new();
     for e in sorted {
         let id = e.key.get("id").and_then(Value::as_i64).map(|i| i as i32);
