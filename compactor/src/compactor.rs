@@ -1630,8 +1630,13 @@ fn table_id_versions(state: &CatalogState) -> Vec<(TableId, EventIdVersion)> {
                 .schemas()
                 .iter()
                 .min_by_key(|s| s.schema_id)?;
-            let schema = TableSchema::from_catalog_json(&first.schema).ok()?;
-            Some((table.clone(), schema.event_id_version))
+            match TableSchema::from_catalog_json(&first.schema) {
+                Ok(schema) => Some((table.clone(), schema.event_id_version)),
+                Err(e) => {
+                    warn!(%table, error = %e, "the table's first schema is unreadable");
+                    None
+                }
+            }
         })
         .collect()
 }
