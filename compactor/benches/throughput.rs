@@ -27,8 +27,8 @@
 //!    the ratio is the median of the pairs' ratios (this VM's speed drifts by 20-30% within
 //!    minutes: a pair sees one speed).
 //! 4. Timed, single-threaded, one step at a time, over the same events cut into the same
-//!    segments (row counts of the median run's segments, in order): Kafka fetch only (no
-//!    decode); JSON decode into segment rows (cells, event id, key); `SegmentBuilder` appends
+//!    segments (row counts of the median run's segments, in order): Kafka fetch only (in
+//!    chunks, as the compactor reads; no decode); JSON decode into segment rows (cells, event id, key); `SegmentBuilder` appends
 //!    and the sort; and the raw write of those batches. The same write with each row group's
 //!    columns on every core (`encode_segment_parallel`, as the compactor writes its segments)
 //!    is timed too and printed beside it.
@@ -51,12 +51,11 @@ use std::time::{Duration, Instant};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use strata_catalog::avro::{DEFAULT_SCHEMA_TOPIC, WriterSchema};
 use strata_catalog::{
@@ -680,7 +679,8 @@ fn flush_page_cache() {
 
 /// Reads the topic from the beginning to the ends with one consumer, no decode.
 async fn fetch_only(w: &Workload, ends: &[i64]) -> Part {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", brokers())
         .set(
             "group.id",
@@ -688,32 +688,25 @@ async fn fetch_only(w: &Workload, ends: &[i64]) -> Part {
         )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        // The compactor's prefetch settings (see `Compactor::run`): librdkafka's defaults wait
+        // The compactor's fetch settings (see `Compactor::run`): librdkafka's defaults wait
         // 1 s whenever the local queue is full, which with small (Avro) records made this
         // read slower than the compactor itself.
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.queue.backoff.ms", "10")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..w.partitions {
-        tpl.add_partition_offset(&w.topic, p, Offset::Beginning)
-            .expect("partition");
-    }
+        .set("fetch.wait.max.ms", "50")
+        .set("fetch.min.bytes", "1048576");
+    let records: usize = ends.iter().map(|e| *e as usize).sum();
     reset_peak_rss();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    consumer.assign(&tpl).expect("assign");
-    let mut left: usize = ends.iter().map(|e| *e as usize).sum();
-    let mut bytes = 0_usize;
-    while left > 0 {
-        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-            .await
-            .expect("a record within 60 s")
-            .expect("record");
-        bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
-        left -= 1;
-    }
+    // Read as the compactor reads: partitions forwarded to a queue of its own, taken in chunks.
+    let bytes = tokio::time::timeout(
+        Duration::from_secs(600),
+        strata_compactor::read_in_chunks(&client, &w.topic, w.partitions, records),
+    )
+    .await
+    .expect("the topic read within 10 min")
+    .expect("read the topic");
     std::hint::black_box(bytes);
     Part {
         seconds: start.elapsed().as_secs_f64(),
@@ -1069,7 +1062,7 @@ async fn main() {
         );
     };
     step(
-        "Kafka fetch only (StreamConsumer, no decode)",
+        "Kafka fetch only (in chunks, as the compactor reads; no decode)",
         fetch.seconds,
     );
     step(

@@ -423,9 +423,10 @@ impl ConsumerContext for RebalanceContext {
                 }
                 // Before librdkafka starts fetching them (it does on the assignment that
                 // follows this callback).
-                let unbatched = self
-                    .forward
-                    .route(consumer, assigned.iter().map(|a| (a.tp.0.as_str(), a.tp.1)));
+                let unbatched = self.forward.route(
+                    consumer.client(),
+                    assigned.iter().map(|a| (a.tp.0.as_str(), a.tp.1)),
+                );
                 info!(
                     partitions = assigned.len(),
                     unbatched, "partitions assigned"

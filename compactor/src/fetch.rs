@@ -35,8 +35,11 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::bindings as rd;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -69,23 +72,23 @@ impl Forward {
     /// forward would put the partition's next records on another queue than its earlier ones.
     /// Returns how many partitions were not forwarded (their records come through the
     /// consumer's queue).
-    pub(crate) fn route<'p, C: ConsumerContext>(
+    pub(crate) fn route<'p, C: ClientContext>(
         &self,
-        consumer: &BaseConsumer<C>,
+        client: &Client<C>,
         partitions: impl IntoIterator<Item = (&'p str, i32)>,
     ) -> usize {
         let slot = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(destination) = slot.as_ref() else {
             return partitions.into_iter().count();
         };
-        let rk = consumer.client().native_ptr();
+        let rk = client.native_ptr();
         let mut missed = 0;
         for (topic, partition) in partitions {
             let Ok(name) = CString::new(topic) else {
                 missed += 1;
                 continue;
             };
-            // SAFETY: `rk` is the live client the callback was given; `name` is a C string
+            // SAFETY: `rk` is a live client (borrowed for the call); `name` is a C string
             // that outlives the call. The returned handle is ours to destroy.
             let source = unsafe { rd::rd_kafka_queue_get_partition(rk, name.as_ptr(), partition) };
             let Some(source) = NonNull::new(source) else {
@@ -320,4 +323,48 @@ impl Fetched {
             }
         })
     }
+}
+
+/// Reads `records` records from the start of `topic`'s partitions `0..partitions` the way the
+/// compactor reads them (each partition's fetch queue forwarded to a [`FetchQueue`], taken
+/// 8,192 records at a time), without decoding; returns the key and value bytes read. For the
+/// throughput bench's "Kafka fetch only" step, not for use elsewhere.
+#[doc(hidden)]
+pub async fn read_in_chunks(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    records: usize,
+) -> Result<usize, KafkaError> {
+    let consumer: StreamConsumer = client.create()?;
+    let forward = Forward::default();
+    let fetch = FetchQueue::new(&consumer, &forward).ok_or(KafkaError::ClientCreation(
+        "librdkafka made no queue".into(),
+    ))?;
+    // Forwarded before the assignment starts their fetches, as the rebalance callback does.
+    let missed = forward.route(consumer.client(), (0..partitions).map(|p| (topic, p)));
+    if missed > 0 {
+        return Err(KafkaError::ClientCreation(format!(
+            "{missed} partitions of {topic} could not be forwarded"
+        )));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let (mut left, mut bytes) = (records, 0);
+    while left > 0 {
+        let chunk = fetch.take(left.min(8192));
+        if chunk.is_empty() {
+            fetch.ready().await;
+            continue;
+        }
+        left = left.saturating_sub(chunk.len());
+        bytes += chunk
+            .records()
+            .map(|r| r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len))
+            .sum::<usize>();
+    }
+    Ok(bytes)
 }

@@ -62,5 +62,7 @@ pub mod stats;
 pub use crate::compactor::{Compactor, quarantine_path};
 pub use crate::config::CompactorConfig;
 pub use crate::error::{Error, Result};
+#[doc(hidden)]
+pub use crate::fetch::read_in_chunks;
 pub use crate::segment::{object_path, position_string};
 pub use crate::stats::{CompactorStats, CompactorStatsSnapshot};
