@@ -18,8 +18,9 @@
 //! four blake3 blocks, against ~500 and eight), and the table is hashed once, into the key.
 //!
 //! Ids are compared across segments (queries drop repeated ids), so a table keeps the version
-//! it started with: [`TableSchema::event_id_version`](crate::TableSchema::event_id_version) records it in
-//! each schema version the catalog holds, absent (v1) in catalogs written before v2.
+//! it started with: [`TableSchema::event_id_version`](crate::TableSchema::event_id_version)
+//! records it in each schema version the catalog holds, absent (v1) in catalogs written before
+//! v2.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

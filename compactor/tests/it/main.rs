@@ -74,16 +74,7 @@ fn scenario(server: &str, topic: &str, n: usize, with_duplicates: bool) -> Scena
     }
     if with_duplicates {
         // Late copies of early events (within the dedup window).
-        for r in records
-            .clone()
-            .iter()
-            .filter(|r| {
-                r.value
-                    .as_ref()
-                    .is_some_and(|v| v.starts_with(b"{\"schema\":{"))
-            })
-            .take(5)
-        {
+        for r in records.clone().iter().filter(|r| is_change(r)).take(5) {
             records.push(r.clone());
         }
     }
@@ -337,6 +328,7 @@ async fn commit_v1_schema(
     schema.table
 }
 
+/// A record holding a change envelope (not a tombstone, not the malformed record).
 fn is_change(r: &Record) -> bool {
     r.value
         .as_ref()
