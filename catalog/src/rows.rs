@@ -275,23 +275,23 @@ impl ColumnBuilder {
     /// Appends a cell that [`ColumnBuilder::fits`]. Integers were range-checked when the
     /// cell was made, so the narrowing casts keep their value.
     #[allow(clippy::cast_possible_truncation)]
-    pub(crate) fn append(&mut self, cell: Cell<'_>) {
+    pub(crate) fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
-            (Self::List(values), Cell::List(value)) => values.push(Some(value)),
+            (Self::List(values), Cell::List(value)) => values.push(Some(value.clone())),
             (Self::List(values), _) => values.push(None),
-            (Self::Bool(b), Cell::Bool(v)) => b.append_value(v),
-            (Self::Int8(b), Cell::Int(v)) => b.append_value(v as i8),
-            (Self::Int16(b), Cell::Int(v)) => b.append_value(v as i16),
-            (Self::Int32(b), Cell::Int(v)) => b.append_value(v as i32),
-            (Self::Int64(b), Cell::Int(v)) => b.append_value(v),
-            (Self::Date32(b), Cell::Int(v)) => b.append_value(v as i32),
-            (Self::Time64(b), Cell::Int(v)) => b.append_value(v),
-            (Self::Timestamp(b, _), Cell::Int(v)) => b.append_value(v),
-            (Self::Float32(b), Cell::Float(v)) => b.append_value(v as f32),
-            (Self::Float64(b), Cell::Float(v)) => b.append_value(v),
+            (Self::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (Self::Int8(b), Cell::Int(v)) => b.append_value(*v as i8),
+            (Self::Int16(b), Cell::Int(v)) => b.append_value(*v as i16),
+            (Self::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
+            (Self::Int64(b), Cell::Int(v)) => b.append_value(*v),
+            (Self::Date32(b), Cell::Int(v)) => b.append_value(*v as i32),
+            (Self::Time64(b), Cell::Int(v)) => b.append_value(*v),
+            (Self::Timestamp(b, _), Cell::Int(v)) => b.append_value(*v),
+            (Self::Float32(b), Cell::Float(v)) => b.append_value(*v as f32),
+            (Self::Float64(b), Cell::Float(v)) => b.append_value(*v),
             (Self::Utf8(b), Cell::Text(v)) => b.append_value(v),
             (Self::Binary(b), Cell::Bytes(v)) => b.append_value(v),
-            (Self::Decimal(b, ..), Cell::Decimal(v)) => b.append_value(v),
+            (Self::Decimal(b, ..), Cell::Decimal(v)) => b.append_value(*v),
             (builder, _) => builder.append_null(),
         }
     }
@@ -523,7 +523,7 @@ impl SegmentBuilder {
         }
         self.unchanged.append(true);
         self.keys.append_value(&row.key);
-        for (builder, cell) in self.columns.iter_mut().zip(row.cells) {
+        for (builder, cell) in self.columns.iter_mut().zip(&row.cells) {
             builder.append(cell);
         }
         Ok(())
