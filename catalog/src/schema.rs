@@ -562,7 +562,7 @@ pub(crate) fn build_array(
     }
     let mut builder = ColumnBuilder::new(column, data_type)?;
     for value in values {
-        builder.append(match value.filter(|v| !v.is_null()) {
+        builder.append(&match value.filter(|v| !v.is_null()) {
             None => Cell::Null,
             Some(v) => cell_from_value(column, ty, data_type, v)?,
         });
@@ -623,10 +623,86 @@ pub(crate) fn temporal_from_text(text: &str) -> Result<i64, String> {
     match text {
         "infinity" => Ok(i64::MAX),
         "-infinity" => Ok(i64::MIN),
-        text => chrono::DateTime::parse_from_rfc3339(text)
-            .map(|t| t.timestamp_micros())
-            .map_err(|e| format!("{text:?} is not an ISO 8601 timestamp: {e}")),
+        text => rfc3339_micros(text).map_or_else(
+            || {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.timestamp_micros())
+                    .map_err(|e| format!("{text:?} is not an ISO 8601 timestamp: {e}"))
+            },
+            Ok,
+        ),
     }
+}
+
+/// The µs since the epoch of the usual timestamp text, `YYYY-MM-DDTHH:MM:SS[.f{1,9}]` then
+/// `Z` or `±HH:MM` (what Debezium writes for every `timestamptz`); `None` for any other
+/// text, valid or not, which chrono then reads (a test checks both agree). chrono's general
+/// parser was 3% of the compactor's CPU.
+fn rfc3339_micros(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |from: usize, n: usize| -> Option<i64> {
+        b.get(from..from + n)?.iter().try_fold(0_i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    // A leap second (60) is left to chrono.
+    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut at = 19;
+    let mut nanos = 0;
+    if b[at] == b'.' {
+        let n = b[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        nanos = digits(at + 1, n)? * 10_i64.pow(9 - n as u32);
+        at += 1 + n;
+    }
+    let offset = match b.get(at..)? {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (digits(at + 1, 2)?, digits(at + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let offset = h * 3600 + m * 60;
+            if *sign == b'-' { -offset } else { offset }
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the date (proleptic Gregorian; Howard Hinnant's
+    // `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(seconds * 1_000_000 + nanos / 1000)
 }
 
 /// A timestamp or time of day in µs from an integer in the unit its semantic type says.

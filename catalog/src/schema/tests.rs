@@ -290,3 +290,94 @@ fn catalog_json_round_trips() {
     assert_eq!(json["columns"][0]["type"], "int64");
     assert_eq!(TableSchema::from_catalog_json(&json).unwrap(), schema);
 }
+
+/// The chrono reading of a timestamp text, as `temporal_from_text` gave it before its fast
+/// path.
+fn chrono_micros(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+#[test]
+fn usual_timestamp_texts_take_the_fast_path() {
+    for (text, micros) in [
+        ("1970-01-01T00:00:00Z", 0),
+        ("2026-11-25T10:00:00.5Z", 1_795_600_800_500_000),
+        ("2024-02-29T23:59:59.999999999+05:30", 1_709_231_399_999_999),
+        ("1969-12-31T23:59:59.999999Z", -1),
+        ("0001-01-01T00:00:00-00:01", -62_135_596_740_000_000),
+        ("9999-12-31T23:59:59.123456Z", 253_402_300_799_123_456),
+    ] {
+        assert_eq!(rfc3339_micros(text), Some(micros), "{text}");
+        assert_eq!(chrono_micros(text), Some(micros), "{text}");
+        assert_eq!(temporal_from_text(text), Ok(micros), "{text}");
+    }
+    // Left to chrono: valid but unusual, or not timestamps at all.
+    for text in [
+        "2026-11-25t10:00:00Z",
+        "2026-11-25 10:00:00Z",
+        "2016-12-31T23:59:60Z",
+        "2026-11-25T10:00:00.1234567891Z",
+        "2023-02-29T00:00:00Z",
+        "2026-11-25T24:00:00Z",
+        "2026-11-25T10:00:00",
+        "2026-11-25T10:00:00+0100",
+        "2026-11-25T10:00:00.Z",
+        "２026-11-25T10:00:00Z",
+    ] {
+        assert_eq!(rfc3339_micros(text), None, "{text}");
+    }
+    assert_eq!(
+        temporal_from_text("2016-12-31T23:59:60Z"),
+        Ok(1_483_228_800_000_000)
+    );
+    let err = temporal_from_text("2023-02-29T00:00:00Z").unwrap_err();
+    assert!(
+        err.contains("\"2023-02-29T00:00:00Z\" is not an ISO 8601 timestamp"),
+        "{err}"
+    );
+}
+
+proptest::proptest! {
+    /// Wherever the fast path reads a text, chrono reads the same instant; and it reads every
+    /// valid text of the usual shape.
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono(
+        year in 0_u32..=9999,
+        month in 0_u32..=13,
+        day in 0_u32..=32,
+        hour in 0_u32..=24,
+        minute in 0_u32..=60,
+        second in 0_u32..=60,
+        fraction in proptest::option::of("[0-9]{0,11}"),
+        offset in proptest::option::of((proptest::bool::ANY, 0_u32..=24, 0_u32..=60)),
+        noise in proptest::option::of((0_usize..28, proptest::char::range(' ', '~'))),
+    ) {
+        let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+        if let Some(fraction) = &fraction {
+            text.push('.');
+            text.push_str(fraction);
+        }
+        match offset {
+            None => text.push('Z'),
+            Some((east, h, m)) => {
+                text.push_str(&format!("{}{h:02}:{m:02}", if east { '+' } else { '-' }));
+            }
+        }
+        if let Some((at, c)) = noise {
+            let at = (0..=at.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            text.replace_range(at..(at + 1).min(text.len()), &c.to_string());
+        }
+        let fast = rfc3339_micros(&text);
+        let slow = chrono_micros(&text);
+        if fast.is_some() {
+            proptest::prop_assert_eq!(fast, slow, "{}", text);
+        }
+        let usual = second < 60 && fraction.as_ref().is_none_or(|f| (1..=9).contains(&f.len()));
+        if slow.is_some() && usual && noise.is_none() {
+            proptest::prop_assert_eq!(fast, slow, "{}", text);
+        }
+        proptest::prop_assert_eq!(temporal_from_text(&text).ok(), slow, "{}", text);
+    }
+}
