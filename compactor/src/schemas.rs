@@ -13,12 +13,21 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use strata_catalog::AvroSchemas;
 use strata_catalog::avro::WriterSchema;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 
 /// How long reading the schema topic to its end may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the schema topic is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SchemaRead {
+    /// Ahead of the first records, which may not be Avro at all: a missing topic is no news.
+    AtStart,
+    /// A record names a writer schema not known.
+    Needed,
+}
 
 /// Reads `topic` from its start to its current end into `schemas`, with the Kafka connection
 /// of `client`. Blocking: run it off the async loop. Returns how many schemas were new.
@@ -26,6 +35,7 @@ pub(crate) fn read_schema_topic(
     client: &ClientConfig,
     topic: &str,
     schemas: &AvroSchemas,
+    why: SchemaRead,
 ) -> Result<usize> {
     let kafka = |operation: &'static str| {
         move |source| Error::SchemaTopic {
@@ -63,7 +73,10 @@ pub(crate) fn read_schema_topic(
         }
     }
     if ends.is_empty() {
-        warn!(topic, "the schema topic is missing or empty");
+        match why {
+            SchemaRead::AtStart => debug!(topic, "the schema topic is missing or empty"),
+            SchemaRead::Needed => warn!(topic, "the schema topic is missing or empty"),
+        }
         return Ok(0);
     }
     consumer.assign(&assignment).map_err(kafka("assign"))?;

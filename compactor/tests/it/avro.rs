@@ -24,19 +24,11 @@ fn to_avro(document: &[u8]) -> (Vec<u8>, WriterSchema) {
     (out, writer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn avro_records_are_stored_as_their_json_records_are() {
-    let server = unique("strata.itavro");
-    let topic = format!("{server}.public.items");
-    let schema_topic = unique("_strata_schemas_it");
-    create_topic(&topic, 2).await;
-    create_topic(&schema_topic, 1).await;
-    let mut s = scenario(&server, &topic, 200, true);
-
-    // The same records in Avro (the malformed one stays as it is), and one naming a schema
-    // that was never published.
+/// The scenario's JSON records turned into Avro (the malformed one stays as it is), and the
+/// schema topic's records of their writer schemas.
+fn avro_records(records: &mut [Record]) -> Vec<Record> {
     let mut schemas = std::collections::BTreeMap::new();
-    for record in &mut s.records {
+    for record in records {
         let Some(value) = record
             .value
             .as_ref()
@@ -51,6 +43,28 @@ async fn avro_records_are_stored_as_their_json_records_are() {
         record.key = Some(key);
         record.value = Some(value);
     }
+    assert_eq!(schemas.len(), 2, "one key schema, one value schema");
+    schemas
+        .values()
+        .map(|w| Record {
+            partition: 0,
+            key: Some(w.topic_key().into_bytes()),
+            value: Some(w.topic_value().as_bytes().to_vec()),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_are_stored_as_their_json_records_are() {
+    let server = unique("strata.itavro");
+    let topic = format!("{server}.public.items");
+    let schema_topic = unique("_strata_schemas_it");
+    create_topic(&topic, 2).await;
+    create_topic(&schema_topic, 1).await;
+    let mut s = scenario(&server, &topic, 200, true);
+
+    // The same records in Avro, and one naming a schema that was never published.
+    let published = avro_records(&mut s.records);
     let mut unknown = s.records[0].clone();
     let value = unknown.value.as_mut().expect("a value");
     value[2..10].copy_from_slice(&0x0123_4567_89ab_cdef_u64.to_le_bytes());
@@ -61,15 +75,6 @@ async fn avro_records_are_stored_as_their_json_records_are() {
         s.records.push(unknown.clone());
         s.ends[unknown.partition as usize] += 1;
     }
-    assert_eq!(schemas.len(), 2, "one key schema, one value schema");
-    let published: Vec<Record> = schemas
-        .values()
-        .map(|w| Record {
-            partition: 0,
-            key: Some(w.topic_key().into_bytes()),
-            value: Some(w.topic_value().as_bytes().to_vec()),
-        })
-        .collect();
     produce(&schema_topic, &published).await;
     produce(&topic, &s.records).await;
 
@@ -100,4 +105,42 @@ async fn avro_records_are_stored_as_their_json_records_are() {
             "{reason}"
         );
     }
+}
+
+/// A capture that starts after the compactor: the schema topic read at the compactor's start
+/// is empty, so the first records' schemas are read from it when they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_published_after_the_compactor_started_are_read_when_needed() {
+    let server = unique("strata.itavrolate");
+    let topic = format!("{server}.public.items");
+    let schema_topic = unique("_strata_schemas_it");
+    create_topic(&topic, 2).await;
+    create_topic(&schema_topic, 1).await;
+    let mut s = scenario(&server, &topic, 120, false);
+    let published = avro_records(&mut s.records);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+    let root = Path::from("warehouse");
+    let group = unique("g");
+    let mut config = test_config(&group, &topic);
+    config.schema_topic = schema_topic.clone();
+    let running = start(config, Arc::clone(&store), &root).await;
+    // Long enough for the read at start to find the topic empty.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    produce(&schema_topic, &published).await;
+    produce(&topic, &s.records).await;
+    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
+    running.stop().await;
+
+    let rows = read_segments(&store, &root, &state).await;
+    check_rows(&rows, &s.expected);
+    let reason = quarantined(&state, &topic, s.malformed.0, s.malformed.1).reason;
+    assert!(reason.contains("not JSON"), "{reason}");
+    assert_eq!(
+        state.quarantine().len(),
+        1,
+        "only the malformed record is quarantined"
+    );
 }
