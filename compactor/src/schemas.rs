@@ -1,10 +1,10 @@
 //! Learning Avro writer schemas from the schema topic (see `strata_catalog::avro`).
 //!
 //! A record in strata's Avro format names its writer schema by fingerprint; the capture
-//! publishes every schema to the schema topic before its first record. When a chunk holds a
-//! fingerprint the decoders do not know, the compactor reads the schema topic from its start to
-//! its current end (it holds one small record per schema ever written) and decodes the chunk's
-//! records again. A fingerprint still unknown after that is bad input (quarantined, named); a
+//! publishes every schema to the schema topic before its first record. The compactor reads the
+//! schema topic from its start to its current end (it holds one small record per schema ever
+//! written) once as it starts, beside joining its group, and again whenever a chunk holds a
+//! fingerprint the decoders do not know; then it decodes the chunk's records again. A fingerprint still unknown after that is bad input (quarantined, named); a
 //! schema topic that cannot be read stops the compactor without consuming anything.
 
 use std::time::{Duration, Instant};
