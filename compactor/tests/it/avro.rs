@@ -10,7 +10,7 @@ use object_store::path::Path;
 use strata_catalog::avro::WriterSchema;
 
 use super::support::*;
-use super::{check_rows, quarantined, scenario};
+use super::{Scenario, check_rows, quarantined, scenario};
 
 /// `document` (a JSON converter key or value) as strata's capture writes it in Avro, and its
 /// writer schema.
@@ -54,50 +54,95 @@ fn avro_records(records: &mut [Record]) -> Vec<Record> {
         .collect()
 }
 
+/// A fresh topic and schema topic, the scenario's records in Avro (not produced yet), and a
+/// local-directory catalog for a compactor of a fresh group.
+struct AvroCase {
+    topic: String,
+    schema_topic: String,
+    s: Scenario,
+    /// The schema topic's records.
+    published: Vec<Record>,
+    _dir: tempfile::TempDir,
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    group: String,
+}
+
+impl AvroCase {
+    async fn new(server: &str, n: usize, with_duplicates: bool) -> Self {
+        let server = unique(server);
+        let topic = format!("{server}.public.items");
+        let schema_topic = unique("_strata_schemas_it");
+        create_topic(&topic, 2).await;
+        create_topic(&schema_topic, 1).await;
+        let mut s = scenario(&server, &topic, n, with_duplicates);
+        let published = avro_records(&mut s.records);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+        Self {
+            topic,
+            schema_topic,
+            s,
+            published,
+            _dir: dir,
+            store,
+            root: Path::from("warehouse"),
+            group: unique("g"),
+        }
+    }
+
+    async fn start(&self) -> Running {
+        let mut config = test_config(&self.group, &self.topic);
+        config.schema_topic = self.schema_topic.clone();
+        start(config, Arc::clone(&self.store), &self.root).await
+    }
+
+    async fn produce(&self) {
+        produce(&self.schema_topic, &self.published).await;
+        produce(&self.topic, &self.s.records).await;
+    }
+
+    /// Once the compactor consumed every record: the catalog's state, and the rows and ids of
+    /// the JSON records (`expected` was computed from them) checked.
+    async fn check(&self, running: Running) -> Arc<strata_catalog::CatalogState> {
+        let Self {
+            store, root, group, ..
+        } = self;
+        let ends = &self.s.ends;
+        let state = wait_for_offsets(Arc::clone(store), root, group, &self.topic, ends).await;
+        running.stop().await;
+        let rows = read_segments(store, root, &state).await;
+        check_rows(&rows, &self.s.expected);
+        let (partition, offset) = self.s.malformed;
+        let reason = quarantined(&state, &self.topic, partition, offset).reason;
+        assert!(reason.contains("not JSON"), "{reason}");
+        state
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_records_are_stored_as_their_json_records_are() {
-    let server = unique("strata.itavro");
-    let topic = format!("{server}.public.items");
-    let schema_topic = unique("_strata_schemas_it");
-    create_topic(&topic, 2).await;
-    create_topic(&schema_topic, 1).await;
-    let mut s = scenario(&server, &topic, 200, true);
+    let mut case = AvroCase::new("strata.itavro", 200, true).await;
 
-    // The same records in Avro, and one naming a schema that was never published.
-    let published = avro_records(&mut s.records);
+    // And one naming a schema that was never published, twice: the second is quarantined
+    // without reading the schema topic again.
+    let s = &mut case.s;
     let mut unknown = s.records[0].clone();
     let value = unknown.value.as_mut().expect("a value");
     value[2..10].copy_from_slice(&0x0123_4567_89ab_cdef_u64.to_le_bytes());
-    // Twice: the second is quarantined without reading the schema topic again.
     let mut unknown_at = Vec::new();
     for _ in 0..2 {
         unknown_at.push((unknown.partition, s.ends[unknown.partition as usize]));
         s.records.push(unknown.clone());
         s.ends[unknown.partition as usize] += 1;
     }
-    produce(&schema_topic, &published).await;
-    produce(&topic, &s.records).await;
+    case.produce().await;
+    let running = case.start().await;
+    let state = case.check(running).await;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
-    let root = Path::from("warehouse");
-    let group = unique("g");
-    let mut config = test_config(&group, &topic);
-    config.schema_topic = schema_topic;
-    let running = start(config, Arc::clone(&store), &root).await;
-    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
-    running.stop().await;
-
-    // The rows and ids of the JSON records (`expected` was computed from them).
-    let rows = read_segments(&store, &root, &state).await;
-    check_rows(&rows, &s.expected);
-
-    let reason =
-        |(partition, offset): (i32, i64)| quarantined(&state, &topic, partition, offset).reason;
-    assert!(reason(s.malformed).contains("not JSON"));
-    for at in unknown_at {
-        let reason = reason(at);
+    for (partition, offset) in unknown_at {
+        let reason = quarantined(&state, &case.topic, partition, offset).reason;
         assert!(
             reason.contains(
                 "Avro writer schema 0123456789abcdef is not in schema topic _strata_schemas_it"
@@ -111,33 +156,12 @@ async fn avro_records_are_stored_as_their_json_records_are() {
 /// is empty, so the first records' schemas are read from it when they come.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_published_after_the_compactor_started_are_read_when_needed() {
-    let server = unique("strata.itavrolate");
-    let topic = format!("{server}.public.items");
-    let schema_topic = unique("_strata_schemas_it");
-    create_topic(&topic, 2).await;
-    create_topic(&schema_topic, 1).await;
-    let mut s = scenario(&server, &topic, 120, false);
-    let published = avro_records(&mut s.records);
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
-    let root = Path::from("warehouse");
-    let group = unique("g");
-    let mut config = test_config(&group, &topic);
-    config.schema_topic = schema_topic.clone();
-    let running = start(config, Arc::clone(&store), &root).await;
+    let case = AvroCase::new("strata.itavrolate", 120, false).await;
+    let running = case.start().await;
     // Long enough for the read at start to find the topic empty.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    produce(&schema_topic, &published).await;
-    produce(&topic, &s.records).await;
-    let state = wait_for_offsets(Arc::clone(&store), &root, &group, &topic, &s.ends).await;
-    running.stop().await;
-
-    let rows = read_segments(&store, &root, &state).await;
-    check_rows(&rows, &s.expected);
-    let reason = quarantined(&state, &topic, s.malformed.0, s.malformed.1).reason;
-    assert!(reason.contains("not JSON"), "{reason}");
+    case.produce().await;
+    let state = case.check(running).await;
     assert_eq!(
         state.quarantine().len(),
         1,
